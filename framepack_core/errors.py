@@ -1,0 +1,17 @@
+"""User-facing errors. Every message names the problem and the fix, so nodes can show it as-is."""
+
+
+class FramePackError(Exception):
+    """Base class for errors a user can act on (bad file, bad value, bad combination of inputs)."""
+
+
+class CheckpointError(FramePackError):
+    """A model or LoRA file that cannot be used: wrong format, wrong model, truncated, missing shard."""
+
+
+class InputError(FramePackError, ValueError):
+    """A parameter or conditioning input that is out of range or inconsistent."""
+
+
+class Interrupted(FramePackError):
+    """Raised by the sampling loop when the caller's interrupt check asks it to stop."""

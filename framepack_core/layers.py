@@ -1,0 +1,371 @@
+"""Building blocks of the packed HunyuanVideo transformer.
+
+Attribute names are chosen so that `state_dict()` keys equal the released checkpoints' keys (diffusers naming:
+`attn.to_q`, `ff.net.0.proj`, `norm1.linear`, ...). Never rename an attribute here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention
+from .rope import apply_rope
+
+
+class Linear(nn.Linear):
+    """A linear layer that computes in its input's dtype whatever dtype its weight is stored in.
+
+    This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
+    live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
+    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lora: list[LoraDelta] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
+        out = F.linear(x, weight, bias)
+        for delta in self.lora:
+            out = out + delta(x)
+        return out
+
+
+class LoraDelta(nn.Module):
+    """scale * up(down(x)) kept in high precision next to a (possibly fp8) base weight."""
+
+    def __init__(self, down: torch.Tensor, up: torch.Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("down", down, persistent=False)
+        self.register_buffer("up", up, persistent=False)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        down = self.down.to(device=x.device, dtype=x.dtype)
+        up = self.up.to(device=x.device, dtype=x.dtype)
+        return F.linear(F.linear(x, down), up) * self.scale
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim; the variance is taken in float32 whatever the compute dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """Affine layer norm whose parameters may be stored in another dtype than the activations."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(device=x.device, dtype=x.dtype)
+        bias = self.bias.to(device=x.device, dtype=x.dtype)
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
+def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [cos | sin] of t (flip_sin_to_cos=True, no frequency shift), in float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class MLPEmbedder(nn.Module):
+    """linear_1 -> SiLU -> linear_2 (diffusers' TimestepEmbedding and PixArtAlphaTextProjection)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear_1 = Linear(in_dim, out_dim)
+        self.linear_2 = Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class ConditionEmbedding(nn.Module):
+    """temb = embed(timestep) + embed(distilled guidance) + embed(pooled CLIP-L text)."""
+
+    def __init__(self, dim: int, pooled_dim: int, guidance_embeds: bool = True):
+        super().__init__()
+        self.timestep_embedder = MLPEmbedder(256, dim)
+        self.text_embedder = MLPEmbedder(pooled_dim, dim)
+        self.guidance_embedder = MLPEmbedder(256, dim) if guidance_embeds else None
+
+    def forward(self, timestep: torch.Tensor, pooled: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+        temb = self.timestep_embedder(timestep_features(timestep).to(pooled.dtype))
+        if self.guidance_embedder is not None:
+            temb = temb + self.guidance_embedder(timestep_features(guidance).to(pooled.dtype))
+        return temb + self.text_embedder(pooled)
+
+
+class RefinerConditionEmbedding(nn.Module):
+    """The token refiner's temb: embed(timestep) + embed(mean of the text tokens)."""
+
+    def __init__(self, dim: int, text_dim: int):
+        super().__init__()
+        self.timestep_embedder = MLPEmbedder(256, dim)
+        self.text_embedder = MLPEmbedder(text_dim, dim)
+
+    def forward(self, timestep: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        return self.timestep_embedder(timestep_features(timestep).to(pooled_text.dtype)) + self.text_embedder(pooled_text)
+
+
+class ActivatedProjection(nn.Module):
+    """`proj` followed by an activation: the first entry of diffusers' FeedForward.net."""
+
+    def __init__(self, dim_in: int, dim_out: int, activation: str):
+        super().__init__()
+        self.proj = Linear(dim_in, dim_out)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        return F.silu(x) if self.activation == "silu" else F.gelu(x, approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, inner_dim: int, activation: str = "gelu_tanh"):
+        super().__init__()
+        self.net = nn.ModuleList([ActivatedProjection(dim, inner_dim, activation), nn.Identity(), Linear(inner_dim, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class RefinerAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = Linear(dim, dim), Linear(dim, dim), Linear(dim, dim)
+        self.to_out = nn.ModuleList([Linear(dim, dim), nn.Identity()])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = (proj(x).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+class RefinerGates(nn.Module):
+    """HunyuanVideoAdaNorm: two gates (attention, MLP) from temb."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = Linear(dim, 2 * dim)
+
+    def forward(self, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gate_attn, gate_mlp = self.linear(F.silu(temb)).chunk(2, dim=-1)
+        return gate_attn[:, None], gate_mlp[:, None]
+
+
+class RefinerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int):
+        super().__init__()
+        self.norm1 = LayerNorm(dim, eps=1e-6)
+        self.attn = RefinerAttention(dim, heads)
+        self.norm2 = LayerNorm(dim, eps=1e-6)
+        self.ff = FeedForward(dim, mlp_dim, activation="silu")
+        self.norm_out = RefinerGates(dim)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        gate_attn, gate_mlp = self.norm_out(temb)
+        x = x + self.attn(self.norm1(x), mask) * gate_attn
+        return x + self.ff(self.norm2(x)) * gate_mlp
+
+
+class TokenRefinerStack(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, num_layers: int):
+        super().__init__()
+        self.refiner_blocks = nn.ModuleList([RefinerBlock(dim, heads, mlp_dim) for _ in range(num_layers)])
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        attn_mask = None
+        if mask is not None:
+            # valid tokens attend to valid tokens; every row may attend to token 0 so no row is empty
+            attn_mask = mask[:, None, :, None] & mask[:, None, None, :]
+            attn_mask[:, :, :, 0] = True
+        for block in self.refiner_blocks:
+            x = block(x, temb, attn_mask)
+        return x
+
+
+class TokenRefiner(nn.Module):
+    """LLaMA text tokens -> model width, refined by a few self-attention blocks conditioned on the timestep."""
+
+    def __init__(self, text_dim: int, dim: int, heads: int, mlp_dim: int, num_layers: int):
+        super().__init__()
+        self.time_text_embed = RefinerConditionEmbedding(dim, text_dim)
+        self.proj_in = Linear(text_dim, dim)
+        self.token_refiner = TokenRefinerStack(dim, heads, mlp_dim, num_layers)
+
+    def forward(self, text: torch.Tensor, timestep: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            pooled = text.mean(dim=1)
+        else:
+            weights = mask.float()[..., None]
+            pooled = ((text * weights).sum(dim=1) / weights.sum(dim=1)).to(text.dtype)
+        temb = self.time_text_embed(timestep, pooled)
+        return self.token_refiner(self.proj_in(text), temb, mask)
+
+
+class AdaNormZero(nn.Module):
+    """Modulation from temb: `chunks` (shift, scale, gate)-style vectors, and the modulated layer norm of x."""
+
+    def __init__(self, dim: int, chunks: int):
+        super().__init__()
+        self.linear = Linear(dim, chunks * dim)
+        self.chunks = chunks
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor):
+        mods = [m[:, None] for m in self.linear(F.silu(temb)).chunk(self.chunks, dim=-1)]
+        shift, scale = mods[0], mods[1]
+        return (layer_norm(x) * (1 + scale) + shift), mods[2:]
+
+
+class JointAttention(nn.Module):
+    """Dual-stream attention: separate projections for image and text tokens, one attention over both;
+    RoPE on image tokens only."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, backend: str):
+        super().__init__()
+        self.heads, self.backend = heads, backend
+        self.to_q, self.to_k, self.to_v = Linear(dim, dim), Linear(dim, dim), Linear(dim, dim)
+        self.norm_q, self.norm_k = RMSNorm(head_dim), RMSNorm(head_dim)
+        self.add_q_proj, self.add_k_proj, self.add_v_proj = Linear(dim, dim), Linear(dim, dim), Linear(dim, dim)
+        self.norm_added_q, self.norm_added_k = RMSNorm(head_dim), RMSNorm(head_dim)
+        self.to_out = nn.ModuleList([Linear(dim, dim), nn.Identity()])
+        self.to_add_out = Linear(dim, dim)
+
+    def forward(self, x, context, rope, key_mask):
+        split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
+        q = apply_rope(self.norm_q(split(self.to_q(x))), *rope)
+        k = apply_rope(self.norm_k(split(self.to_k(x))), *rope)
+        v = split(self.to_v(x))
+        cq = self.norm_added_q(split(self.add_q_proj(context)))
+        ck = self.norm_added_k(split(self.add_k_proj(context)))
+        cv = split(self.add_v_proj(context))
+        out = attention(torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), self.backend, key_mask)
+        n = x.shape[1]
+        return self.to_out[0](out[:, :n]), self.to_add_out(out[:, n:])
+
+
+class DualStreamBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, backend: str):
+        super().__init__()
+        self.norm1 = AdaNormZero(dim, 6)
+        self.norm1_context = AdaNormZero(dim, 6)
+        self.attn = JointAttention(dim, heads, head_dim, backend)
+        self.ff = FeedForward(dim, mlp_dim)
+        self.ff_context = FeedForward(dim, mlp_dim)
+
+    def forward(self, x, context, temb, rope, key_mask):
+        nx, (gate, shift_mlp, scale_mlp, gate_mlp) = self.norm1(x, temb)
+        nc, (c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp) = self.norm1_context(context, temb)
+        attn_x, attn_c = self.attn(nx, nc, rope, key_mask)
+        x = x + attn_x * gate
+        context = context + attn_c * c_gate
+        x = x + gate_mlp * self.ff(layer_norm(x) * (1 + scale_mlp) + shift_mlp)
+        context = context + c_gate_mlp * self.ff_context(layer_norm(context) * (1 + c_scale_mlp) + c_shift_mlp)
+        return x, context
+
+
+class SingleAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, backend: str):
+        super().__init__()
+        self.heads, self.backend = heads, backend
+        self.to_q, self.to_k, self.to_v = Linear(dim, dim), Linear(dim, dim), Linear(dim, dim)
+        self.norm_q, self.norm_k = RMSNorm(head_dim), RMSNorm(head_dim)
+
+    def forward(self, h, num_image_tokens, rope, key_mask):
+        split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
+        q, k, v = self.norm_q(split(self.to_q(h))), self.norm_k(split(self.to_k(h))), split(self.to_v(h))
+        n = num_image_tokens
+        q = torch.cat([apply_rope(q[:, :n], *rope), q[:, n:]], dim=1)
+        k = torch.cat([apply_rope(k[:, :n], *rope), k[:, n:]], dim=1)
+        return attention(q, k, v, self.backend, key_mask)
+
+
+class SingleStreamBlock(nn.Module):
+    """Operates on the joint [image | text] sequence; attention and MLP run in parallel from one modulated norm."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, backend: str):
+        super().__init__()
+        self.attn = SingleAttention(dim, heads, head_dim, backend)
+        self.norm = AdaNormZero(dim, 3)
+        self.proj_mlp = Linear(dim, mlp_dim)
+        self.proj_out = Linear(dim + mlp_dim, dim)
+
+    def forward(self, h, num_image_tokens, temb, rope, key_mask):
+        nh, (gate,) = self.norm(h, temb)
+        mlp = F.gelu(self.proj_mlp(nh), approximate="tanh")
+        attn = self.attn(nh, num_image_tokens, rope, key_mask)
+        return h + gate * self.proj_out(torch.cat([attn, mlp], dim=2))
+
+
+class ClipVisionProjection(nn.Module):
+    """SigLIP tokens -> model width: up (x3), SiLU, down."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.up = Linear(in_dim, dim * 3)
+        self.down = Linear(dim * 3, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.up(x)))
+
+
+class PatchConv(nn.Conv3d):
+    """A stride == kernel Conv3d, computed as one matmul over patches (same weights and keys as the conv,
+    much faster than a strided conv3d on CPU), in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kt, kh, kw = self.kernel_size
+        b, c, t, h, w = x.shape
+        patches = x.reshape(b, c, t // kt, kt, h // kh, kh, w // kw, kw).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        weight = self.weight.to(device=x.device, dtype=x.dtype).flatten(1)
+        bias = self.bias.to(device=x.device, dtype=x.dtype)
+        return F.linear(patches.flatten(4), weight, bias)  # [B, T', H', W', D]
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, dim: int, kernel: tuple[int, int, int]):
+        super().__init__()
+        self.proj = PatchConv(in_channels, dim, kernel_size=kernel, stride=kernel)
+
+
+class HistoryPatchEmbed(nn.Module):
+    """Clean-history embedders: 1x (same patch as the noisy latents), 2x (2x4x4) and 4x (4x8x8) compression."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.proj = PatchConv(in_channels, dim, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.proj_2x = PatchConv(in_channels, dim, kernel_size=(2, 4, 4), stride=(2, 4, 4))
+        self.proj_4x = PatchConv(in_channels, dim, kernel_size=(4, 8, 8), stride=(4, 8, 8))
+
+
+class OutputNorm(nn.Module):
+    """AdaLayerNormContinuous without affine: note the (scale, shift) chunk order of the checkpoints."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = Linear(dim, 2 * dim)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(temb)).to(x.dtype).chunk(2, dim=-1)
+        return layer_norm(x) * (1 + scale[:, None]) + shift[:, None]
