@@ -1,0 +1,360 @@
+"""Loading FramePack transformers from the files users already have, and saving them.
+
+Accepted: a single `.safetensors` file (bf16, fp16, fp32, or the community fp8_e4m3fn / fp8_e5m2 files where
+the block weights are fp8 and the rest bf16), or a diffusers folder (`config.json` + sharded
+`diffusion_pytorch_model*.safetensors` + `*.safetensors.index.json`, as on the Hugging Face hub). Nothing else is
+read: pickle-based files (.ckpt/.pt/.bin/.pth) are refused without being opened by torch.
+
+The model is built on the meta device and the tensors are assigned as they are read and converted, so peak RAM
+stays near one copy of the weights in their storage dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import RELEASED, FramePackConfig
+from .errors import CheckpointError, InputError
+from .transformer import FramePackTransformer
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
+KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "model.")
+CONFIG_METADATA_KEY = "framepack_config"
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+STORAGE_CHOICES = ("auto", "compute", "fp8_e4m3fn", "fp8_e5m2")
+FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+VARIANTS = ("I2V_HY", "F1")
+
+# Only the big matmul weights inside the blocks may be stored in fp8; norms, biases, embedders, the output head
+# stay in the compute dtype (they are small and precision-sensitive).
+_FP8_ELIGIBLE = re.compile(r"^(transformer_blocks|single_transformer_blocks)\.\d+\.(?!.*norm).*\.weight$")
+
+
+@dataclass
+class CheckpointSource:
+    path: Path
+    files: list[Path]  # the safetensors files holding the weights
+    config: FramePackConfig | None  # from config.json or our own metadata; None = infer from shapes
+    label: str  # how the source is named in messages
+
+
+def is_fp8_eligible(key: str) -> bool:
+    return bool(_FP8_ELIGIBLE.match(key))
+
+
+def detect_variant(path: str | Path) -> str:
+    """FramePackI2V_HY and F1 have identical tensors, so the variant comes from the name users download them
+    under ("FramePack_F1_I2V_HY_20250503", "FramePackI2V_HY_fp8_e4m3fn", ...): an "F1" token means F1."""
+    name = Path(path).name if Path(path).suffix == ".safetensors" else str(path)
+    return "F1" if re.search(r"(?:^|[^a-z0-9])f1(?:[^a-z0-9]|$)", Path(name).as_posix().lower()) else "I2V_HY"
+
+
+# -- finding and checking files --------------------------------------------------------------------------------
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path.name} is a pickle-based checkpoint ({path.suffix}); only .safetensors files are loaded, because "
+            "pickle files can run code when opened. Download the .safetensors version of the model instead.")
+
+
+def _check_safetensors_file(path: Path) -> None:
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(f"{path.name} is a pickle/zip checkpoint renamed to .safetensors; it is refused. "
+                              "Download the real .safetensors file.")
+    if len(head) < 8:
+        raise CheckpointError(f"{path.name} is empty or truncated ({path.stat().st_size} bytes); download it again.")
+
+
+def resolve_source(path: str | Path) -> CheckpointSource:
+    path = Path(path)
+    if path.is_dir():
+        return _resolve_folder(path)
+    _check_safetensors_file(path)
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        raise CheckpointError(f"{path.name} is not a .safetensors file; FramePack models load only from .safetensors")
+    config = None
+    metadata = _read_metadata(path)
+    if metadata and CONFIG_METADATA_KEY in metadata:
+        config = FramePackConfig.from_json_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+    return CheckpointSource(path, [path], config, path.name)
+
+
+def _resolve_folder(folder: Path) -> CheckpointSource:
+    if (folder / "transformer").is_dir() and not list(folder.glob("*.safetensors*")):
+        folder = folder / "transformer"  # a whole diffusers pipeline repo was given
+    config = None
+    if (folder / "config.json").is_file():
+        config = FramePackConfig.from_json_dict(json.loads((folder / "config.json").read_text()))
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        index = json.loads(indexes[0].read_text())
+        shard_names = sorted(set(index.get("weight_map", {}).values()))
+        missing = [n for n in shard_names if not (folder / n).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{folder.name}: the index {indexes[0].name} lists {len(shard_names)} shards but {len(missing)} are "
+                f"missing: {', '.join(missing)}. Download the missing shard files into {folder}.")
+        files = [folder / n for n in shard_names]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+            hint = f" (found pickle files {', '.join(pickles)}, which are refused)" if pickles else ""
+            raise CheckpointError(f"folder {folder} holds no .safetensors weights{hint}")
+    for f in files:
+        _check_safetensors_file(f)
+    return CheckpointSource(folder, files, config, folder.name)
+
+
+def _read_metadata(path: Path) -> dict | None:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata()
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
+                              "download it again.") from err
+
+
+def _strip_prefix(keys: list[str]) -> str:
+    for prefix in KEY_PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys):
+            return prefix
+    return ""
+
+
+def read_shapes(source: CheckpointSource) -> tuple[dict[str, tuple[tuple[int, ...], str, Path]], str]:
+    """(key -> (shape, dtype name, file), prefix): keys without the wrapper prefix some tools add (e.g. ComfyUI's
+    model.diffusion_model.), and that prefix."""
+    entries = {}
+    for file in source.files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    entries[key] = (tuple(sl.get_shape()), sl.get_dtype(), file)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{file.name} is not a readable safetensors file (truncated or corrupt: {err}); "
+                                  "download it again.") from err
+    prefix = _strip_prefix(list(entries))
+    return {k[len(prefix):]: v for k, v in entries.items()}, prefix
+
+
+# -- recognising the model -------------------------------------------------------------------------------------
+
+def _group(key: str) -> str:
+    parts = key.split(".")
+    return f"{parts[0]}.*" if not (len(parts) > 1 and parts[1].isdigit()) else f"{parts[0]}.N.*"
+
+
+def _describe_groups(keys) -> str:
+    counts = Counter(_group(k) for k in keys)
+    return ", ".join(f"{g} ({n})" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6])
+
+
+def _guess_family(keys: set[str]) -> str | None:
+    if any(k.startswith(("double_blocks.", "img_in.", "txt_in.")) for k in keys):
+        if any(k.startswith("txt_in.individual_token_refiner") for k in keys):
+            return "a HunyuanVideo transformer (original Tencent naming), not FramePack"
+        return "a FLUX-style transformer, not FramePack"
+    if any(k.startswith(("blocks.0.self_attn", "patch_embedding.", "text_embedding.")) for k in keys):
+        return "a Wan video transformer, not FramePack"
+    if any(k.startswith(("transformer_blocks.", "single_transformer_blocks.")) for k in keys) and \
+            not any(k.startswith(("clean_x_embedder.", "image_projection.")) for k in keys):
+        return "a HunyuanVideo transformer in diffusers naming (no FramePack history embedder / image projection)"
+    if any(k.startswith(("encoder.", "decoder.")) for k in keys):
+        return "a VAE, not a diffusion transformer"
+    if any("lora" in k for k in keys):
+        return "a LoRA; load it with the FramePack LoRA node instead"
+    if any(k.startswith(("vision_model.", "text_model.", "model.layers.")) for k in keys):
+        return "a text or image encoder, not a diffusion transformer"
+    return None
+
+
+def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
+    """Sizes of the model from its tensor shapes; the RoPE split is the released one for head dim 128."""
+    def shape(key):
+        if key not in shapes:
+            family = _guess_family(set(shapes))
+            raise CheckpointError(
+                f"{label} is not a FramePack transformer" + (f": it looks like {family}" if family else "") +
+                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use FramePackI2V_HY or "
+                "FramePack F1 (e.g. FramePackI2V_HY_bf16.safetensors) in models/diffusion_models.")
+        return shapes[key][0]
+
+    dim, in_channels = shape("x_embedder.proj.weight")[:2]
+    head_dim = shape("transformer_blocks.0.attn.norm_q.weight")[0]
+    count = lambda prefix: len({k.split(".")[1] for k in shapes if k.startswith(prefix)})  # noqa: E731
+    shape("clean_x_embedder.proj_4x.weight")
+    if head_dim == RELEASED.attention_head_dim:
+        rope = RELEASED.rope_axes_dim
+    else:
+        raise CheckpointError(f"{label}: head dim {head_dim} is not the released 128 and the file carries no config "
+                              "(config.json or safetensors metadata) giving its RoPE axes")
+    return FramePackConfig(
+        in_channels=in_channels, out_channels=shape("proj_out.weight")[0] // 4,
+        num_attention_heads=dim // head_dim, attention_head_dim=head_dim,
+        num_layers=count("transformer_blocks."), num_single_layers=count("single_transformer_blocks."),
+        num_refiner_layers=len({k.split(".")[3] for k in shapes if k.startswith("context_embedder.token_refiner.")}),
+        mlp_ratio=shape("transformer_blocks.0.ff.net.0.proj.weight")[0] / dim,
+        text_embed_dim=shape("context_embedder.proj_in.weight")[1],
+        pooled_projection_dim=shape("time_text_embed.text_embedder.linear_1.weight")[1],
+        image_proj_dim=shape("image_projection.up.weight")[1], rope_axes_dim=rope)
+
+
+def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k][0]))
+    if not (missing or unexpected or wrong):
+        return
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors: {_describe_groups(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensors: {_describe_groups(unexpected)}")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} tensors have other shapes (e.g. {k}: file {list(found[k][0])}, "
+                        f"model {list(expected[k])})")
+    family = _guess_family(set(found))
+    raise CheckpointError(f"{label} does not match the FramePack transformer" +
+                          (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
+                          ". Use the FramePackI2V_HY or FramePack F1 transformer files.")
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, storage: str) -> torch.dtype:
+    if not is_fp8_eligible(key):
+        return compute
+    if storage in FP8_DTYPES:
+        return FP8_DTYPES[storage]
+    if storage == "auto" and file_dtype in FP8_DTYPES.values():
+        return file_dtype
+    return compute
+
+
+def _convert(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if tensor.dtype == dtype:
+        return tensor
+    if dtype in FP8_DTYPES.values():
+        limit = torch.finfo(dtype).max
+        return tensor.float().clamp_(-limit, limit).to(dtype)
+    return tensor.to(dtype)
+
+
+def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype = "bf16", storage: str = "auto",
+                         attention_backend: str = "sdpa", device: str | torch.device = "cpu") -> FramePackTransformer:
+    """Loads a FramePack transformer.
+
+    compute_dtype: "bf16" | "fp16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in.
+    storage: "auto" keeps fp8 files in fp8 and stores everything else in the compute dtype; "compute" stores all in
+    the compute dtype (an fp8 file is upcast: more memory, no precision regained); "fp8_e4m3fn"/"fp8_e5m2" store the
+    block matmul weights in fp8, upcast one layer at a time at the matmul.
+    """
+    compute = COMPUTE_DTYPES.get(compute_dtype, compute_dtype) if isinstance(compute_dtype, str) else compute_dtype
+    if compute not in COMPUTE_DTYPES.values():
+        raise InputError(f"compute dtype {compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+    if storage not in STORAGE_CHOICES:
+        raise InputError(f"storage {storage!r} is not one of {', '.join(STORAGE_CHOICES)}")
+    source = resolve_source(path)
+    found, prefix = read_shapes(source)
+    config = source.config or infer_config(found, source.label)
+    with torch.device("meta"):
+        model = FramePackTransformer(config, attention_backend)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_keys(expected, found, source.label)
+
+    file_dtypes = {dt for _, dt, _ in found.values()}
+    if storage == "compute" and {"F8_E4M3", "F8_E5M2"} & file_dtypes:
+        log.warning("%s stores fp8 weights; upcasting them to %s uses more memory but cannot restore precision",
+                    source.label, compute)
+
+    state = {}
+    for file in source.files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for raw_key in f.keys():
+                    key = raw_key[len(prefix):]
+                    tensor = f.get_tensor(raw_key)
+                    state[key] = _convert(tensor, _storage_dtype(key, tensor.dtype, compute, storage)).to(device)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: {err}); "
+                                  "download it again.") from err
+    model.load_state_dict(state, strict=True, assign=True)
+    model.compute_dtype = compute
+    model.requires_grad_(False).eval()
+    model.source_path = str(source.path)
+    return model
+
+
+# -- saving ----------------------------------------------------------------------------------------------------
+
+def save_framepack_model(model_or_state: FramePackTransformer | dict, path: str | Path, *,
+                         config: FramePackConfig | None = None, storage: str | None = None,
+                         max_shard_bytes: int | None = None) -> list[Path]:
+    """Writes a single .safetensors file, or a diffusers-style sharded folder when `max_shard_bytes` is given.
+
+    storage: None keeps dtypes; "bf16"/"fp16"/"fp32" converts everything; "fp8_e4m3fn"/"fp8_e5m2" converts the
+    block matmul weights to fp8 and the rest to bf16 (the layout of the community fp8 single files).
+    The config is recorded (safetensors metadata, or config.json for folders) so any size loads back.
+    """
+    if isinstance(model_or_state, FramePackTransformer):
+        config = config or model_or_state.config
+        state = model_or_state.state_dict()
+    else:
+        state = dict(model_or_state)
+    converted = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        if storage in FP8_DTYPES:
+            tensor = _convert(tensor, FP8_DTYPES[storage] if is_fp8_eligible(key) else torch.bfloat16)
+        elif storage is not None:
+            tensor = _convert(tensor, COMPUTE_DTYPES[storage])
+        converted[key] = tensor.contiguous()
+    config_json = json.dumps({"_class_name": "HunyuanVideoTransformer3DModelPacked", "has_image_proj": True,
+                              "has_clean_x_embedder": True, **(config.to_diffusers_kwargs() if config else {})})
+    path = Path(path)
+    if max_shard_bytes is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(converted, str(path), metadata={CONFIG_METADATA_KEY: config_json} if config else None)
+        return [path]
+    path.mkdir(parents=True, exist_ok=True)
+    shards, current, size = [], {}, 0
+    for key in sorted(converted):
+        nbytes = converted[key].numel() * converted[key].element_size()
+        if current and size + nbytes > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[key] = converted[key]
+        size += nbytes
+    shards.append(current)
+    weight_map, files = {}, []
+    for i, shard in enumerate(shards, start=1):
+        name = f"diffusion_pytorch_model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name))
+        files.append(path / name)
+        weight_map.update({k: name for k in shard})
+    (path / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": sum(t.numel() * t.element_size() for t in converted.values())},
+                    "weight_map": weight_map}, indent=1))
+    if config:
+        (path / "config.json").write_text(config_json)
+    return files
