@@ -65,17 +65,20 @@ class BlockStreamer:
         self.device = torch.device(device)
         blocks = model.blocks
         fixed = [m for name, m in model.named_children() if name not in ("transformer_blocks", "single_transformer_blocks")]
-        for module in fixed:
-            module.to(self.device)
         if free_bytes is None:
             free_bytes = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 1 << 62
-        self.plan = plan_residency([module_bytes(b) for b in blocks], 0, free_bytes, reserve_bytes, force_stream)
-        self.resident = set(map(id, blocks[: self.plan.resident_blocks]))
-        for block in blocks[: self.plan.resident_blocks]:
-            block.to(self.device)
+        fixed_bytes = sum(module_bytes(m) for m in fixed)
+        self.plan = plan_residency([module_bytes(b) for b in blocks], fixed_bytes, free_bytes, reserve_bytes,
+                                   force_stream)
+        resident = blocks[: self.plan.resident_blocks]
+        self.resident = set(map(id, resident))
+        # Device copies are swapped in and the CPU tensors kept, so release() frees the device without a new
+        # CPU copy (weights loaded from safetensors stay memory-mapped).
+        self._restore: list[tuple[nn.Module, dict]] = []
+        for module in [*fixed, *resident]:
+            copies = {name: t.to(self.device, non_blocking=True) for name, t in _tensors(module)}
+            self._restore.append((module, _swap_in(module, copies)))
         self.streamed = [b for b in blocks if id(b) not in self.resident]
-        for block in self.streamed:
-            block.to("cpu")
         self._next_of = {id(a): b for a, b in zip(self.streamed, self.streamed[1:])}
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._pending: dict[int, tuple[dict, torch.cuda.Event | None]] = {}
@@ -113,9 +116,13 @@ class BlockStreamer:
         finally:
             _swap_in(block, originals)
 
-    def uninstall(self) -> None:
+    def release(self) -> None:
+        """Puts every weight back on its CPU tensor and drops the device copies."""
         self.model.block_runner = None
         self._pending.clear()
+        for module, originals in reversed(self._restore):
+            _swap_in(module, originals)
+        self._restore.clear()
 
 
 def _tensors(module: nn.Module):

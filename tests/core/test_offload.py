@@ -55,5 +55,7 @@ def test_streamed_forward_equals_plain_forward():
     assert torch.equal(plain, streamed)
     assert calls == model.blocks  # every block went through the streamer, in order
     assert not streamer._pending  # no copy left in flight
-    streamer.uninstall()
+    streamer.release()
     assert model.block_runner is None
+    with torch.no_grad():
+        assert torch.equal(model(x, **kw), plain)
