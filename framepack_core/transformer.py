@@ -129,8 +129,9 @@ class FramePackTransformer(nn.Module):
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
 
-        timestep = timestep.to(device)
-        guidance = None if guidance is None else guidance.to(device)
+        # Rounded to the compute dtype as the original does (bf16: guidance 10 reaches the model as 9984).
+        timestep = timestep.to(device=device, dtype=dtype)
+        guidance = None if guidance is None else guidance.to(device=device, dtype=dtype)
         temb = self.time_text_embed(timestep, pooled_projections.to(device=device, dtype=dtype), guidance)
 
         text = encoder_hidden_states.to(device=device, dtype=dtype)

@@ -27,7 +27,8 @@ def _random_model(config=TINY, seed=0):
 def _inputs(config=TINY, seed=3):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([800.0]), guidance=torch.tensor([10000.0]),
+    # timestep and guidance are bf16-representable, so bf16 and fp32 models see the same conditioning values
+    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([800.0]), guidance=torch.tensor([9984.0]),
                 encoder_hidden_states=r(1, 6, config.text_embed_dim), encoder_attention_mask=None,
                 pooled_projections=r(1, config.pooled_projection_dim), image_embeddings=r(1, 4, config.image_proj_dim),
                 latent_indices=torch.arange(1, 3), clean_latents=r(1, 16, 2, 8, 8),
