@@ -26,7 +26,9 @@ class Linear(nn.Linear):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lora: list[LoraDelta] = []
+        # a ModuleList so the adapters' tensors move with the layer (offload); non-persistent, so the
+        # state dict keeps exactly the checkpoint's keys
+        self.lora = nn.ModuleList()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.to(device=x.device, dtype=x.dtype, non_blocking=True)

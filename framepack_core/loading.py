@@ -73,13 +73,19 @@ def _check_safetensors_file(path: Path) -> None:
     _refuse_pickle(path)
     if not path.is_file():
         raise CheckpointError(f"model file {path} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(f"{path.name} is a pickle/zip checkpoint renamed to .safetensors; it is refused. "
-                              "Download the real .safetensors file.")
-    if len(head) < 8:
+    if path.stat().st_size < 8:
         raise CheckpointError(f"{path.name} is empty or truncated ({path.stat().st_size} bytes); download it again.")
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    """The error for a file safetensors cannot open; pickles renamed to .safetensors get their own message."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return CheckpointError(f"{path.name} is a pickle/zip checkpoint renamed to .safetensors; it is refused "
+                               "(pickle files can run code when opened). Download the real .safetensors file.")
+    return CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
+                           "download it again.")
 
 
 def resolve_source(path: str | Path) -> CheckpointSource:
@@ -128,8 +134,7 @@ def _read_metadata(path: Path) -> dict | None:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata()
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
-                              "download it again.") from err
+        raise _unreadable(path, err) from err
 
 
 def _strip_prefix(keys: list[str]) -> str:
@@ -150,8 +155,7 @@ def read_shapes(source: CheckpointSource) -> tuple[dict[str, tuple[tuple[int, ..
                     sl = f.get_slice(key)
                     entries[key] = (tuple(sl.get_shape()), sl.get_dtype(), file)
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{file.name} is not a readable safetensors file (truncated or corrupt: {err}); "
-                                  "download it again.") from err
+            raise _unreadable(file, err) from err
     prefix = _strip_prefix(list(entries))
     return {k[len(prefix):]: v for k, v in entries.items()}, prefix
 

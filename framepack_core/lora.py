@@ -1,0 +1,469 @@
+"""LoRA files for the FramePack transformer: reading them, normalising the key formats found in the wild to our
+module names, and applying several at once with strengths.
+
+Read formats (safetensors only; pickle files are refused without being opened):
+  a. diffusers / PEFT: `[transformer.|diffusion_model.]<module>.lora_A.weight` / `.lora_B.weight` (or
+     `.lora_down.weight` / `.lora_up.weight`), optional `.alpha`; FramePack and HunyuanVideo diffusers names are ours.
+  b. musubi-tuner / kohya: `lora_unet_<module with dots as underscores>.lora_down.weight` / `.lora_up.weight` /
+     `.alpha`; the underscores are resolved against the model's real module names when applied.
+  c. HunyuanVideo with the original Tencent names (`double_blocks.N.img_attn_qkv`, `single_blocks.N.linear1`, ...),
+     dotted or kohya-flattened: fused projections are split into our separate layers (a fused layer's
+     W = up @ down splits by output rows, so `up` is split and `down` shared) and the final adaLN's (shift, scale)
+     halves are swapped to our (scale, shift).
+
+Applying: a weight stored in float8 gets a runtime `LoraDelta` (merging a small update into fp8 would round most of
+it away: users saw ~10% of the effect); any other weight gets W += strength * scale * up @ down, computed in float32.
+Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import CheckpointError
+from .layers import Linear, LoraDelta
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
+FP8_DTYPES = {getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+              if hasattr(torch, name)}
+# diffusers writes the PEFT LoraConfig (r, lora_alpha, alpha_pattern, use_rslora) under this metadata key
+PEFT_METADATA_KEY = "lora_adapter_metadata"
+
+# Prefixes of the module path, outermost first. The kohya ones mean "dots were replaced by underscores".
+_DOTTED_PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.")
+_FLATTENED_PREFIXES = ("lora_unet_", "lora_transformer_")
+_DOWN_SUFFIXES = (".lora_A.weight", ".lora_down.weight", ".lora_A.default.weight")
+_UP_SUFFIXES = (".lora_B.weight", ".lora_up.weight", ".lora_B.default.weight")
+_ALPHA_SUFFIX = ".alpha"
+_UNSUPPORTED_SUFFIXES = {
+    ".dora_scale": "DoRA is not supported",
+    ".lora_magnitude_vector": "DoRA is not supported",
+    ".lora_B.bias": "LoRA biases are not supported",
+    ".lora_up.bias": "LoRA biases are not supported",
+    ".diff": "full weight differences are not supported",
+    ".diff_b": "full bias differences are not supported",
+}
+
+
+# -- the normalised content of a file ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class LoraWeights:
+    """One low-rank update of one layer: delta W = scale * up @ down (times the strength chosen when applying).
+
+    `target` is our module name (`single_transformer_blocks.0.attn.to_q`); for kohya-style keys with diffusers
+    names it stays flattened (`single_transformer_blocks_0_attn_to_q`) until resolved against a model.
+    `scale` is independent of the strength: alpha / rank (kohya convention), 1 without alpha.
+    """
+
+    target: str
+    down: torch.Tensor  # [rank, in]
+    up: torch.Tensor  # [out, rank]
+    scale: float
+    source: str  # the file's key stem this came from, for messages
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    def delta(self) -> torch.Tensor:
+        """scale * up @ down in float32: the change of the layer's weight at strength 1."""
+        return self.scale * (self.up.float() @ self.down.float())
+
+
+@dataclass
+class LoraFile:
+    """A LoRA file normalised to FramePack layers. `ignored` maps each file key that cannot be used to why."""
+
+    path: Path
+    weights: list[LoraWeights]
+    ignored: dict[str, str]
+    keys: tuple[str, ...]  # every key of the file, for guessing what model it was made for
+    formats: set[str] = field(default_factory=set)  # "diffusers", "kohya", "hunyuan-original"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# -- HunyuanVideo original (Tencent) names -> ours --------------------------------------------------------------
+
+def _keep(up: torch.Tensor, down: torch.Tensor) -> list[torch.Tensor]:
+    return [up]
+
+
+def _thirds(up: torch.Tensor, down: torch.Tensor) -> list[torch.Tensor]:
+    if up.shape[0] % 3:
+        raise ValueError(f"a fused q/k/v update needs a row count divisible by 3, got {up.shape[0]}")
+    return list(up.chunk(3, dim=0))
+
+
+def _qkv_mlp(up: torch.Tensor, down: torch.Tensor) -> list[torch.Tensor]:
+    # single_blocks.N.linear1 maps width D to [q | k | v | mlp]; its input width is D
+    width = down.shape[1]
+    if up.shape[0] <= 3 * width:
+        raise ValueError(f"linear1 of width {width} needs more than {3 * width} rows, got {up.shape[0]}")
+    return list(up.split([width, width, width, up.shape[0] - 3 * width], dim=0))
+
+
+def _swap_halves(up: torch.Tensor, down: torch.Tensor) -> list[torch.Tensor]:
+    # the original final layer emits (shift, scale); ours (and diffusers') emits (scale, shift)
+    if up.shape[0] % 2:
+        raise ValueError(f"a (shift, scale) update needs an even row count, got {up.shape[0]}")
+    shift, scale = up.chunk(2, dim=0)
+    return [torch.cat([scale, shift], dim=0)]
+
+
+_Split = Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]
+_DB, _SB, _RB = "transformer_blocks.{0}.", "single_transformer_blocks.{0}.", \
+    "context_embedder.token_refiner.refiner_blocks.{0}."
+# (original name as a regex with dots, our module names, how the update's rows split among them)
+_TENCENT_RULES: list[tuple[str, tuple[str, ...], _Split]] = [
+    (r"double_blocks\.(\d+)\.img_attn_qkv", (_DB + "attn.to_q", _DB + "attn.to_k", _DB + "attn.to_v"), _thirds),
+    (r"double_blocks\.(\d+)\.img_attn_proj", (_DB + "attn.to_out.0",), _keep),
+    (r"double_blocks\.(\d+)\.img_mlp\.fc1", (_DB + "ff.net.0.proj",), _keep),
+    (r"double_blocks\.(\d+)\.img_mlp\.fc2", (_DB + "ff.net.2",), _keep),
+    (r"double_blocks\.(\d+)\.img_mod\.linear", (_DB + "norm1.linear",), _keep),
+    (r"double_blocks\.(\d+)\.txt_attn_qkv",
+     (_DB + "attn.add_q_proj", _DB + "attn.add_k_proj", _DB + "attn.add_v_proj"), _thirds),
+    (r"double_blocks\.(\d+)\.txt_attn_proj", (_DB + "attn.to_add_out",), _keep),
+    (r"double_blocks\.(\d+)\.txt_mlp\.fc1", (_DB + "ff_context.net.0.proj",), _keep),
+    (r"double_blocks\.(\d+)\.txt_mlp\.fc2", (_DB + "ff_context.net.2",), _keep),
+    (r"double_blocks\.(\d+)\.txt_mod\.linear", (_DB + "norm1_context.linear",), _keep),
+    (r"single_blocks\.(\d+)\.linear1",
+     (_SB + "attn.to_q", _SB + "attn.to_k", _SB + "attn.to_v", _SB + "proj_mlp"), _qkv_mlp),
+    (r"single_blocks\.(\d+)\.linear2", (_SB + "proj_out",), _keep),
+    (r"single_blocks\.(\d+)\.modulation\.linear", (_SB + "norm.linear",), _keep),
+    (r"final_layer\.linear", ("proj_out",), _keep),
+    (r"final_layer\.adaLN_modulation\.1", ("norm_out.linear",), _swap_halves),
+    (r"time_in\.mlp\.0", ("time_text_embed.timestep_embedder.linear_1",), _keep),
+    (r"time_in\.mlp\.2", ("time_text_embed.timestep_embedder.linear_2",), _keep),
+    (r"guidance_in\.mlp\.0", ("time_text_embed.guidance_embedder.linear_1",), _keep),
+    (r"guidance_in\.mlp\.2", ("time_text_embed.guidance_embedder.linear_2",), _keep),
+    (r"vector_in\.in_layer", ("time_text_embed.text_embedder.linear_1",), _keep),
+    (r"vector_in\.out_layer", ("time_text_embed.text_embedder.linear_2",), _keep),
+    (r"txt_in\.input_embedder", ("context_embedder.proj_in",), _keep),
+    (r"txt_in\.t_embedder\.mlp\.0", ("context_embedder.time_text_embed.timestep_embedder.linear_1",), _keep),
+    (r"txt_in\.t_embedder\.mlp\.2", ("context_embedder.time_text_embed.timestep_embedder.linear_2",), _keep),
+    (r"txt_in\.c_embedder\.linear_1", ("context_embedder.time_text_embed.text_embedder.linear_1",), _keep),
+    (r"txt_in\.c_embedder\.linear_2", ("context_embedder.time_text_embed.text_embedder.linear_2",), _keep),
+    (r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.self_attn_qkv",
+     (_RB + "attn.to_q", _RB + "attn.to_k", _RB + "attn.to_v"), _thirds),
+    (r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.self_attn_proj", (_RB + "attn.to_out.0",), _keep),
+    (r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.mlp\.fc1", (_RB + "ff.net.0.proj",), _keep),
+    (r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.mlp\.fc2", (_RB + "ff.net.2",), _keep),
+    (r"txt_in\.individual_token_refiner\.blocks\.(\d+)\.adaLN_modulation\.1", (_RB + "norm_out.linear",), _keep),
+]
+# The same rules for kohya-flattened names (dots -> underscores); every leaf is fixed, so this is unambiguous.
+_TENCENT_PATTERNS = [(re.compile(pattern), re.compile(pattern.replace(r"\.", "_")), targets, split)
+                     for pattern, targets, split in _TENCENT_RULES]
+_TENCENT_ROOTS = ("double_blocks", "single_blocks", "final_layer", "time_in", "guidance_in", "vector_in", "txt_in",
+                  "img_in")
+# Names that only Flux (BFL naming) has: its double_blocks/single_blocks must then not be read as HunyuanVideo's,
+# whose flattened qkv/proj/linear1/linear2 names and 3072 width coincide with Flux's.
+_FLUX_ONLY_FLATTENED = re.compile(r"(img|txt)_mod_lin$|modulation_lin$|(img|txt)_mlp_[02]$|(img|txt)_attn_norm_")
+_FLUX_ONLY_DOTTED = re.compile(r"(img|txt)_attn\.(qkv|proj)$")  # HunyuanVideo writes img_attn_qkv
+
+
+def _looks_like_flux(stem: str) -> bool:
+    return bool(_FLUX_ONLY_DOTTED.search(stem) or _FLUX_ONLY_FLATTENED.search(stem.replace(".", "_")))
+
+
+def _map_tencent(stem: str) -> tuple[tuple[str, ...], _Split] | None:
+    for dotted, flattened, targets, split in _TENCENT_PATTERNS:
+        match = dotted.fullmatch(stem) or flattened.fullmatch(stem)
+        if match:
+            return tuple(t.format(*match.groups()) for t in targets), split
+    return None
+
+
+# -- reading ----------------------------------------------------------------------------------------------------
+
+_ADVICE = "use a .safetensors LoRA"
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path.name} is a pickle-based file ({path.suffix}); LoRAs are read only from "
+                              f".safetensors files, because pickle files can run code when opened: {_ADVICE}")
+    if not path.is_file():
+        raise CheckpointError(f"LoRA file {path} does not exist")
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        # sniffed only after safe_open failed: a valid header length may start with these bytes too
+        what = ("a PyTorch zip/pickle checkpoint with a .safetensors name" if head[:2] == b"PK" or head[:1] == b"\x80"
+                else "not a readable safetensors file (corrupt or truncated download?)")
+        raise CheckpointError(f"{path.name} is {what}: {exc}; {_ADVICE}") from exc
+    return tensors, metadata
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """(stem, kind) with kind in down/up/alpha, or None for a key that is not a LoRA factor."""
+    for suffixes, kind in ((_DOWN_SUFFIXES, "down"), (_UP_SUFFIXES, "up"), ((_ALPHA_SUFFIX,), "alpha")):
+        for suffix in suffixes:
+            if key.endswith(suffix):
+                return key[: -len(suffix)], kind
+    return None
+
+
+def _strip_prefixes(stem: str) -> tuple[str, bool]:
+    """The module path without file-format prefixes, and whether it is kohya-flattened."""
+    for prefix in _DOTTED_PREFIXES:
+        if stem.startswith(prefix):
+            stem = stem[len(prefix):]
+    for prefix in _FLATTENED_PREFIXES:
+        if stem.startswith(prefix):
+            return stem[len(prefix):], True
+    return stem, "." not in stem
+
+
+def _peft_alpha(metadata: dict[str, str]) -> Callable[[str], tuple[float, bool] | None]:
+    """From diffusers' saved LoraConfig: module name -> (alpha, use_rslora), or None when there is no config."""
+    try:
+        config = json.loads(metadata[PEFT_METADATA_KEY])
+        default = float(config["lora_alpha"])
+    except (KeyError, TypeError, ValueError):
+        return lambda stem: None
+    patterns = dict(config.get("alpha_pattern") or {})
+    rslora = bool(config.get("use_rslora", False))
+
+    def alpha_of(stem: str) -> tuple[float, bool]:
+        for pattern, alpha in patterns.items():
+            try:
+                hit = re.fullmatch(rf"(.*\.)?(?:{pattern})", stem)
+            except re.error:
+                hit = stem == pattern or stem.endswith("." + pattern)
+            if hit:
+                return float(alpha), rslora
+        return default, rslora
+
+    return alpha_of
+
+
+def _scale(alpha: torch.Tensor | None, peft: tuple[float, bool] | None, rank: int) -> float:
+    if alpha is not None:
+        return float(alpha.float().reshape(-1)[0]) / rank
+    if peft is not None:
+        value, rslora = peft
+        return value / (math.sqrt(rank) if rslora else rank)
+    return 1.0
+
+
+def load_lora_file(path: str | Path) -> LoraFile:
+    """Reads a .safetensors LoRA and normalises its keys to FramePack module names (see the module docstring).
+
+    Keys that are not LoRA factors, lack their partner, or name layers we cannot map are listed in `ignored`.
+    Raises CheckpointError for pickle files, non-safetensors content, truncated files, and inconsistent factors.
+    """
+    path = Path(path)
+    _refuse_pickle(path)
+    tensors, metadata = _read(path)
+    peft_alpha = _peft_alpha(metadata)
+
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    keys_of: dict[str, list[str]] = {}
+    ignored: dict[str, str] = {}
+    for key, tensor in tensors.items():
+        parts = _split_key(key)
+        if parts is None:
+            ignored[key] = next((why for suffix, why in _UNSUPPORTED_SUFFIXES.items() if key.endswith(suffix)),
+                                "not a LoRA factor (lora_A/lora_B, lora_down/lora_up or alpha)")
+            continue
+        stem, kind = parts
+        groups.setdefault(stem, {})[kind] = tensor
+        keys_of.setdefault(stem, []).append(key)
+
+    is_flux = any(_looks_like_flux(_strip_prefixes(stem)[0]) for stem in groups)
+    lora = LoraFile(path, [], ignored, tuple(tensors))
+    for raw_stem, group in groups.items():
+        keys = keys_of[raw_stem]
+        down, up, alpha = group.get("down"), group.get("up"), group.get("alpha")
+        if down is None or up is None:
+            for key in keys:
+                ignored[key] = "its lora_down/lora_A or lora_up/lora_B partner is missing"
+            continue
+        if down.ndim != 2 or up.ndim != 2:
+            for key in keys:
+                ignored[key] = f"not a linear-layer LoRA (factor shapes {list(down.shape)}, {list(up.shape)})"
+            continue
+        if down.shape[0] != up.shape[1]:
+            raise CheckpointError(f"{path.name}: {raw_stem} has inconsistent LoRA factors (down {list(down.shape)}, "
+                                  f"up {list(up.shape)}); the file is damaged")
+        stem, flattened = _strip_prefixes(raw_stem)
+        scale = _scale(alpha, peft_alpha(stem), down.shape[0])
+        if stem.replace(".", "_").startswith(_TENCENT_ROOTS):
+            mapped = None if is_flux else _map_tencent(stem)
+            if mapped is None:
+                why = ("Flux (BFL) layer names, not HunyuanVideo" if is_flux
+                       else f"HunyuanVideo layer {stem} has no linear counterpart in FramePack")
+                for key in keys:
+                    ignored[key] = why
+                continue
+            targets, split = mapped
+            try:
+                ups = split(up, down)
+            except ValueError as exc:
+                raise CheckpointError(f"{path.name}: cannot split {raw_stem} into {', '.join(targets)}: {exc}; "
+                                      "the LoRA was made for another model") from exc
+            lora.weights.extend(LoraWeights(t, down, u, scale, raw_stem) for t, u in zip(targets, ups))
+            lora.formats.add("hunyuan-original")
+        else:
+            lora.weights.append(LoraWeights(stem, down, up, scale, raw_stem))
+            lora.formats.add("kohya" if flattened else "diffusers")
+    return lora
+
+
+# -- what a file was made for -------------------------------------------------------------------------------------
+
+_FAMILY_HINTS: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"^blocks_\d+_(self_attn|cross_attn|ffn|attn1|attn2)_|^(head_head|time_embedding|text_embedding)"),
+     "a LoRA for Wan (2.1 / 2.2)"),
+    (re.compile(r"(^|_)(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)_|^lora_te\d?_"),
+     "a LoRA for Stable Diffusion (SD 1.x / 2.x / SDXL)"),
+    (re.compile(r"(^|_)transformer_blocks_\d+_attn[12]_|scale_shift_table"),
+     "a LoRA for LTX-Video or another attn1/attn2 video model (CogVideoX, Mochi)"),
+    (re.compile(r"(^|_)(double_blocks|single_blocks|txt_in|img_in|final_layer)_"),
+     "a LoRA for HunyuanVideo / HunyuanVideo-I2V that touches no layer FramePack has (e.g. only img_in)"),
+]
+
+
+def guess_lora_family(keys: Sequence[str]) -> str:
+    """A readable guess of the model a LoRA was made for, from its key names alone."""
+    stems = []
+    for key in keys:
+        parts = _split_key(key)
+        stems.append(_strip_prefixes(parts[0] if parts else key)[0])
+    if not any(_split_key(k) for k in keys):
+        return "no LoRA at all (no lora_A / lora_down weights: a full model checkpoint?)"
+    if any(_looks_like_flux(s) for s in stems):
+        return "a LoRA for Flux"
+    for pattern, family in _FAMILY_HINTS:
+        if any(pattern.search(s.replace(".", "_")) for s in stems):
+            return family
+    sample = ", ".join(sorted(set(keys))[:3])
+    return f"a LoRA for another model (keys like {sample})"
+
+
+# -- applying -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class AppliedLora:
+    """What one LoRA did: `layers` maps each matched module to "merged", "runtime" (fp8 weight) or "skipped"
+    (strength 0); `unmatched` maps each unusable file key to why."""
+
+    name: str
+    strength: float
+    layers: dict[str, str]
+    unmatched: dict[str, str]
+
+    @property
+    def matched(self) -> int:
+        return len(self.layers)
+
+    def count(self, mode: str) -> int:
+        return sum(1 for m in self.layers.values() if m == mode)
+
+    def __str__(self) -> str:
+        text = (f"{self.name} (strength {self.strength:g}): {self.matched} layers "
+                f"({self.count('merged')} merged, {self.count('runtime')} runtime on fp8"
+                f"{', strength 0: nothing changed' if self.count('skipped') else ''})")
+        if self.unmatched:
+            shown = "; ".join(f"{k}: {why}" for k, why in list(self.unmatched.items())[:5])
+            more = f" and {len(self.unmatched) - 5} more" if len(self.unmatched) > 5 else ""
+            text += f"; {len(self.unmatched)} keys unused ({shown}{more})"
+        return text
+
+
+@dataclass
+class LoraReport:
+    loras: list[AppliedLora]
+
+    def __str__(self) -> str:
+        return " | ".join(str(lora) for lora in self.loras) or "no LoRA"
+
+
+@dataclass
+class _Plan:
+    lora: LoraFile
+    strength: float
+    layers: list[tuple[str, Linear, LoraWeights]]
+    unmatched: dict[str, str]
+
+
+def _linear_layers(model: torch.nn.Module) -> tuple[dict[str, Linear], dict[str, str | None]]:
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear)}
+    flattened: dict[str, str | None] = {}
+    for name in layers:
+        key = name.replace(".", "_")
+        flattened[key] = None if key in flattened else name  # None: two modules flatten alike (never in FramePack)
+    return layers, flattened
+
+
+def _plan(lora: LoraFile, strength: float, layers: dict[str, Linear], flattened: dict[str, str | None]) -> _Plan:
+    plan = _Plan(lora, float(strength), [], dict(lora.ignored))
+    for weights in lora.weights:
+        name = weights.target if weights.target in layers else flattened.get(weights.target.replace(".", "_"))
+        if name is None:
+            plan.unmatched[weights.source] = f"the FramePack transformer has no layer {weights.target}"
+            continue
+        module = layers[name]
+        if tuple(module.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
+            raise CheckpointError(
+                f"{lora.name}: layer {name} is [out {module.weight.shape[0]}, in {module.weight.shape[1]}] but the "
+                f"LoRA ({weights.source}) changes a [out {weights.up.shape[0]}, in {weights.down.shape[1]}] weight: "
+                f"it was made for a model of another size ({guess_lora_family(lora.keys)}); use a HunyuanVideo or "
+                "FramePack LoRA")
+        plan.layers.append((name, module, weights))
+    if not plan.layers:
+        raise CheckpointError(f"{lora.name} matched no layer of the FramePack transformer: it looks like "
+                              f"{guess_lora_family(lora.keys)}; use a HunyuanVideo or FramePack LoRA")
+    return plan
+
+
+@torch.no_grad()
+def _apply_one(module: Linear, weights: LoraWeights, strength: float) -> str:
+    weight = module.weight
+    if weight.dtype in FP8_DTYPES:
+        # runtime adapter beside the fp8 weight, kept in float32 on the weight's device
+        down = weights.down.to(device=weight.device, dtype=torch.float32)
+        up = weights.up.to(device=weight.device, dtype=torch.float32)
+        module.lora.append(LoraDelta(down, up, strength * weights.scale))
+        return "runtime"
+    delta = weights.up.to(weight.device, torch.float32) @ weights.down.to(weight.device, torch.float32)
+    # a new tensor rather than in place: the old one may be memory-mapped from the model file or shared
+    weight.data = (weight.data.float() + (strength * weights.scale) * delta).to(weight.dtype)
+    return "merged"
+
+
+def apply_loras(model: torch.nn.Module, loras: Sequence[tuple[LoraFile, float]]) -> LoraReport:
+    """Applies several LoRAs with their strengths (negative allowed, 0 changes nothing) to the model's Linear layers.
+
+    fp8-stored weights get a runtime LoraDelta at full strength; other weights are merged
+    (W += strength * scale * up @ down in float32, cast back to the storage dtype). Every LoRA is checked before
+    any layer changes: a LoRA that matches no layer, or whose shapes do not fit, raises CheckpointError.
+    """
+    layers, flattened = _linear_layers(model)
+    plans = [_plan(lora, strength, layers, flattened) for lora, strength in loras]
+    report = LoraReport([])
+    for plan in plans:
+        modes: dict[str, str] = {}
+        for name, module, weights in plan.layers:
+            modes[name] = "skipped" if plan.strength == 0 else _apply_one(module, weights, plan.strength)
+        report.loras.append(AppliedLora(plan.lora.name, plan.strength, modes, plan.unmatched))
+    return report
