@@ -1,0 +1,274 @@
+"""The section loop: FramePack's image-to-video generation, faithful to the original, plus exact length, an end
+image with a strength, prompts per time range and keyframes.
+
+Modes
+- "inverted" (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to the start.
+  Each sees the start image latent and the nearest already-made (later) latent at full resolution, the next 2 at
+  2x and 16 at 4x compression, with the original padding schedule placing the window on the time line.
+- "forward" (F1): sections are sampled from the start; the context is the last 19 latents (16 at 4x, 2 at 2x,
+  1 at 1x) plus the start latent.
+
+End image and `end_strength` s in [0, 1] (the hosted FLF2V APIs' `strength`, default 0.8):
+- the section that holds the video's last latent gets s * end_latent as a clean latent right after its window
+  (inverted: the "post" history slot, where the community's first+last-frame method puts the end latent;
+  forward: an extra clean slot after the window, which F1 otherwise never has);
+- the last latent is pinned: at every denoising step its clean-data estimate is pulled towards the end latent,
+  x0_last <- lerp(x0_last, end_latent, s), so s = 1 ends exactly on the end image and smaller s lets the model
+  deviate proportionally;
+- the SigLIP embeddings move from the start image's to the end image's over the video:
+  lerp(start, end, s * u) with u in [0, 1] the section's centre time as a fraction of the video.
+s = 0 disables the end image entirely, so the result is bit-for-bit the plain image-to-video result.
+Keyframes use the same pinning at the latent holding their time, with their own strength.
+
+Memory: the context buffer holds at most 19 latents whatever the length; finished latents are handed to
+`on_section` as soon as a section is done and, unless `keep_latents=False`, also collected for the result.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .conditioning import ImageConditioning, Keyframe, TextConditioning, blend_text, check_same_size
+from .errors import InputError
+from .guidance import FlowDenoiser
+from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
+from .samplers import get_sampler
+from .schedule import seq_len_for_latents, sigma_schedule
+from .teacache import TeaCache
+
+HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
+CONTEXT_LATENTS = sum(HISTORY_SLOTS)
+MODES = ("inverted", "forward")
+MAX_SEED = 2 ** 64 - 1
+
+
+@dataclass
+class GenerationRequest:
+    start: ImageConditioning
+    prompts: list[tuple[float, TextConditioning]]  # (start time in seconds, prompt); one entry = one prompt
+    num_frames: int
+    mode: str = "inverted"
+    negative: TextConditioning | None = None
+    end: ImageConditioning | None = None
+    end_strength: float = 0.8
+    keyframes: list[Keyframe] = field(default_factory=list)
+    steps: int = 25
+    guidance_scale: float = 10.0
+    cfg_scale: float = 1.0
+    cfg_rescale: float = 0.0
+    seed: int = -1
+    sampler: str = "unipc_bh1"
+    shift: float | None = None  # None: resolution-dependent (capped at 7.0)
+    teacache_threshold: float = 0.0  # 0 = off; the original's default when on is 0.15
+    window: int = 9
+    fps: int = 30
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
+        if not self.prompts:
+            raise InputError("at least one prompt is needed")
+        if not 1 <= int(self.steps) <= 100:
+            raise InputError(f"num_inference_steps {self.steps} is out of range; use 1-100 (25 is the default)")
+        if self.guidance_scale < 0:
+            raise InputError(f"guidance_scale {self.guidance_scale} must be >= 0 (10 is the default)")
+        if self.cfg_scale < 0:
+            raise InputError(f"cfg_scale {self.cfg_scale} must be >= 0 (1 = off, the default)")
+        if not 0.0 <= self.end_strength <= 1.0:
+            raise InputError(f"strength {self.end_strength} must be between 0 and 1 (0.8 is the default)")
+        if self.teacache_threshold < 0:
+            raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed {self.seed!r} must be an integer from -1 (random) to {MAX_SEED}")
+        for key in self.keyframes:
+            check_same_size(self.start, key.image, "keyframe")
+            if not 0.0 <= key.strength <= 1.0:
+                raise InputError(f"keyframe strength {key.strength} must be between 0 and 1")
+        if self.end is not None:
+            check_same_size(self.start, self.end, "end image")
+
+
+@dataclass
+class GenerationResult:
+    latents: torch.Tensor | None  # [1, 16, total_latents, h, w] in model space (None when keep_latents=False)
+    seed: int
+    plan: SectionPlan
+    stats: dict
+
+
+StepCallback = Callable[[int, int, int, int, torch.Tensor], None]  # section, sections, step, steps, x0
+SectionCallback = Callable[[Section, torch.Tensor], None]  # section, its finished latents (time order)
+
+
+def resolve_seed(seed: int) -> int:
+    return secrets.randbelow(2 ** 31) if seed == -1 else int(seed)
+
+
+def generate_video(model, request: GenerationRequest, *, device: torch.device | str | None = None,
+                   on_step: StepCallback | None = None, on_section: SectionCallback | None = None,
+                   interrupt: Callable[[], bool] | None = None, keep_latents: bool = True) -> GenerationResult:
+    request.validate()
+    plan = plan_video(request.num_frames, request.mode, request.window, request.fps)
+    seed = resolve_seed(request.seed)
+    device = torch.device(device) if device is not None else _model_device(model)
+    # One CPU generator for the whole job: the same seed gives the same video on any device.
+    generator = torch.Generator("cpu").manual_seed(seed)
+    runner = _SectionRunner(model, request, plan, device)
+    finished: list[tuple[int, torch.Tensor]] = []
+    stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0}
+    for section in plan.sections:
+        t0 = time.perf_counter()
+        noise = torch.randn((1, 16, section.num_latents, *runner.latent_hw), generator=generator, dtype=torch.float32)
+        step_cb = None
+        if on_step is not None:
+            step_cb = lambda j, n, x, x0, s=section: on_step(s.sampling_index, len(plan.sections), j, n, x0)  # noqa: E731
+        latents = runner.sample(section, noise, step_cb, interrupt)
+        if section.is_next_to_start:
+            latents = torch.cat([request.start.latent.float().cpu(), latents], dim=2)
+        runner.remember(latents)
+        if on_section is not None:
+            on_section(section, latents)
+        if keep_latents:
+            finished.append((section.time_index, latents))
+        stats["sections"].append({"index": section.sampling_index, "latents": section.num_latents,
+                                  "seconds": round(time.perf_counter() - t0, 3), **runner.last_teacache})
+        stats["teacache_skipped"] += runner.last_teacache.get("skipped", 0)
+        stats["teacache_computed"] += runner.last_teacache.get("computed", 0)
+    video = torch.cat([lat for _, lat in sorted(finished, key=lambda p: p[0])], dim=2) if keep_latents else None
+    return GenerationResult(video, seed, plan, stats)
+
+
+def _model_device(model) -> torch.device:
+    streamer = getattr(model, "block_runner", None)
+    if streamer is not None and hasattr(streamer, "__self__"):
+        return streamer.__self__.device
+    return next(model.parameters()).device
+
+
+class _SectionRunner:
+    """Builds each section's packed context and runs the sampler on it."""
+
+    def __init__(self, model, request: GenerationRequest, plan: SectionPlan, device: torch.device):
+        self.model, self.request, self.plan, self.device = model, request, plan, device
+        start = request.start.latent.float().cpu()
+        self.latent_hw = tuple(start.shape[-2:])
+        self.start_latent = start
+        use_end = request.end is not None and request.end_strength > 0
+        self.end = request.end if use_end else None
+        self.prompts = [p.cropped() for _, p in request.prompts]
+        self.prompt_starts = [float(t) for t, _ in request.prompts]
+        self.negative = None
+        if request.cfg_scale != 1.0:
+            self.negative = (request.negative or request.prompts[0][1].zeros_like()).cropped()
+        self.pins = self._pins()
+        zeros = torch.zeros((1, 16, CONTEXT_LATENTS, *self.latent_hw))
+        # inverted: the latents right AFTER the next window (time order); forward: the latents right BEFORE it
+        self.context = zeros if request.mode == "inverted" else torch.cat([zeros[:, :, 1:], start], dim=2)
+        self.last_teacache: dict = {}
+
+    def _pins(self) -> dict[int, tuple[torch.Tensor, float]]:
+        pins = {}
+        for key in self.request.keyframes:
+            if key.strength > 0:
+                pins[keyframe_latent_index(self.plan, key.time_s)] = (key.image.latent.float(), float(key.strength))
+        if self.end is not None:
+            pins[self.plan.total_latents - 1] = (self.end.latent.float(), float(self.request.end_strength))
+        return pins
+
+    def remember(self, latents: torch.Tensor) -> None:
+        if self.request.mode == "inverted":
+            self.context = torch.cat([latents, self.context], dim=2)[:, :, :CONTEXT_LATENTS]
+        else:
+            self.context = torch.cat([self.context, latents], dim=2)[:, :, -CONTEXT_LATENTS:]
+
+    def _layout(self, section: Section):
+        """Frame indices and clean latents of the packed context, as in the original demos."""
+        w = section.num_latents
+        ctx = self.context
+        if self.request.mode == "inverted":
+            blank = section.padding * self.request.window
+            idx = torch.arange(1 + blank + w + 1 + 2 + 16)
+            pre, _, latent_idx, post, idx_2x, idx_4x = idx.split([1, blank, w, 1, 2, 16])
+            post_latent = ctx[:, :, :1]
+            if self.end is not None and section.is_video_end:
+                post_latent = self.request.end_strength * self.end.latent.float().cpu()
+            clean = torch.cat([self.start_latent, post_latent], dim=2)
+            clean_idx = torch.cat([pre, post])
+            c2x, c4x = ctx[:, :, 1:3], ctx[:, :, 3:19]
+        else:
+            idx = torch.arange(1 + 16 + 2 + 1 + w)
+            pre, idx_4x, idx_2x, idx_1x, latent_idx = idx.split([1, 16, 2, 1, w])
+            c4x, c2x, c1x = ctx.split(list(reversed(HISTORY_SLOTS)), dim=2)
+            clean, clean_idx = torch.cat([self.start_latent, c1x], dim=2), torch.cat([pre, idx_1x])
+            if self.end is not None and section.is_video_end:
+                clean = torch.cat([clean, self.request.end_strength * self.end.latent.float().cpu()], dim=2)
+                clean_idx = torch.cat([clean_idx, torch.tensor([1 + 16 + 2 + 1 + w])])
+        return dict(latent_indices=latent_idx, clean_latents=clean, clean_latent_indices=clean_idx,
+                    clean_latents_2x=c2x, clean_latent_2x_indices=idx_2x,
+                    clean_latents_4x=c4x, clean_latent_4x_indices=idx_4x)
+
+    def _image_embeds(self, section: Section) -> torch.Tensor:
+        start = self.request.start.embeds.float()
+        if self.end is None:
+            return start
+        t0, t1 = section.time_range(self.plan.fps)
+        u = min(max(0.5 * (t0 + t1) / self.plan.duration_s, 0.0), 1.0)
+        return torch.lerp(start, self.end.embeds.float(), self.request.end_strength * u)
+
+    def _text(self, section: Section) -> TextConditioning:
+        if len(self.prompts) == 1:
+            return self.prompts[0]
+        weights = prompt_weights(self.plan, self.prompt_starts)[section.sampling_index]
+        return blend_text(self.prompts, weights)
+
+    def sample(self, section: Section, noise: torch.Tensor, step_cb, interrupt) -> torch.Tensor:
+        req, model, dev = self.request, self.model, self.device
+        layout = self._layout(section)
+        embeds = self._image_embeds(section).to(dev)
+        shape = noise.shape
+        contexts = {"positive": model.prepare(shape, layout["latent_indices"].to(dev), embeds,
+                                              *(layout[k].to(dev) for k in _CLEAN_KEYS))}
+        texts = {"positive": self._text(section)}
+        if self.negative is not None:
+            contexts["negative"] = contexts["positive"]  # the packed context does not depend on the prompt
+            texts["negative"] = self.negative
+        caches = {b: TeaCache(req.steps, req.teacache_threshold) if req.teacache_threshold > 0 else None for b in texts}
+        guidance = torch.full((1,), req.guidance_scale * 1000.0, device=dev)
+
+        def predict_velocity(x, timestep, branch):
+            text = texts[branch]
+            return model(x, timestep.to(dev), text.tokens.to(dev), None, text.pooled.to(dev), guidance,
+                         context=contexts[branch], teacache=caches[branch])
+
+        denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)
+        pins = self._section_pins(section, dev)
+        model_fn = denoiser if not pins else (lambda x, sigma: _pin(denoiser(x, sigma), pins))
+        sigmas = sigma_schedule(req.steps, seq_len=seq_len_for_latents(section.num_latents, *self.latent_hw),
+                                shift=req.shift).to(dev)
+        sampler = get_sampler(req.sampler)
+        with torch.no_grad():
+            out = sampler(model_fn, noise.to(dev), sigmas, callback=step_cb, interrupt=interrupt)
+        self.last_teacache = {k: sum(getattr(c, f"{k}_steps") for c in caches.values() if c)
+                              for k in ("computed", "skipped")} if any(caches.values()) else {}
+        return out.float().cpu()
+
+    def _section_pins(self, section: Section, dev) -> list[tuple[int, torch.Tensor, float]]:
+        first = section.latent_start
+        return [(i - first, lat.to(dev), s) for i, (lat, s) in self.pins.items()
+                if first <= i < first + section.num_latents]
+
+
+_CLEAN_KEYS = ("clean_latents", "clean_latent_indices", "clean_latents_2x", "clean_latent_2x_indices",
+               "clean_latents_4x", "clean_latent_4x_indices")
+
+
+def _pin(x0: torch.Tensor, pins) -> torch.Tensor:
+    x0 = x0.clone()
+    for i, latent, strength in pins:
+        x0[:, :, i:i + 1] = torch.lerp(x0[:, :, i:i + 1], latent, strength)
+    return x0
