@@ -1,0 +1,176 @@
+"""Benchmark: our transformer forward vs diffusers' HunyuanVideoFramepackTransformer3DModel.
+
+CPU (always): a mid-size config with the released head dim and embedder widths (hidden 512 = 4 x 128, 4 dual +
+8 single blocks, ~4.5k tokens: 9 noisy latents at 32x40 plus the 1x/2x/4x history, 729 SigLIP and 96 text tokens),
+the same random weights and inputs in both, float32, timed interleaved in one run; prints the median ratio
+ours/diffusers and each implementation's peak RSS (measured in a fresh subprocess each).
+
+GPU (when CUDA is available): the released-size config with random bf16 weights at a 640-bucket token count
+(640x608 -> ~18k image tokens + 729 image + 256 text), prints s/step, achieved TFLOP/s and peak VRAM, then the
+peak VRAM in low-VRAM mode (all blocks streamed).
+
+    python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from framepack_core import RELEASED, FramePackTransformer  # noqa: E402
+
+MID = dataclasses.replace(RELEASED, num_attention_heads=4, num_layers=4, num_single_layers=8, num_refiner_layers=2)
+
+
+def make_inputs(config, grid=(9, 32, 40), text_tokens=96, image_tokens=729, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t, h, w = grid
+    r = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    return dict(
+        hidden_states=r(1, 16, t, h, w), timestep=torch.tensor([900.0], device=device),
+        guidance=torch.tensor([10000.0], device=device),
+        encoder_hidden_states=r(1, text_tokens, config.text_embed_dim),
+        encoder_attention_mask=torch.ones(1, text_tokens, dtype=torch.bool, device=device),
+        pooled_projections=r(1, config.pooled_projection_dim), image_embeddings=r(1, image_tokens, config.image_proj_dim),
+        latent_indices=torch.arange(1 + 3, 1 + 3 + t), clean_latents=r(1, 16, 2, h, w),
+        clean_latent_indices=torch.tensor([0, 4 + t]), clean_latents_2x=r(1, 16, 2, h, w),
+        clean_latent_2x_indices=torch.tensor([5 + t, 6 + t]), clean_latents_4x=r(1, 16, 16, h, w),
+        clean_latent_4x_indices=torch.arange(7 + t, 23 + t))
+
+
+def diffusers_call(model, x):
+    return model(hidden_states=x["hidden_states"], timestep=x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
+                 encoder_attention_mask=x["encoder_attention_mask"], pooled_projections=x["pooled_projections"],
+                 image_embeds=x["image_embeddings"], indices_latents=x["latent_indices"], guidance=x["guidance"],
+                 latents_clean=x["clean_latents"], indices_latents_clean=x["clean_latent_indices"],
+                 latents_history_2x=x["clean_latents_2x"], indices_latents_history_2x=x["clean_latent_2x_indices"],
+                 latents_history_4x=x["clean_latents_4x"], indices_latents_history_4x=x["clean_latent_4x_indices"],
+                 return_dict=False)[0]
+
+
+def build(impl: str, config, seed=0):
+    torch.manual_seed(seed)
+    if impl == "ours":
+        model = FramePackTransformer(config)
+    else:
+        from diffusers import HunyuanVideoFramepackTransformer3DModel
+        model = HunyuanVideoFramepackTransformer3DModel(**config.to_diffusers_kwargs())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.state_dict(keep_vars=True).items()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return model.eval().requires_grad_(False)
+
+
+def run_once(impl, model, x):
+    with torch.no_grad():
+        return model(**x) if impl == "ours" else diffusers_call(model, x)
+
+
+def rss_child(impl: str) -> None:
+    import resource
+    model = build(impl, MID)
+    x = make_inputs(MID)
+    run_once(impl, model, x)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def cpu_benchmark(repeats: int) -> dict:
+    ours, ref = build("ours", MID), build("diffusers", MID)
+    x = make_inputs(MID)
+    out_a, out_b = run_once("ours", ours, x), run_once("diffusers", ref, x)  # warm-up, and a sanity check
+    max_diff = (out_a - out_b).abs().max().item()
+    times = {"ours": [], "diffusers": []}
+    for _ in range(repeats):
+        for impl, model in (("ours", ours), ("diffusers", ref)):
+            t0 = time.perf_counter()
+            run_once(impl, model, x)
+            times[impl].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rss = {}
+    for impl in ("ours", "diffusers"):
+        out = subprocess.run([sys.executable, __file__, "--rss-child", impl], capture_output=True, text=True, check=True)
+        rss[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    tokens = sum(v.numel() // 16 for k, v in x.items() if k.startswith(("hidden", "clean_latents")) and v.ndim == 5)
+    return {"config": "hidden 512 (4x128), 4 dual + 8 single blocks, float32", "threads": torch.get_num_threads(),
+            "median_s": {k: round(v, 4) for k, v in med.items()}, "ratio_ours_over_diffusers": round(med["ours"] / med["diffusers"], 3),
+            "max_abs_diff": max_diff, "peak_rss_mb": rss, "latent_positions": tokens}
+
+
+def flops_per_forward(config, n_img: int, n_txt: int) -> float:
+    d, mlp = config.inner_dim, config.mlp_dim
+    n = n_img + n_txt
+    dual = 2 * (n * d * d * 4 + n * d * mlp * 2) + 4 * n * n * d  # qkv+out and MLP for both streams, attention
+    single = 2 * n * d * (3 * d + mlp) + 2 * n * (d + mlp) * d + 4 * n * n * d
+    return config.num_layers * dual + config.num_single_layers * single
+
+
+def gpu_benchmark(repeats: int) -> dict:
+    from framepack_core.offload import GiB, BlockStreamer
+    device = torch.device("cuda")
+    with torch.device("meta"):
+        model = FramePackTransformer(RELEASED)
+    state = {k: torch.randn(v.shape, dtype=torch.bfloat16) * 0.02 for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    model.compute_dtype = torch.bfloat16
+    model.eval().requires_grad_(False)
+    x = make_inputs(RELEASED, grid=(9, 80, 76), text_tokens=256, dtype=torch.bfloat16, device=device)  # 640x608
+    n_img = 9 * 40 * 38 + 2 * 40 * 38 + 20 * 19 + 5 * 10 * 10
+    results = {}
+    streamer = BlockStreamer(model, device, reserve_bytes=0)
+    torch.cuda.reset_peak_memory_stats()
+    run_once("ours", model, x)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_once("ours", model, x)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    results["resident"] = {"s_per_step": round(step, 3), "tflops": round(flops_per_forward(RELEASED, n_img, 729 + 256) / step / 1e12, 1),
+                           "peak_vram_gb": round(torch.cuda.max_memory_allocated() / GiB, 2)}
+    streamer.release()
+    torch.cuda.empty_cache()
+    streamer = BlockStreamer(model, device, reserve_bytes=0, force_stream=True)
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    run_once("ours", model, x)
+    torch.cuda.synchronize()
+    results["low_vram"] = {"s_per_step": round(time.perf_counter() - t0, 3),
+                           "peak_vram_gb": round(torch.cuda.max_memory_allocated() / GiB, 2)}
+    streamer.release()
+    results["image_tokens"] = n_img
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true")
+    ap.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child)
+    report = {}
+    if not args.gpu_only:
+        report["cpu"] = cpu_benchmark(args.repeats)
+    if not args.cpu_only and torch.cuda.is_available():
+        report["gpu"] = gpu_benchmark(args.repeats)
+    elif not args.cpu_only:
+        report["gpu"] = "skipped: no CUDA device"
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

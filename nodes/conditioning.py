@@ -1,0 +1,124 @@
+"""Image conditioning (start / end image, keyframes) and timestamped prompts, from ComfyUI's native VAE,
+CLIP vision (SigLIP) and text encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from comfy_api.latest import io
+
+from ..framepack_core.conditioning import ImageConditioning, Keyframe, parse_timestamped_prompts
+from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.errors import InputError
+from ..framepack_core.frames import output_size, resize_and_center_crop
+from .runtime import text_from_conditioning
+from .types import CATEGORY, FramePackConditioning, FramePackPrompts, ImageInputs, PromptSchedule, check_choices
+
+RESOLUTIONS = ["480p", "720p", "640", "custom"]
+ASPECTS = ["auto", "16:9", "9:16"]
+
+
+def encode_image(pixels, vae, clip_vision) -> ImageConditioning:
+    """pixels: IMAGE [1, H, W, 3] already at the video size."""
+    latent = vae.encode(pixels[..., :3])
+    if latent.ndim == 4:  # image VAEs give [B, C, h, w]; FramePack needs the video VAE's [B, C, T, h, w]
+        raise InputError("the VAE is an image VAE; load the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) "
+                         "with VAELoader")
+    # SigLIP sees the whole frame resized to its square input, as FramePack's image processor does (no crop)
+    embeds = clip_vision.encode_image(pixels[..., :3], crop=False)["last_hidden_state"]
+    return ImageConditioning(latent[:, :, :1].float() * VAE_SCALING_FACTOR, embeds[:1].float())
+
+
+class FramePackImageConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackImageConditioning", display_name="FramePack Image Conditioning", category=CATEGORY,
+            description="Start image (and optional end image) to FramePack conditioning. The image is scaled to "
+                        "cover the output size and centre-cropped; the end image is fitted to the same size.",
+            inputs=[
+                io.Image.Input("start_image"),
+                io.Vae.Input("vae", tooltip="HunyuanVideo VAE (VAELoader)"),
+                io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
+                io.Combo.Input("aspect_ratio", options=ASPECTS, default="auto",
+                               tooltip="auto keeps the start image's aspect ratio"),
+                io.Combo.Input("resolution", options=RESOLUTIONS, default="480p",
+                               tooltip="480p / 720p, FramePack's 640 buckets, or custom_width x custom_height"),
+                io.Int.Input("custom_width", default=832, min=64, max=2048, step=16),
+                io.Int.Input("custom_height", default=480, min=64, max=2048, step=16),
+                io.Float.Input("strength", default=0.8, min=0.0, max=1.0, step=0.01,
+                               tooltip="How strongly the last frame follows the end image (0 ignores it, 1 ends "
+                                       "exactly on it). Unused without an end image."),
+                io.Image.Input("end_image", optional=True),
+            ],
+            outputs=[FramePackConditioning.Output(display_name="conditioning"),
+                     io.Image.Output(display_name="start_image"),
+                     io.Int.Output(display_name="width"), io.Int.Output(display_name="height")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, aspect_ratio, resolution):
+        return check_choices(aspect_ratio=(aspect_ratio, ASPECTS), resolution=(resolution, RESOLUTIONS))
+
+    @classmethod
+    def execute(cls, start_image, vae, clip_vision, aspect_ratio, resolution, custom_width, custom_height,
+                strength, end_image=None):
+        width, height = output_size(start_image.shape[1], start_image.shape[2], aspect_ratio, resolution,
+                                    custom_width, custom_height)
+        start_px = resize_and_center_crop(start_image[:1, ..., :3], width, height)
+        inputs = ImageInputs(encode_image(start_px, vae, clip_vision), width, height, strength=strength)
+        if end_image is not None:
+            inputs.end = encode_image(resize_and_center_crop(end_image[:1, ..., :3], width, height), vae, clip_vision)
+        return io.NodeOutput(inputs, start_px, width, height)
+
+
+class FramePackKeyframe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackKeyframe", display_name="FramePack Keyframe", category=CATEGORY,
+            description="Pins an image at a time of the video (chain several). The frame at that time is pulled "
+                        "towards the image with the given strength.",
+            inputs=[
+                FramePackConditioning.Input("conditioning"),
+                io.Image.Input("image"),
+                io.Vae.Input("vae"),
+                io.ClipVision.Input("clip_vision"),
+                io.Float.Input("time_seconds", default=2.0, min=0.0, max=60.0, step=0.1),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01),
+            ],
+            outputs=[FramePackConditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, conditioning, image, vae, clip_vision, time_seconds, strength):
+        pixels = resize_and_center_crop(image[:1, ..., :3], conditioning.width, conditioning.height)
+        key = Keyframe(time_seconds, encode_image(pixels, vae, clip_vision), strength)
+        return io.NodeOutput(dataclasses.replace(conditioning, keyframes=[*conditioning.keyframes, key]))
+
+
+class FramePackTimestampedPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackTimestampedPrompt", display_name="FramePack Timestamped Prompts", category=CATEGORY,
+            description="One prompt per time range. Start a line with [seconds] to begin a new prompt, e.g.\n"
+                        "[0s] a woman smiles\n[2.5s] she waves at the camera\nSections across a change blend both.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="DualCLIPLoader type hunyuan_video"),
+                io.String.Input("text", multiline=True, default="[0s] a person looks at the camera\n[2s] the person smiles"),
+            ],
+            outputs=[FramePackPrompts.Output(display_name="prompts")],
+        )
+
+    @classmethod
+    def execute(cls, clip, text):
+        entries = []
+        for start, prompt in parse_timestamped_prompts(text):
+            conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+            entries.append((start, conditioning))
+        return io.NodeOutput(PromptSchedule(entries))
+
+
+def schedule_to_core(schedule: PromptSchedule, text_dim: int):
+    return [(start, text_from_conditioning(cond, text_dim, f"prompt at {start:g}s")) for start, cond in schedule.entries]

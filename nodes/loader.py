@@ -1,0 +1,111 @@
+"""Load FramePack Model and FramePack LoRA nodes."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..framepack_core.attention import BACKENDS
+from ..framepack_core.errors import InputError
+from ..framepack_core.loading import STORAGE_CHOICES, detect_variant, load_framepack_model
+from ..framepack_core.lora import apply_loras, load_lora_file
+from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
+
+log = logging.getLogger("FramePack")
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def diffusion_model_choices() -> list[str]:
+    """Files in models/diffusion_models, with a sharded diffusers folder listed once (as the folder) instead of
+    shard by shard. Pickle files stay listed so that choosing one gives a clear refusal, not a silent absence."""
+    folders = set()
+    for root in folder_paths.get_folder_paths("diffusion_models"):
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            if any(f.endswith(INDEX_SUFFIX) for f in files):
+                folders.add(os.path.relpath(dirpath, root).replace(os.sep, "/"))
+    files = [f for f in folder_paths.get_filename_list("diffusion_models")
+             if not any(f.replace(os.sep, "/").startswith(d + "/") for d in folders)]
+    return sorted(folders) + files
+
+
+def resolve_model_path(name: str) -> str:
+    for root in folder_paths.get_folder_paths("diffusion_models"):
+        candidate = os.path.join(root, name)
+        if os.path.isdir(candidate):
+            return candidate
+    path = folder_paths.get_full_path("diffusion_models", name)
+    if path is None:
+        raise InputError(f"model {name!r} was not found in models/diffusion_models; put FramePackI2V_HY "
+                         "(file or sharded folder) there and refresh")
+    return path
+
+
+class FramePackModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackModelLoader", display_name="Load FramePack Model", category=CATEGORY,
+            description="Loads FramePackI2V_HY or FramePack F1 from models/diffusion_models: a single .safetensors "
+                        "file (bf16/fp16/fp8) or a sharded diffusers folder.",
+            inputs=[
+                io.Combo.Input("model", options=diffusion_model_choices(),
+                               tooltip="A .safetensors file or a sharded diffusers folder in models/diffusion_models"),
+                io.Combo.Input("variant", options=["auto", "I2V_HY", "F1"], default="auto",
+                               tooltip="auto: F1 when the name contains 'F1', else FramePackI2V_HY. I2V_HY samples "
+                                       "sections backwards (anti-drifting), F1 forwards."),
+                io.Combo.Input("compute_dtype", options=["bf16", "fp16", "fp32"], default="bf16"),
+                io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default="auto",
+                               tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
+                                       "the block weights in fp8 (half the memory), upcast at each matmul"),
+                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
+                               tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
+                io.Float.Input("vram_reserve_gb", default=6.0, min=0.0, max=128.0, step=0.5,
+                               tooltip="GPU memory kept free for activations; blocks that do not fit are streamed "
+                                       "from CPU memory (raise it if you get out-of-memory errors)"),
+                FramePackLora.Input("lora", optional=True),
+            ],
+            outputs=[FramePackModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, variant, compute_dtype, weight_storage, attention):
+        return check_choices(variant=(variant, ["auto", "I2V_HY", "F1"]),
+                             compute_dtype=(compute_dtype, ["bf16", "fp16", "fp32"]),
+                             weight_storage=(weight_storage, list(STORAGE_CHOICES)), attention=(attention, list(BACKENDS)))
+
+    @classmethod
+    def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, lora=None):
+        path = resolve_model_path(model)
+        transformer = load_framepack_model(path, compute_dtype=compute_dtype, storage=weight_storage,
+                                           attention_backend=attention)
+        chosen = detect_variant(model) if variant == "auto" else variant
+        loras = list(lora or [])
+        if loras:
+            report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])
+            log.info("FramePack LoRA: %s", report)
+        log.info("FramePack: loaded %s as %s (%s compute, %s storage)", model, chosen, compute_dtype, weight_storage)
+        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras))
+
+
+class FramePackLoraSelect(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackLoraSelect", display_name="FramePack LoRA", category=CATEGORY,
+            description="Adds a HunyuanVideo / FramePack LoRA (diffusers, PEFT or musubi-tuner format) to the stack; "
+                        "chain several. Applied at full strength also to fp8 weights.",
+            inputs=[
+                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras")),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                FramePackLora.Input("previous", optional=True),
+            ],
+            outputs=[FramePackLora.Output(display_name="lora")],
+        )
+
+    @classmethod
+    def execute(cls, lora_name, strength, previous=None):
+        path = folder_paths.get_full_path_or_raise("loras", lora_name)
+        return io.NodeOutput([*(previous or []), LoraEntry(path, lora_name, strength)])

@@ -1,0 +1,98 @@
+"""FramePack Sampler: the section-by-section video sampler."""
+
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.errors import Interrupted
+from ..framepack_core.generate import MAX_SEED, GenerationRequest, generate_video
+from ..framepack_core.planning import MAX_FRAMES, MIN_FRAMES, plan_video
+from ..framepack_core.samplers import SAMPLERS
+from .conditioning import schedule_to_core
+from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
+from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
+
+log = logging.getLogger("FramePack")
+
+
+class FramePackSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackSampler", display_name="FramePack Sampler", category=CATEGORY,
+            description="Samples the video section by section (FramePackI2V_HY: from the end backwards; F1: "
+                        "forwards) and returns exactly num_frames frames of latents at 30 fps.",
+            inputs=[
+                FramePackModel.Input("model"),
+                io.Conditioning.Input("positive", tooltip="CLIPTextEncode with DualCLIPLoader type hunyuan_video"),
+                io.Conditioning.Input("negative", tooltip="Used only when cfg_scale > 1"),
+                FramePackConditioning.Input("conditioning", tooltip="From FramePack Image Conditioning"),
+                io.Int.Input("num_frames", default=180, min=MIN_FRAMES, max=MAX_FRAMES,
+                             tooltip="Exact number of output frames at 30 fps (30-1800)"),
+                io.Int.Input("num_inference_steps", default=25, min=4, max=50),
+                io.Float.Input("guidance_scale", default=10.0, min=0.0, max=32.0, step=0.1,
+                               tooltip="Distilled guidance fed to the model (FramePack's default 10)"),
+                io.Float.Input("cfg_scale", default=1.0, min=0.0, max=7.0, step=0.1,
+                               tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)"),
+                io.Int.Input("seed", default=0, min=-1, max=MAX_SEED, control_after_generate=True,
+                             tooltip="-1 picks a random seed; the seed used is output and shown"),
+                io.Combo.Input("sampler", options=list(SAMPLERS), default="unipc_bh1"),
+                io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Sigma shift; 0 = FramePack's resolution-dependent rule (7.0 at usual sizes)"),
+                io.Float.Input("teacache_threshold", default=0.15, min=0.0, max=1.0, step=0.01,
+                               tooltip="TeaCache: 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, not lossless"),
+                io.Int.Input("window_size", default=9, min=1, max=33,
+                             tooltip="Latent frames per section (9 = 33 frames, the trained setting)"),
+                io.Combo.Input("mode", options=["auto", "inverted", "forward"], default="auto",
+                               tooltip="auto: inverted anti-drifting for FramePackI2V_HY, forward for F1"),
+                io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01),
+                FramePackPrompts.Input("prompts", optional=True,
+                                       tooltip="Timestamped prompts; when connected they replace 'positive'"),
+            ],
+            outputs=[io.Latent.Output(display_name="latent"), io.Int.Output(display_name="seed")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, sampler, mode):
+        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, ["auto", "inverted", "forward"]))
+
+    @classmethod
+    def fingerprint_inputs(cls, seed, **_):
+        # seed -1 means "a new random seed every run": never reuse a cached result for it
+        return float("nan") if seed == -1 else seed
+
+    @classmethod
+    def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
+                cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None):
+        transformer = model.transformer
+        text_dim = transformer.config.text_embed_dim
+        mode = model.default_mode if mode == "auto" else mode
+        schedule = schedule_to_core(prompts, text_dim) if prompts is not None else \
+            [(0.0, text_from_conditioning(positive, text_dim, "positive"))]
+        request = GenerationRequest(
+            start=conditioning.start, prompts=schedule, num_frames=num_frames, mode=mode,
+            negative=text_from_conditioning(negative, text_dim, "negative") if cfg_scale != 1.0 else None,
+            end=conditioning.end, end_strength=conditioning.strength, keyframes=conditioning.keyframes,
+            steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
+            seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
+            window=window_size)
+        plan = plan_video(num_frames, mode, window_size)
+        progress = SamplingProgress(len(plan.sections), num_inference_steps)
+        try:
+            with model_on_device(model) as device:
+                result = generate_video(transformer, request, device=device, on_step=progress,
+                                        interrupt=interrupt_requested)
+        except Interrupted as err:
+            raise_if_interrupted(err)
+        log.info("FramePack: %s, seed %d", result.plan.summary()["description"], result.seed)
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
+                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": plan.fps,
+                                "seed": result.seed}}
+        summary = result.plan.summary()
+        # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
+        report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
+                  "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
+        return io.NodeOutput(latent, result.seed, ui=report)

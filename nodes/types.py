@@ -1,0 +1,66 @@
+"""Socket types of the pack and the objects that travel through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from comfy_api.latest import io
+
+from ..framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
+
+FramePackModel = io.Custom("FRAMEPACK_MODEL")
+FramePackLora = io.Custom("FRAMEPACK_LORA")
+FramePackConditioning = io.Custom("FRAMEPACK_CONDITIONING")
+FramePackPrompts = io.Custom("FRAMEPACK_PROMPTS")
+
+CATEGORY = "FramePack"
+MODES_BY_VARIANT = {"I2V_HY": "inverted", "F1": "forward"}
+
+
+@dataclass
+class ModelHandle:
+    """A loaded transformer plus how to run it. Weights stay in CPU memory between runs; the sampler moves
+    what fits to the GPU for the duration of a generation."""
+    transformer: object  # framepack_core.FramePackTransformer
+    variant: str  # "I2V_HY" or "F1"
+    name: str
+    vram_reserve_gb: float
+    loras: list = field(default_factory=list)
+
+    @property
+    def default_mode(self) -> str:
+        return MODES_BY_VARIANT[self.variant]
+
+
+@dataclass
+class LoraEntry:
+    path: str
+    name: str
+    strength: float
+
+
+@dataclass
+class ImageInputs:
+    """What the image conditioning node hands to the sampler: start (and end, keyframes) in model space,
+    and the pixel size of the video."""
+    start: ImageConditioning
+    width: int
+    height: int
+    end: ImageConditioning | None = None
+    strength: float = 0.8
+    keyframes: list[Keyframe] = field(default_factory=list)
+
+
+@dataclass
+class PromptSchedule:
+    """Prompts by start time (seconds), encoded with the native text encoder."""
+    entries: list[tuple[float, TextConditioning]]
+
+
+def check_choices(**choices: tuple[object, list]) -> bool | str:
+    """For a node's validate_inputs: ComfyUI 0.3.x does not check V3 combo values when a prompt is queued, so an
+    API call with a wrong option would only fail when the node runs. This turns it into a node error at once."""
+    for name, (value, options) in choices.items():
+        if value not in options:
+            return f"{name} {value!r} is not one of: {', '.join(map(str, options))}"
+    return True

@@ -1,0 +1,102 @@
+"""FramePack Video Combine: decodes the sampled latents section by section with FramePack's overlap blending and
+writes the MP4 while decoding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import comfy.utils
+import folder_paths
+import torch
+from comfy_api.latest import InputImpl, io, ui
+
+from ..framepack_core.errors import InputError
+from ..framepack_core.frames import StreamingBlender, decode_chunks
+from ..framepack_core.planning import plan_video
+from .mp4 import Mp4Writer
+from .types import CATEGORY
+
+log = logging.getLogger("FramePack")
+
+
+def output_path(prefix: str, width: int, height: int) -> tuple[str, str, str]:
+    """(full path, file name, subfolder) in ComfyUI's output folder; a prefix that would escape it is refused."""
+    if os.path.isabs(prefix) or ".." in prefix.replace("\\", "/").split("/"):
+        raise InputError(f"filename_prefix {prefix!r} must stay inside the output folder: no '..' and no absolute "
+                         "path (a subfolder like 'framepack/clip' is fine)")
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        prefix, folder_paths.get_output_directory(), width, height)
+    file = f"{name}_{counter:05}.mp4"
+    return os.path.join(folder, file), file, subfolder
+
+
+class FramePackVideoCombine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackVideoCombine", display_name="FramePack Video Combine", category=CATEGORY,
+            description="Decodes FramePack latents section by section with FramePack's overlap blending, writes an "
+                        "H.264 MP4 at 30 fps while decoding, and outputs the frames and a VIDEO.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="From FramePack Sampler"),
+                io.Vae.Input("vae", tooltip="HunyuanVideo VAE (or TAEHV for quick drafts)"),
+                io.String.Input("filename_prefix", default="FramePack"),
+                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and bigger"),
+                io.Boolean.Input("return_frames", default=True,
+                                 tooltip="Off: the IMAGE output holds only the last frame, so very long videos are "
+                                         "never held in memory as float frames (the MP4 has them all)"),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, latent, vae, filename_prefix, crf, return_frames):
+        samples = latent["samples"]
+        meta = latent.get("framepack")
+        if samples.ndim != 5:
+            raise InputError(f"the latent is not a video latent (shape {list(samples.shape)}); connect FramePack Sampler")
+        if meta is None:
+            raise InputError("this latent does not come from FramePack Sampler (no section plan); decode it with "
+                             "VAE Decode instead")
+        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"])
+        if samples.shape[2] != plan.total_latents:
+            raise InputError(f"the latent has {samples.shape[2]} frames but its plan expects {plan.total_latents}")
+        height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
+        path, file, subfolder = output_path(filename_prefix, width, height)
+        metadata = {}
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = json.dumps(cls.hidden.prompt)
+        writer = Mp4Writer(path, width, height, plan.fps, crf, metadata)
+        blender = StreamingBlender(plan)
+        chunks = decode_chunks(plan)
+        bar = comfy.utils.ProgressBar(len(chunks))
+        kept, last = [], None
+
+        def emit(frames):
+            nonlocal last
+            if len(frames):
+                writer.write(frames)
+                last = frames[-1:]
+                if return_frames:
+                    kept.append(frames)
+
+        try:
+            for chunk in chunks:
+                pixels = vae.decode(samples[:, :, chunk.latent_start:chunk.latent_end])
+                emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
+                bar.update(1)  # also the interrupt point between chunks
+            emit(blender.flush())
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.frames != plan.output_frames:
+            raise RuntimeError(f"wrote {writer.frames} frames, expected {plan.output_frames}")
+        images = torch.cat(kept) if return_frames else last
+        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, writer.frames, width, height)
+        return io.NodeOutput(images, InputImpl.VideoFromFile(path),
+                             ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

