@@ -100,10 +100,13 @@ def cpu_benchmark(repeats: int) -> dict:
     for impl in ("ours", "diffusers"):
         out = subprocess.run([sys.executable, __file__, "--rss-child", impl], capture_output=True, text=True, check=True)
         rss[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    tokens = sum(v.numel() // 16 for k, v in x.items() if k.startswith(("hidden", "clean_latents")) and v.ndim == 5)
+    t, h, w = x["hidden_states"].shape[2:]
+    image_tokens = (t + 2) * (h // 2) * (w // 2) + (h // 4) * (w // 4) + 4 * (h // 8) * (w // 8)
     return {"config": "hidden 512 (4x128), 4 dual + 8 single blocks, float32", "threads": torch.get_num_threads(),
             "median_s": {k: round(v, 4) for k, v in med.items()}, "ratio_ours_over_diffusers": round(med["ours"] / med["diffusers"], 3),
-            "max_abs_diff": max_diff, "peak_rss_mb": rss, "latent_positions": tokens}
+            "max_abs_diff": max_diff, "peak_rss_mb": rss,
+            "tokens": {"image": image_tokens, "siglip": x["image_embeddings"].shape[1],
+                       "text": x["encoder_hidden_states"].shape[1]}}
 
 
 def flops_per_forward(config, n_img: int, n_txt: int) -> float:
