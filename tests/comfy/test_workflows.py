@@ -147,3 +147,66 @@ def test_ui_workflow_opens_without_missing_nodes(comfy_frontend, artifacts_dir, 
     assert check.placeholder_node_types == []
     assert check.node_count == len(workflow["nodes"])
     assert Path(check.screenshot).stat().st_size > 10_000
+
+
+def _write_tiny_lora(path: Path, seed: int = 0) -> None:
+    """A diffusers-format LoRA for the tiny model's first dual block and a single block."""
+    import torch
+    from safetensors.torch import save_file
+
+    from framepack_core import TINY
+    g = torch.Generator().manual_seed(seed)
+    d, r = TINY.inner_dim, 4
+    tensors = {}
+    for module in ("transformer_blocks.0.attn.to_q", "single_transformer_blocks.1.proj_mlp"):
+        out = TINY.mlp_dim if module.endswith("proj_mlp") else d
+        tensors[f"transformer.{module}.lora_A.weight"] = torch.randn(r, d, generator=g)
+        tensors[f"transformer.{module}.lora_B.weight"] = torch.randn(out, r, generator=g) * 0.5
+    save_file(tensors, str(path))
+
+
+def _with_lora(graph: dict, lora_name: str, strength: float) -> dict:
+    graph["20"] = {"class_type": "FramePackLoraSelect", "inputs": {"lora_name": lora_name, "strength": strength},
+                   "_meta": {"title": "FramePack LoRA"}}
+    node_of(graph, "FramePackModelLoader")["inputs"]["lora"] = ["20", 0]
+    return graph
+
+
+def test_lora_stack_through_the_loader(comfy, models_dir):
+    """A LoRA from models/loras through FramePack LoRA -> loader: strength 0 leaves the sampled latents unchanged,
+    strength 1 changes them (compared through the test pack's Describe node, which reports exact statistics)."""
+    _write_tiny_lora(models_dir / "loras" / "tiny_lora.safetensors")
+    latents = {}
+    for label, strength in (("none", None), ("zero", 0.0), ("full", 1.0)):
+        graph = tiny_workflow("framepack_i2v", seed=5, prefix=unique_prefix(f"lora_{label}"))
+        if strength is not None:
+            graph = _with_lora(graph, "tiny_lora.safetensors", strength)
+        graph["30"] = {"class_type": "FramePackTestDescribe", "inputs": {"value": ["9", 0]}, "_meta": {"title": "d"}}
+        result = run(comfy, graph)
+        assert result.ok, result.error_message
+        latents[label] = json.loads(result.outputs["30"]["text"][0])["samples"]
+    assert latents["zero"] == latents["none"]
+    assert latents["full"] != latents["none"]
+
+
+def decoded_frames(data: bytes) -> list[bytes]:
+    with av.open(io.BytesIO(data)) as container:
+        return [f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)]
+
+
+def test_timestamped_prompts_and_keyframe_nodes(comfy):
+    graph = tiny_workflow("framepack_f1", num_frames=61, seed=8, prefix=unique_prefix("prompts"))
+    graph["21"] = {"class_type": "FramePackTestCLIPLoader", "inputs": {"token_dim": 32, "pooled_dim": 16},
+                   "_meta": {"title": "CLIP stand-in"}}
+    graph["22"] = {"class_type": "FramePackTimestampedPrompt",
+                   "inputs": {"clip": ["21", 0], "text": "[0s] a cat sits\n[1s] the cat jumps\nhigh in the air"},
+                   "_meta": {"title": "prompts"}}
+    graph["23"] = {"class_type": "FramePackKeyframe",
+                   "inputs": {"conditioning": ["8", 0], "image": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0],
+                              "time_seconds": 1.0, "strength": 0.7}, "_meta": {"title": "keyframe"}}
+    sampler = node_of(graph, "FramePackSampler")["inputs"]
+    sampler["prompts"] = ["22", 0]
+    sampler["conditioning"] = ["23", 0]
+    result = run(comfy, graph)
+    assert result.ok, result.error_message
+    assert probe(mp4_of(comfy, result)[0])["frames"] == 61

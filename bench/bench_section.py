@@ -1,0 +1,76 @@
+"""Wall time of one full 33-frame FramePack section (window 9, 25 UniPC steps), i.e. seconds per output frame.
+
+CPU: the tiny random model (framepack_core.TINY) at the 640x608 bucket (the real token count of a section).
+GPU (when CUDA is available): the released-size model with random bf16 weights at the same bucket, TeaCache off
+and on (threshold 0.15).
+
+    python bench/bench_section.py [--steps 25] [--cpu-only] [--gpu-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from framepack_core import RELEASED, TINY, FramePackTransformer  # noqa: E402
+from framepack_core.conditioning import ImageConditioning, TextConditioning  # noqa: E402
+from framepack_core.generate import GenerationRequest, generate_video  # noqa: E402
+
+BUCKET = (640, 608)  # height, width in pixels -> latents 80 x 76
+
+
+def random_model(config, dtype, device, seed=0):
+    with torch.device("meta"):
+        model = FramePackTransformer(config)
+    g = torch.Generator().manual_seed(seed)
+    state = {k: (torch.randn(v.shape, generator=g) * 0.02).to(dtype) for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    model.compute_dtype = dtype
+    return model.to(device).eval().requires_grad_(False)
+
+
+def one_section(model, config, steps: int, teacache: float) -> dict:
+    g = torch.Generator().manual_seed(1)
+    h, w = BUCKET[0] // 8, BUCKET[1] // 8
+    start = ImageConditioning(torch.randn(1, 16, 1, h, w, generator=g), torch.randn(1, 729, config.image_proj_dim, generator=g))
+    text = TextConditioning(torch.randn(1, 128, config.text_embed_dim, generator=g),
+                            torch.randn(1, config.pooled_projection_dim, generator=g))
+    request = GenerationRequest(start=start, prompts=[(0.0, text)], num_frames=33, steps=steps, seed=3,
+                                teacache_threshold=teacache)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = generate_video(model, request)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "s_per_frame": round(seconds / 33, 3), "s_per_step": round(seconds / steps, 3),
+            "teacache_skipped_steps": result.stats["teacache_skipped"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true")
+    args = ap.parse_args()
+    report = {"bucket": f"{BUCKET[1]}x{BUCKET[0]}", "frames": 33, "steps": args.steps}
+    if not args.gpu_only:
+        model = random_model(TINY, torch.float32, "cpu")
+        report["cpu_tiny_fp32"] = {"threads": torch.get_num_threads(), **one_section(model, TINY, args.steps, 0.0)}
+    if not args.cpu_only and torch.cuda.is_available():
+        model = random_model(RELEASED, torch.bfloat16, "cuda")
+        report["gpu_released_bf16"] = {"teacache_off": one_section(model, RELEASED, args.steps, 0.0),
+                                       "teacache_0.15": one_section(model, RELEASED, args.steps, 0.15),
+                                       "peak_vram_gb": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
