@@ -54,6 +54,16 @@ class LoraDelta(nn.Module):
         return F.linear(F.linear(x, down), up) * self.scale
 
 
+def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
+    """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
+    the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
+    if any(len(layer.lora) for layer in layers):
+        return [layer(x) for layer in layers]
+    weight = torch.cat([layer.weight.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
+    bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
+    return list(F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1))
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the last dim; the variance is taken in float32 whatever the compute dtype."""
 
@@ -237,7 +247,7 @@ class AdaNormZero(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor):
         mods = [m[:, None] for m in self.linear(F.silu(temb)).chunk(self.chunks, dim=-1)]
         shift, scale = mods[0], mods[1]
-        return (layer_norm(x) * (1 + scale) + shift), mods[2:]
+        return torch.addcmul(shift, layer_norm(x), 1 + scale), mods[2:]
 
 
 class JointAttention(nn.Module):
@@ -256,12 +266,10 @@ class JointAttention(nn.Module):
 
     def forward(self, x, context, rope, key_mask):
         split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
-        q = apply_rope(self.norm_q(split(self.to_q(x))), *rope)
-        k = apply_rope(self.norm_k(split(self.to_k(x))), *rope)
-        v = split(self.to_v(x))
-        cq = self.norm_added_q(split(self.add_q_proj(context)))
-        ck = self.norm_added_k(split(self.add_k_proj(context)))
-        cv = split(self.add_v_proj(context))
+        q, k, v = (split(t) for t in fused_linear(x, [self.to_q, self.to_k, self.to_v]))
+        q, k = apply_rope(self.norm_q(q), rope), apply_rope(self.norm_k(k), rope)
+        cq, ck, cv = (split(t) for t in fused_linear(context, [self.add_q_proj, self.add_k_proj, self.add_v_proj]))
+        cq, ck = self.norm_added_q(cq), self.norm_added_k(ck)
         out = attention(torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), self.backend, key_mask)
         n = x.shape[1]
         return self.to_out[0](out[:, :n]), self.to_add_out(out[:, n:])
@@ -280,31 +288,33 @@ class DualStreamBlock(nn.Module):
         nx, (gate, shift_mlp, scale_mlp, gate_mlp) = self.norm1(x, temb)
         nc, (c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp) = self.norm1_context(context, temb)
         attn_x, attn_c = self.attn(nx, nc, rope, key_mask)
-        x = x + attn_x * gate
-        context = context + attn_c * c_gate
-        x = x + gate_mlp * self.ff(layer_norm(x) * (1 + scale_mlp) + shift_mlp)
-        context = context + c_gate_mlp * self.ff_context(layer_norm(context) * (1 + c_scale_mlp) + c_shift_mlp)
+        x = torch.addcmul(x, attn_x, gate)
+        context = torch.addcmul(context, attn_c, c_gate)
+        x = torch.addcmul(x, gate_mlp, self.ff(torch.addcmul(shift_mlp, layer_norm(x), 1 + scale_mlp)))
+        mlp_in = torch.addcmul(c_shift_mlp, layer_norm(context), 1 + c_scale_mlp)
+        context = torch.addcmul(context, c_gate_mlp, self.ff_context(mlp_in))
         return x, context
 
 
 class SingleAttention(nn.Module):
+    """Attention of the single-stream block. Its projections are applied by the block (fused with the MLP input
+    projection), so this module only holds them under the checkpoint's names."""
+
     def __init__(self, dim: int, heads: int, head_dim: int, backend: str):
         super().__init__()
         self.heads, self.backend = heads, backend
         self.to_q, self.to_k, self.to_v = Linear(dim, dim), Linear(dim, dim), Linear(dim, dim)
         self.norm_q, self.norm_k = RMSNorm(head_dim), RMSNorm(head_dim)
 
-    def forward(self, h, num_image_tokens, rope, key_mask):
+    def forward(self, q, k, v, rope, key_mask):
         split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
-        q, k, v = self.norm_q(split(self.to_q(h))), self.norm_k(split(self.to_k(h))), split(self.to_v(h))
-        n = num_image_tokens
-        q = torch.cat([apply_rope(q[:, :n], *rope), q[:, n:]], dim=1)
-        k = torch.cat([apply_rope(k[:, :n], *rope), k[:, n:]], dim=1)
-        return attention(q, k, v, self.backend, key_mask)
+        q, k = apply_rope(self.norm_q(split(q)), rope), apply_rope(self.norm_k(split(k)), rope)
+        return attention(q, k, split(v), self.backend, key_mask)
 
 
 class SingleStreamBlock(nn.Module):
-    """Operates on the joint [image | text] sequence; attention and MLP run in parallel from one modulated norm."""
+    """Operates on the joint [image | text] sequence; attention and MLP run in parallel from one modulated norm.
+    `rope` covers the whole joint sequence (identity rotations on the text tokens)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, backend: str):
         super().__init__()
@@ -313,11 +323,23 @@ class SingleStreamBlock(nn.Module):
         self.proj_mlp = Linear(dim, mlp_dim)
         self.proj_out = Linear(dim + mlp_dim, dim)
 
-    def forward(self, h, num_image_tokens, temb, rope, key_mask):
+    def forward(self, h, temb, rope, key_mask):
         nh, (gate,) = self.norm(h, temb)
-        mlp = F.gelu(self.proj_mlp(nh), approximate="tanh")
-        attn = self.attn(nh, num_image_tokens, rope, key_mask)
-        return h + gate * self.proj_out(torch.cat([attn, mlp], dim=2))
+        q, k, v, mlp = fused_linear(nh, [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp])
+        attn = self.attn(q, k, v, rope, key_mask)
+        mlp = F.gelu(mlp, approximate="tanh")
+        return torch.addcmul(h, gate, self._project_out(attn, mlp))
+
+    def _project_out(self, attn: torch.Tensor, mlp: torch.Tensor) -> torch.Tensor:
+        """proj_out(cat(attn, mlp)) without materialising the concatenation: two matmuls on the weight's halves."""
+        if len(self.proj_out.lora):
+            return self.proj_out(torch.cat([attn, mlp], dim=2))
+        weight = self.proj_out.weight.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
+        bias = self.proj_out.bias.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
+        d = attn.shape[-1]
+        out = F.linear(mlp, weight[:, d:], bias)
+        out += F.linear(attn, weight[:, :d])
+        return out
 
 
 class ClipVisionProjection(nn.Module):

@@ -53,9 +53,13 @@ def pooled_rope_grid(frame_indices: torch.Tensor, height: int, width: int, axes_
     return pooled[0], pooled[1]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, N, H, D] rotated by (cos, sin) [N, D]; computed in float32, returned in x's dtype."""
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    pairs = x.float().unflatten(-1, (-1, 2))
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
+def to_complex(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """(cos, sin) [N, D] with interleaved pairs -> one complex rotation per pair [N, D/2]."""
+    return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x [B, N, H, D] with channel pairs (2i, 2i+1) rotated by the complex freqs [N, D/2]: (a + ib)(cos + i sin),
+    i.e. the pair becomes (a cos - b sin, b cos + a sin). Computed in float32, returned in x's dtype."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs[None, :, None, :]).flatten(-2).to(x.dtype)

@@ -18,7 +18,7 @@ from .config import FramePackConfig
 from .errors import InputError
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
                      OutputNorm, PatchEmbed, SingleStreamBlock, TokenRefiner)
-from .rope import pad_to_multiple, pooled_rope_grid, rope_grid
+from .rope import pad_to_multiple, pooled_rope_grid, rope_grid, to_complex
 from .teacache import TeaCache
 
 
@@ -29,7 +29,7 @@ class SectionContext:
     per section instead of once per step is what `FramePackTransformer.prepare` is for."""
 
     history_tokens: torch.Tensor | None  # [B, N_history, D]
-    rope: tuple[torch.Tensor, torch.Tensor]  # (cos, sin) [N_history + N_noisy, head_dim]
+    rope: torch.Tensor  # complex rotations [N_history + N_noisy, head_dim / 2]
     image_tokens: torch.Tensor  # [B, N_siglip, D]
     grid: tuple[int, int, int]  # noisy latent (T, H, W) this context was built for
 
@@ -100,7 +100,7 @@ class FramePackTransformer(nn.Module):
             sins.insert(0, s)
         history = torch.cat(tokens, dim=1) if tokens else None
         image_tokens = self.image_projection(image_embeddings.to(device=device, dtype=dtype))
-        return SectionContext(history, (torch.cat(coss), torch.cat(sins)), image_tokens, (t, hh, ww))
+        return SectionContext(history, to_complex(torch.cat(coss), torch.cat(sins)), image_tokens, (t, hh, ww))
 
     # -- forward -------------------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class FramePackTransformer(nn.Module):
         elif context.grid != (t, hh, ww):
             raise InputError(f"section context was prepared for latents {context.grid}, got {(t, hh, ww)}")
         dtype = self.compute_dtype
-        device = context.rope[0].device
+        device = context.rope.device
         noisy = self.x_embedder.proj(hidden_states.to(device=device, dtype=dtype)).flatten(1, 3)
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
@@ -167,8 +167,10 @@ class FramePackTransformer(nn.Module):
             tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
         n = tokens.shape[1]
         joint = torch.cat([tokens, encoder], dim=1)
+        # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
+        joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
         for block in self.single_transformer_blocks:
-            joint = run(block, lambda blk=block: blk(joint, n, temb, rope, key_mask))
+            joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
         if teacache is not None:
             teacache.residual = tokens - before
