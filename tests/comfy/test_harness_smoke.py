@@ -21,13 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from framepack_client.comfy_api import (
-    ComfyClient,
-    PromptRejected,
-    WebSocket,
-    WebSocketClosed,
-    encode_frame,
-)
+from framepack_client.comfy_api import ComfyClient, PromptRejected
+from framepack_client.websocket import WebSocket, WebSocketClosed, encode_frame
 from tests.comfy.harness import PACK_LINK_NAME, REPO_ROOT, TEST_PACK_LINK_NAME, ComfyServer
 from tests.comfy.test_node_pack.describe import describe
 from tests.comfy.test_node_pack.stand_ins import text_conditioning, text_token_count, vision_features
