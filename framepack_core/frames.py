@@ -1,24 +1,24 @@
 """Frame math: output sizes, the resize rule, and section-wise decoding with FramePack's overlap blending.
 
-Output size (shown to users):
-- "480p": 848x480 for 16:9, 480x848 for 9:16; "720p": 1280x720 / 720x1280;
-- aspect "auto" keeps the start image's aspect ratio at the same pixel area as that resolution's 16:9 size;
-- "640": FramePack's own 640 buckets (the nearest bucket to the image, or to 16:9 / 9:16);
-- "custom": the given width and height.
-All sizes are multiples of 16 (8x VAE downsampling, then 2x2 patches).
+Output size (shown to users); every size is a multiple of 16 (8x VAE downsampling, then 2x2 patches):
+- "480p": 848x480 for 16:9 (the closest 16:9 size in multiples of 16), 480x848 for 9:16;
+  "720p": 1280x720 / 720x1280.
+- aspect "auto" keeps the start image's aspect ratio at the same pixel area as that resolution's 16:9 size,
+  each side rounded to the nearest multiple of 16 (no side above 2048 or below 64: extreme aspect ratios are
+  narrowed to fit, and the crop below takes the rest).
+- "640": FramePack's own 640 buckets; "auto" takes the bucket nearest to the image's aspect ratio, "16:9" /
+  "9:16" the bucket nearest to that ratio.
+- "custom": custom_width x custom_height, each 64-2048, rounded to the nearest multiple of 16 (halves up).
 
-Resize rule: the image is scaled to COVER the output size and centre-cropped (nothing is stretched).
+Resize rule: the image is scaled to COVER the output size (scale = max(out_w / w, out_h / h)), so one side fits
+exactly and the other overflows, and the overflow is cut off equally on both sides (centre crop). Nothing is
+stretched or letterboxed. Bicubic with antialiasing, values clamped to [0, 1].
 
-Decoding: the latents of each section (time order) are decoded together with up to `window` latents before it as
-decoder context; the frames both decodes share are cross-faded linearly (FramePack's soft append). Decoding latents
-[a, b) with the causal video VAE gives 4(b-a)-3 frames covering video frames [4a, 4b-3) -- the first latent of a
-chunk yields a single frame, the last of its 4-frame group -- so a chunk that starts `ov` latents before the previous
-chunk's end shares 4*ov-3 frames with it.
+Decoding: see decode_chunks and StreamingBlender.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -29,60 +29,67 @@ from .planning import SectionPlan
 
 BUCKETS_640 = ((416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640), (640, 608),
                (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416))  # (height, width)
-RESOLUTIONS = {"480p": (848, 480), "720p": (1280, 720)}  # 16:9 (width, height)
+RESOLUTIONS = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)
 ASPECT_RATIOS = ("auto", "16:9", "9:16")
 RESOLUTION_CHOICES = ("480p", "720p", "640", "custom")
 MIN_SIDE, MAX_SIDE = 64, 2048
 
 
 def find_nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple[int, int]:
-    """The original's rule: the bucket minimising |h*bw - w*bh| (best aspect match); ties go to the later one."""
+    """(height, width) of the 640 bucket with the closest aspect ratio: the original's rule, minimising
+    |height * bucket_w - width * bucket_h|, ties going to the later bucket in BUCKETS_640."""
     if resolution != 640:
-        raise InputError("only FramePack's 640 buckets exist")
-    best, best_metric = BUCKETS_640[0], math.inf
-    for bh, bw in BUCKETS_640:
-        metric = abs(height * bw - width * bh)
-        if metric <= best_metric:
-            best, best_metric = (bh, bw), metric
-    return best
+        raise InputError(f"resolution {resolution!r} has no buckets; FramePack only has the 640 buckets")
+    if height <= 0 or width <= 0:
+        raise InputError(f"the image is empty ({width}x{height})")
+    # min() keeps the first of equal keys, so scan in reverse to let the later bucket win ties
+    return min(reversed(BUCKETS_640), key=lambda b: abs(height * b[1] - width * b[0]))
 
 
-def _multiple_of_16(x: float) -> int:
-    return max(MIN_SIDE, int(round(x / 16)) * 16)
+def _nearest_multiple_of_16(x: float) -> int:
+    """Nearest multiple of 16 (halves up), kept within MIN_SIDE..MAX_SIDE."""
+    return min(max(int(x / 16 + 0.5) * 16, MIN_SIDE), MAX_SIDE)
 
 
 def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto", resolution: str = "480p",
                 custom_width: int | None = None, custom_height: int | None = None) -> tuple[int, int]:
-    """(width, height) of the video; see the module docstring for the rules."""
+    """(width, height) of the video for an image of image_height x image_width; the rules are in the module
+    docstring."""
     if aspect_ratio not in ASPECT_RATIOS:
-        raise InputError(f"aspect_ratio {aspect_ratio!r} must be one of {', '.join(ASPECT_RATIOS)}")
+        raise InputError(f"aspect_ratio {aspect_ratio!r} is not valid; use one of: {', '.join(ASPECT_RATIOS)}")
     if resolution not in RESOLUTION_CHOICES:
-        raise InputError(f"resolution {resolution!r} must be one of {', '.join(RESOLUTION_CHOICES)}")
+        raise InputError(f"resolution {resolution!r} is not valid; use one of: {', '.join(RESOLUTION_CHOICES)}")
     if image_height < 1 or image_width < 1:
         raise InputError(f"the image is empty ({image_width}x{image_height})")
     if resolution == "custom":
         for name, value in (("custom_width", custom_width), ("custom_height", custom_height)):
-            if not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
-                raise InputError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE}, got {value!r}")
-        return _multiple_of_16(custom_width), _multiple_of_16(custom_height)
+            if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
+                raise InputError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE} "
+                                 f"(resolution 'custom'), got {value!r}")
+        return _nearest_multiple_of_16(custom_width), _nearest_multiple_of_16(custom_height)
     if resolution == "640":
         h, w = {"auto": (image_height, image_width), "16:9": (9, 16), "9:16": (16, 9)}[aspect_ratio]
-        bh, bw = find_nearest_bucket(h, w)
-        return bw, bh
-    w169, h169 = RESOLUTIONS[resolution]
+        bucket_h, bucket_w = find_nearest_bucket(h, w)
+        return bucket_w, bucket_h
+    wide_w, wide_h = RESOLUTIONS[resolution]
     if aspect_ratio == "16:9":
-        return w169, h169
+        return wide_w, wide_h
     if aspect_ratio == "9:16":
-        return h169, w169
+        return wide_h, wide_w
     ratio = image_width / image_height
-    area = w169 * h169
-    return _multiple_of_16(math.sqrt(area * ratio)), _multiple_of_16(math.sqrt(area / ratio))
+    width, height = (wide_w * wide_h * ratio) ** 0.5, (wide_w * wide_h / ratio) ** 0.5
+    fit = min(1.0, MAX_SIDE / max(width, height))  # an extreme panorama must not ask for a 60000-pixel side
+    return _nearest_multiple_of_16(width * fit), _nearest_multiple_of_16(height * fit)
 
 
 def resize_and_center_crop(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """images [B, H, W, C] in [0, 1] -> [B, height, width, C]: scale to cover, centre crop (the crop is taken
-    from the source first, so extreme aspect ratios never make a huge intermediate); bicubic with antialiasing."""
-    b, h, w, c = images.shape
+    """images [B, H, W, C] in [0, 1] -> [B, height, width, C]: scale to cover, centre crop (module docstring).
+
+    The crop is taken from the source before resizing, which is the same picture up to sub-pixel rounding but
+    never builds a huge intermediate for extreme aspect ratios. Same size in and out: returned unchanged."""
+    if images.ndim != 4:
+        raise InputError(f"expected images shaped [batch, height, width, channels], got {list(images.shape)}")
+    _, h, w, _ = images.shape
     if (h, w) == (height, width):
         return images
     scale = max(width / w, height / h)
@@ -94,16 +101,27 @@ def resize_and_center_crop(images: torch.Tensor, width: int, height: int) -> tor
 
 
 # -- section-wise decoding -------------------------------------------------------------------------------------
+#
+# Alignment with the causal video VAE. Decoding latents [a, b) on their own gives 4(b-a) - 3 frames: the chunk's
+# first latent is decoded like a still image (1 frame), each later latent gives its 4 frames. In the full video
+# latent i >= 1 covers generated frames 4i-3 .. 4i, and a lone first latent stands for the LAST frame of its group
+# (frame 4a; for a = 0 that is frame 0, the start image). So the chunk [a, b) covers frames [4a, 4b - 3), and a
+# chunk that begins `ov` latents before the previous chunk's end b shares frames [4(b - ov), 4b - 3) with it:
+# exactly 4*ov - 3 frames. This is the original's soft append (2W latents decoded, 4W-3 frames overlapped),
+# streamed in time order with the decoder context taken from BEFORE each section, where a causal decoder wants it.
 
 @dataclass(frozen=True)
 class DecodeChunk:
+    """Latents [latent_start, latent_end) to decode together; the first overlap_frames decoded frames cover the
+    same time as the last overlap_frames frames of the chunks before it."""
+
     latent_start: int  # first latent to decode (includes the overlap context)
     latent_end: int  # one past the last latent
-    overlap_frames: int  # leading decoded frames that repeat the previous chunk's last frames (0 for the first)
+    overlap_frames: int  # 4 * context_latents - 3; 0 for the first chunk
 
     @property
     def first_frame(self) -> int:
-        """Video frame (generated numbering) of the chunk's first decoded frame."""
+        """Generated-numbering index of the chunk's first decoded frame."""
         return 4 * self.latent_start
 
     @property
@@ -112,28 +130,44 @@ class DecodeChunk:
 
 
 def decode_chunks(plan: SectionPlan, overlap_latents: int | None = None) -> list[DecodeChunk]:
-    """One chunk per section in time order; the first includes the start latent."""
+    """One chunk per section in time order: its latents (the first chunk also latent 0) plus up to overlap_latents
+    (default: the plan's window, as the original) latents before it as decoder context. At least one latent of
+    context is needed: without it the section's first latent would decode to 1 frame instead of 4."""
     overlap = plan.window if overlap_latents is None else overlap_latents
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
+        raise ValueError(f"overlap_latents must be a whole number >= 1, got {overlap_latents!r}")
     chunks = []
     for section in plan.sections_in_time_order:
-        end = section.latent_start + section.num_latents
-        if section.latent_start == 1:
-            chunks.append(DecodeChunk(0, end, 0))
+        if section.is_next_to_start:
+            chunks.append(DecodeChunk(0, section.latent_end, 0))
         else:
-            ov = max(1, min(overlap, section.latent_start))
-            chunks.append(DecodeChunk(section.latent_start - ov, end, 4 * ov - 3))
+            context = min(overlap, section.latent_start)
+            chunks.append(DecodeChunk(section.latent_start - context, section.latent_end, 4 * context - 3))
     return chunks
 
 
 class StreamingBlender:
-    """Turns decoded chunks into final video frames in order, with linear cross-fades over the shared frames and
-    the plan's dropped frames removed. Holds back only the frames a next chunk may still blend into."""
+    """Turns decoded chunks (pushed in decode_chunks order) into final video frames in output order.
 
-    def __init__(self, plan: SectionPlan):
-        self.dropped = set(plan.dropped_frames)
-        self.tail = None  # frames not yet emitted
+    Overlaps are cross-faded linearly, output = w * previous + (1 - w) * current with w = linspace(1, 0, overlap)
+    (the original's soft append; the chunk's first, image-like frame gets weight 0). The plan's dropped frames
+    are removed. Only the frames the next chunk will blend into are held back (one overlap tail, 4*overlap-3
+    frames), so memory does not grow with the video's length.
+    """
+
+    def __init__(self, plan: SectionPlan, overlap_latents: int | None = None):
+        self.plan = plan
+        self.chunks = decode_chunks(plan, overlap_latents)
+        self.dropped = frozenset(plan.dropped_frames)
+        self.pushed = 0  # chunks received
+        self.emitted = 0  # frames returned so far
+        self.tail: torch.Tensor | None = None  # blended frames the next chunk still overlaps
         self.tail_start = 0  # generated index of tail[0]
-        self.emitted = 0
+        self._empty = torch.empty(0)  # becomes a [0, H, W, C] slice of the decoded frames
+
+    @property
+    def held_frames(self) -> int:
+        return 0 if self.tail is None else len(self.tail)
 
     def _emit(self, frames: torch.Tensor, first_index: int) -> torch.Tensor:
         keep = [i for i in range(len(frames)) if first_index + i not in self.dropped]
@@ -142,38 +176,45 @@ class StreamingBlender:
         return out
 
     def push(self, chunk: DecodeChunk, frames: torch.Tensor) -> torch.Tensor:
+        """frames [T, H, W, C] decoded from chunk -> the frames that are now final (possibly none)."""
+        if self.pushed >= len(self.chunks):
+            raise ValueError(f"all {len(self.chunks)} chunks were already pushed")
+        expected = self.chunks[self.pushed]
+        if chunk != expected:
+            raise ValueError(f"chunk {self.pushed} should be {expected}, got {chunk}; push them in decode_chunks order")
         if len(frames) != chunk.num_frames:
             raise ValueError(f"chunk {chunk} decoded to {len(frames)} frames, expected {chunk.num_frames}")
         o = chunk.overlap_frames
+        self._empty = frames[:0]
         if self.tail is None:
-            if o:
-                raise ValueError("the first chunk cannot overlap")
             sequence, start = frames, chunk.first_frame
         else:
-            if chunk.first_frame + o != self.tail_start + len(self.tail):
-                raise ValueError(f"chunk {chunk} does not continue the frames produced so far")
-            if o > len(self.tail):
-                raise ValueError(f"chunk overlaps {o} frames but only {len(self.tail)} are held back")
+            # decode_chunks aligned it: the tail held back by the previous push is exactly this overlap
+            assert len(self.tail) == o and self.tail_start == chunk.first_frame
             w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device).view(-1, *[1] * (frames.ndim - 1))
-            blended = w * self.tail[len(self.tail) - o:] + (1 - w) * frames[:o]
-            sequence = torch.cat([self.tail[:len(self.tail) - o], blended, frames[o:]])
+            sequence = torch.cat([w * self.tail + (1 - w) * frames[:o], frames[o:]])
             start = self.tail_start
-        # a later chunk overlaps at most 4*window-3 frames, and never more than this chunk adds
-        hold = min(len(sequence), 4 * max(chunk.latent_end - chunk.latent_start, 1))
-        ready, self.tail = sequence[: len(sequence) - hold], sequence[len(sequence) - hold:]
-        self.tail_start = start + len(ready)
+        self.pushed += 1
+        hold = self.chunks[self.pushed].overlap_frames if self.pushed < len(self.chunks) else 0
+        ready, tail = sequence[:len(sequence) - hold], sequence[len(sequence) - hold:]
+        self.tail, self.tail_start = (tail, start + len(ready)) if hold else (None, start + len(sequence))
         return self._emit(ready, start)
 
     def flush(self) -> torch.Tensor:
-        if self.tail is None:
-            return torch.empty(0)
-        out = self._emit(self.tail, self.tail_start)
-        self.tail = None
-        return out
+        """Frames still held back; after the last chunk there are none. Raises if chunks are missing, since the
+        video would silently come out short."""
+        if self.pushed != len(self.chunks):
+            raise ValueError(f"only {self.pushed} of {len(self.chunks)} chunks were pushed")
+        assert self.tail is None and self.emitted == self.plan.output_frames
+        return self._empty
 
 
 def blend_all(plan: SectionPlan, decoded: list[torch.Tensor], overlap_latents: int | None = None) -> torch.Tensor:
-    """All frames of a video from its decoded chunks (in decode_chunks order)."""
-    blender = StreamingBlender(plan)
-    parts = [blender.push(c, f) for c, f in zip(decode_chunks(plan, overlap_latents), decoded)]
-    return torch.cat(parts + [blender.flush()])
+    """All output frames of a video from its decoded chunks (in decode_chunks order): push() each, then flush()."""
+    blender = StreamingBlender(plan, overlap_latents)
+    chunks = blender.chunks
+    if len(decoded) != len(chunks):
+        raise ValueError(f"expected {len(chunks)} decoded chunks, got {len(decoded)}")
+    parts = [blender.push(c, f) for c, f in zip(chunks, decoded)]
+    blender.flush()
+    return torch.cat(parts)
