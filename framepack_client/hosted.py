@@ -1,0 +1,482 @@
+"""The hosted FramePack APIs' parameters (image-to-video and first+last frame), validated locally, and how they
+fill the shipped API workflows.
+
+Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_image``, ``strength`` (0-1,
+default 0.8, only with ``end_image``), ``prompt`` (required, at most 500 characters), ``negative_prompt``,
+``aspect_ratio`` (16:9 | 9:16), ``resolution`` (480p | 720p), ``num_frames`` (30-1800; 180, or 240 with an end
+image), ``num_inference_steps`` (4-50, 25), ``guidance_scale`` (0-32, 10), ``cfg_scale`` (0-7, 1) and ``seed``
+(-1 = random, up to 2147483647). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and
+``resolution`` "custom" with ``width``/``height`` (multiples of 16, 64-2048).
+
+Everything is checked before anything is sent to a server: :meth:`HostedParams.from_mapping` collects every
+problem and raises one :class:`ValidationError` whose lines name the input and how to fix it.
+
+:func:`build_prompt` fills a copy of an API-format workflow. Nodes are found by ``class_type`` and, where a class
+appears more than once, by ``_meta.title`` ("Start image", "End image", "Positive prompt", "Negative prompt"):
+node ids never matter, so a re-exported or hand-edited workflow works as long as those titles are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import urllib.parse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+API_WORKFLOWS_DIR = REPO_ROOT / "workflows" / "api"
+
+WORKFLOW_I2V, WORKFLOW_FLF2V, WORKFLOW_F1 = "framepack_i2v", "framepack_first_last_frame", "framepack_f1"
+TITLE_START, TITLE_END = "Start image", "End image"
+TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
+
+MAX_PROMPT_CHARS = 500
+MAX_SEED = 2_147_483_647
+DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END = 180, 240
+DEFAULT_STRENGTH = 0.8
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 16
+IMAGE_KINDS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+# Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
+ALIASES = {"image_url": "image", "end_image_url": "end_image"}
+
+
+class ValidationError(ValueError):
+    """The parameters are not acceptable; ``problems`` holds one line per bad input (name, what is wrong, the fix)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid parameters:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+class WorkflowError(ValueError):
+    """The API workflow lacks a node the parameters need (or has it more than once)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hosted parameter: its type ("int", "float", "str", "image", "choice"), range or choices, default."""
+    name: str
+    kind: str
+    help: str
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+    def range_text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None:
+            return f"from {_num(self.low)} to {_num(self.high)}"
+        return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("image", "image", "start image (required): a local file or an http(s) URL", required=True),
+    ParamSpec("end_image", "image", "end image (first+last-frame video): a local file or an http(s) URL"),
+    ParamSpec("strength", "float", "how strongly the video ends on end_image (1 = exactly); only with end_image",
+              DEFAULT_STRENGTH, 0, 1),
+    ParamSpec("prompt", "str", f"what happens in the video (required, at most {MAX_PROMPT_CHARS} characters)",
+              required=True),
+    ParamSpec("negative_prompt", "str", "what to avoid (used when cfg_scale > 1)", ""),
+    ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", "16:9",
+              choices=("16:9", "9:16", "auto")),
+    ParamSpec("resolution", "choice", "output size; custom uses width and height", "480p",
+              choices=("480p", "720p", "custom")),
+    ParamSpec("width", "int", "video width with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
+    ParamSpec("height", "int", "video height with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
+    ParamSpec("num_frames", "int", f"frames at 30 fps (default {DEFAULT_FRAMES}, {DEFAULT_FRAMES_WITH_END} with "
+              "end_image)", None, 30, 1800),
+    ParamSpec("num_inference_steps", "int", "sampling steps per section", 25, 4, 50),
+    ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", 10, 0, 32),
+    ParamSpec("cfg_scale", "float", "real classifier-free guidance; 1 = off (twice as fast)", 1, 0, 7),
+    ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
+)
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def spec(name: str) -> ParamSpec:
+    return SPEC_BY_NAME[name]
+
+
+# -- value checks ------------------------------------------------------------------------------------------------
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def sniff_image_kind(head: bytes) -> str | None:
+    """The image format from a file's first bytes (the formats ComfyUI's LoadImage reads), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    return None
+
+
+def _check_image(name: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"{name} must be a file path or an http(s) URL of an image, got {value!r}"
+    if _is_url(value):
+        parts = urllib.parse.urlsplit(value)
+        if not parts.netloc:
+            return f"{name} URL {value!r} has no host; give a full http(s)://host/path URL"
+        return None
+    if "://" in value:
+        return f"{name} {value!r}: only local files and http(s) URLs are supported"
+    path = Path(value).expanduser()
+    if not path.exists():
+        return f"{name} file {str(path)!r} does not exist; check the path (relative paths start at the current folder)"
+    if not path.is_file():
+        return f"{name} {str(path)!r} is not a file; give the path of a {IMAGE_KINDS} image"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"{name} file {str(path)!r} cannot be read ({err.strerror}); check its permissions"
+    if not head:
+        return f"{name} file {str(path)!r} is empty; give a {IMAGE_KINDS} image"
+    if sniff_image_kind(head) is None:
+        return f"{name} file {str(path)!r} is not a {IMAGE_KINDS} image; convert it to PNG or JPEG"
+    return None
+
+
+def _type_word(value: Any) -> str:
+    return "text, not a number" if isinstance(value, str) else f"a {type(value).__name__}, not a number"
+
+
+def _check_number(s: ParamSpec, value: Any) -> str | None:
+    want = "a whole number" if s.kind == "int" else "a number"
+    rng = s.range_text()
+    if isinstance(value, bool):
+        return f"{s.name} must be {want} {rng}, got {value!r} (a boolean)"
+    if s.kind == "int" and not isinstance(value, int):
+        if isinstance(value, float):
+            return f"{s.name} must be {want} {rng}, got {value!r}; drop the fraction"
+        return f"{s.name} must be {want} {rng}, got {value!r} ({_type_word(value)})"
+    if s.kind == "float":
+        if not isinstance(value, (int, float)):
+            return f"{s.name} must be {want} {rng}, got {value!r} ({_type_word(value)})"
+        if not math.isfinite(value):
+            return f"{s.name} must be a finite number {rng}, got {value!r}"
+    if not s.low <= value <= s.high:
+        return f"{s.name} {value!r} is out of range; use a value {rng}"
+    return None
+
+
+def parse_cli_value(name: str, text: str) -> Any:
+    """A command-line string as the parameter's type ("25" -> 25 for ints, "0.5" -> 0.5 for floats). Text that is
+    not a number is returned unchanged, so validation reports it with the parameter's own message."""
+    s = spec(name)
+    try:
+        if s.kind == "int":
+            return int(text.strip())
+        if s.kind == "float":
+            return float(text.strip())
+    except ValueError:
+        try:
+            return float(text) if s.kind == "int" else text  # "30.5" -> 30.5: reported as "drop the fraction"
+        except ValueError:
+            return text
+    return text
+
+
+# -- the parameters ----------------------------------------------------------------------------------------------
+
+@dataclass
+class HostedParams:
+    """One generation request in the hosted APIs' terms. Build it with :meth:`from_mapping` (validates); a
+    directly constructed instance can be checked with :meth:`problems` / :meth:`validate`.
+
+    ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
+    hosted defaults (0.8; 180 frames, or 240 with an end image).
+    """
+    image: str
+    prompt: str
+    end_image: str | None = None
+    strength: float | None = None
+    negative_prompt: str = ""
+    aspect_ratio: str = "16:9"
+    resolution: str = "480p"
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    num_inference_steps: int = 25
+    guidance_scale: float = 10.0
+    cfg_scale: float = 1.0
+    seed: int = -1
+    extra: dict = field(default_factory=dict, repr=False)  # accepted hosted keys we do not use
+
+    @property
+    def frames(self) -> int:
+        if self.num_frames is not None:
+            return self.num_frames
+        return DEFAULT_FRAMES_WITH_END if self.end_image else DEFAULT_FRAMES
+
+    @property
+    def end_strength(self) -> float:
+        return DEFAULT_STRENGTH if self.strength is None else float(self.strength)
+
+    def problems(self) -> list[str]:
+        """Every problem, one line each (empty when the parameters are valid). Files are checked to exist and to
+        be images; URLs only for their form (they are fetched when the job is sent)."""
+        out: list[str] = []
+        for s in SPECS:
+            value = getattr(self, s.name)
+            if value is None:
+                if s.required:
+                    out.append(f"{s.name} is required: {s.help}")
+                continue
+            if s.kind == "image":
+                problem = _check_image(s.name, value)
+            elif s.kind in ("int", "float"):
+                problem = _check_number(s, value)
+            elif s.kind == "choice":
+                problem = None if value in s.choices else f"{s.name} {value!r} is not {s.range_text()}"
+            else:
+                problem = None if isinstance(value, str) else \
+                    f"{s.name} must be text, got {value!r} ({type(value).__name__})"
+            if problem:
+                out.append(problem)
+        if isinstance(self.prompt, str):
+            if not self.prompt.strip():
+                out.append("prompt is empty; describe the motion, e.g. \"the girl turns her head and smiles\"")
+            elif len(self.prompt) > MAX_PROMPT_CHARS:
+                out.append(f"prompt has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}: shorten it")
+        if self.strength is not None and not self.end_image:
+            out.append("strength is only used with end_image (it sets how strongly the video ends on the end "
+                       "image); add end_image or remove strength")
+        if self.resolution == "custom":
+            for name in ("width", "height"):
+                value = getattr(self, name)
+                if value is None:
+                    out.append(f"{name} is required with resolution custom (a multiple of {SIDE_STEP} from "
+                               f"{MIN_SIDE} to {MAX_SIDE})")
+                elif isinstance(value, int) and not isinstance(value, bool) and value % SIDE_STEP:
+                    out.append(f"{name} {value} is not a multiple of {SIDE_STEP}; use "
+                               f"{max(MIN_SIDE, value // SIDE_STEP * SIDE_STEP)} or "
+                               f"{min(MAX_SIDE, (value // SIDE_STEP + 1) * SIDE_STEP)}")
+        elif self.width is not None or self.height is not None:
+            out.append(f"width and height are used only with resolution custom (resolution is "
+                       f"{self.resolution!r}); set resolution to custom or remove them")
+        if self.extra.get("enable_safety_checker") not in (None, False):
+            out.append("enable_safety_checker: no safety checker runs locally; remove it or set it to false")
+        return out
+
+    def validate(self) -> "HostedParams":
+        problems = self.problems()
+        if problems:
+            raise ValidationError(problems)
+        return self
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None) -> "HostedParams":
+        """Validated parameters from a hosted-style request body (``image_url``/``end_image_url`` accepted as the
+        hosted APIs spell them). Unknown keys are errors. A relative image path that does not exist from the
+        current folder is looked up in ``base_dir`` (e.g. the folder of a batch file)."""
+        if not isinstance(data, Mapping):
+            raise ValidationError([f"the parameters must be a JSON object, got {type(data).__name__}"])
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, value in data.items():
+            name = ALIASES.get(key, key)
+            if name in values:
+                problems.append(f"{name} is given twice (as {name} and {key}); keep one")
+            elif name in known:
+                values[name] = value
+            elif name == "enable_safety_checker":
+                extra[name] = value
+            else:
+                problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
+        for name in ("image", "end_image"):
+            value = values.get(name)
+            if base_dir is not None and isinstance(value, str) and value and not _is_url(value):
+                path = Path(value).expanduser()
+                if not path.is_absolute() and not path.exists() and (Path(base_dir) / path).exists():
+                    values[name] = str(Path(base_dir) / path)
+        missing = [s.name for s in SPECS if s.required and s.name not in values]
+        problems += [f"{name} is required: {spec(name).help}" for name in missing]
+        params = cls(**{"image": None, "prompt": None, **values}, extra=extra)
+        problems += [p for p in params.problems() if not any(p.startswith(f"{m} is required") for m in missing)]
+        if problems:
+            raise ValidationError(problems)
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters (those not given, None, left out), e.g. for the job store; ``from_mapping`` reads it back."""
+        out = {s.name: getattr(self, s.name) for s in SPECS if getattr(self, s.name) is not None}
+        out.update(self.extra)
+        return out
+
+    def effective(self) -> dict[str, Any]:
+        """Every parameter with the defaults applied, as the job will run."""
+        out = self.to_dict()
+        out["num_frames"] = self.frames
+        if self.end_image:
+            out["strength"] = self.end_strength
+        return out
+
+
+# -- workflows ---------------------------------------------------------------------------------------------------
+
+def workflow_name(params: HostedParams, f1: bool = False) -> str:
+    """The shipped workflow for these parameters: F1 when asked, else first+last frame with an end image, else I2V
+    (an end image with F1 is added to the F1 graph by :func:`build_prompt`)."""
+    if f1:
+        return WORKFLOW_F1
+    return WORKFLOW_FLF2V if params.end_image else WORKFLOW_I2V
+
+
+def model_id(params: HostedParams, f1: bool = False) -> str:
+    """A hosted-style model id for the result: framepack/i2v, framepack/flf2v, framepack/f1, framepack/f1-flf2v."""
+    if f1:
+        return "framepack/f1-flf2v" if params.end_image else "framepack/f1"
+    return "framepack/flf2v" if params.end_image else "framepack/i2v"
+
+
+def load_workflow(name_or_path: str | Path) -> dict:
+    """A shipped API workflow by name (framepack_i2v, framepack_first_last_frame, framepack_f1) or any API-format
+    workflow file."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = API_WORKFLOWS_DIR / f"{name_or_path}.json"
+    try:
+        graph = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(f"workflow file {str(path)!r} does not exist") from None
+    except ValueError as err:
+        raise WorkflowError(f"workflow file {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(graph, dict) or not graph or not all(
+            isinstance(n, dict) and "class_type" in n for n in graph.values()):
+        raise WorkflowError(f"{str(path)!r} is not an API-format workflow (an object of nodes with class_type); "
+                            "export it from ComfyUI with 'Export (API)'")
+    return graph
+
+
+def find_nodes(graph: Mapping[str, dict], class_type: str, title: str | None = None) -> list[tuple[str, dict]]:
+    return [(nid, node) for nid, node in graph.items() if node.get("class_type") == class_type
+            and (title is None or (node.get("_meta") or {}).get("title") == title)]
+
+
+def find_node(graph: Mapping[str, dict], class_type: str, title: str | None = None) -> tuple[str, dict]:
+    """The one node of ``class_type`` (titled ``title`` when given); WorkflowError if there is none or several."""
+    found = find_nodes(graph, class_type, title)
+    what = f"{class_type} node" + (f" titled {title!r}" if title else "")
+    if not found:
+        raise WorkflowError(f"the workflow has no {what}; use a shipped workflow or keep that node"
+                            + (" and its title" if title else ""))
+    if len(found) > 1:
+        raise WorkflowError(f"the workflow has {len(found)} {what}s ({', '.join(n for n, _ in found)}); "
+                            "the client fills exactly one")
+    return found[0]
+
+
+def _remove_node(graph: dict, node_id: str) -> None:
+    del graph[node_id]
+    for node in graph.values():
+        inputs = node.get("inputs", {})
+        for key in [k for k, v in inputs.items() if isinstance(v, list) and len(v) == 2 and str(v[0]) == node_id]:
+            del inputs[key]
+
+
+def _new_node_id(graph: Mapping[str, dict]) -> str:
+    numbers = [int(n) for n in graph if str(n).isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_image_name: str | None = None,
+                 end_image_name: str | None = None, model: str | None = None,
+                 filename_prefix: str | None = None) -> dict:
+    """A filled copy of ``workflow`` (API format) for ``params``; the input is not modified.
+
+    ``start_image_name`` / ``end_image_name``: the names the images have in the server's input folder (what
+    ``/upload/image`` returned); by default the images' file names. ``model`` replaces the model file of the
+    FramePackModelLoader; ``filename_prefix`` the video's output prefix. Without an end image an "End image" node
+    is removed (with its link); with one, a workflow that has none gets one wired to the conditioning node.
+    """
+    graph = copy.deepcopy(dict(workflow))
+    params.validate()
+    _, start = find_node(graph, "LoadImage", TITLE_START)
+    start["inputs"]["image"] = start_image_name or Path(params.image).name
+    cond_id, cond = find_node(graph, "FramePackImageConditioning")
+    ends = find_nodes(graph, "LoadImage", TITLE_END)
+    if params.end_image:
+        end_name = end_image_name or Path(params.end_image).name
+        if len(ends) > 1:
+            find_node(graph, "LoadImage", TITLE_END)  # raises the "several" error
+        if ends:
+            ends[0][1]["inputs"]["image"] = end_name
+            cond["inputs"]["end_image"] = [ends[0][0], 0]
+        else:
+            new_id = _new_node_id(graph)
+            graph[new_id] = {"class_type": "LoadImage", "inputs": {"image": end_name},
+                             "_meta": {"title": TITLE_END}}
+            cond["inputs"]["end_image"] = [new_id, 0]
+        cond["inputs"]["strength"] = params.end_strength
+    else:
+        for end_id, _ in ends:
+            _remove_node(graph, end_id)
+    cond["inputs"]["aspect_ratio"] = params.aspect_ratio
+    cond["inputs"]["resolution"] = params.resolution
+    if params.resolution == "custom":
+        cond["inputs"]["custom_width"] = params.width
+        cond["inputs"]["custom_height"] = params.height
+
+    find_node(graph, "CLIPTextEncode", TITLE_POSITIVE)[1]["inputs"]["text"] = params.prompt
+    find_node(graph, "CLIPTextEncode", TITLE_NEGATIVE)[1]["inputs"]["text"] = params.negative_prompt
+
+    sampler = find_node(graph, "FramePackSampler")[1]["inputs"]
+    sampler.update(num_frames=params.frames, num_inference_steps=params.num_inference_steps,
+                   guidance_scale=float(params.guidance_scale), cfg_scale=float(params.cfg_scale), seed=params.seed)
+    if model is not None:
+        find_node(graph, "FramePackModelLoader")[1]["inputs"]["model"] = model
+    if filename_prefix is not None:
+        find_node(graph, "FramePackVideoCombine")[1]["inputs"]["filename_prefix"] = filename_prefix
+    return graph
+
+
+# Where each hosted parameter lives in the workflow, to name it in the server's node errors:
+# (class_type, title or None, node input) -> hosted name.
+NODE_INPUTS = {
+    ("FramePackSampler", None, "num_frames"): "num_frames",
+    ("FramePackSampler", None, "num_inference_steps"): "num_inference_steps",
+    ("FramePackSampler", None, "guidance_scale"): "guidance_scale",
+    ("FramePackSampler", None, "cfg_scale"): "cfg_scale",
+    ("FramePackSampler", None, "seed"): "seed",
+    ("FramePackImageConditioning", None, "aspect_ratio"): "aspect_ratio",
+    ("FramePackImageConditioning", None, "resolution"): "resolution",
+    ("FramePackImageConditioning", None, "custom_width"): "width",
+    ("FramePackImageConditioning", None, "custom_height"): "height",
+    ("FramePackImageConditioning", None, "strength"): "strength",
+    ("LoadImage", TITLE_START, "image"): "image",
+    ("LoadImage", TITLE_END, "image"): "end_image",
+    ("CLIPTextEncode", TITLE_POSITIVE, "text"): "prompt",
+    ("CLIPTextEncode", TITLE_NEGATIVE, "text"): "negative_prompt",
+    ("FramePackModelLoader", None, "model"): "model (--model)",
+}
+
+
+def hosted_name(graph: Mapping[str, dict], node_id: str, input_name: str | None) -> str | None:
+    """The hosted parameter (or client option) behind a node input of ``graph``, or None."""
+    node = graph.get(node_id) or {}
+    title = (node.get("_meta") or {}).get("title")
+    kind = node.get("class_type")
+    return NODE_INPUTS.get((kind, title, input_name)) or NODE_INPUTS.get((kind, None, input_name))

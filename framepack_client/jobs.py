@@ -1,0 +1,446 @@
+"""Jobs: a generation request sent to a ComfyUI server, remembered on disk so another process can follow it.
+
+A :class:`Job` maps our job id to the server URL, the ComfyUI prompt id, the client id whose websocket gets its
+events, the creation time and the parameters. :class:`JobStore` keeps one JSON file per job (default
+``~/.cache/framepack-client/jobs``). The functions below move a job along:
+
+    job = queue_job(client, store, params, ...)   # upload images, fill the workflow, POST /prompt
+    follow(job, store, timeout=..., on_message=...)  # websocket events + history/queue polling until it ends
+    fetch_outputs(job, store, output_dir)         # download the MP4(s) once completed
+
+Statuses are the hosted APIs': created (queued), processing (running), completed, failed. A prompt that the
+server knows nothing about any more (neither in /history nor in /queue: the server was restarted, its queue and
+history live in memory only) is failed with an error that says so, so nothing ever waits for it forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .comfy_api import ComfyClient, EventStream
+from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
+from .hosted import (HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes, hosted_name,
+                     load_workflow, model_id, sniff_image_kind, workflow_name)
+
+DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
+CREATED, PROCESSING, COMPLETED, FAILED = "created", "processing", "completed", "failed"
+TERMINAL = (COMPLETED, FAILED)
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
+MAX_IMAGE_DOWNLOAD_BYTES = 64 * 1024 * 1024
+_SEED_TEXT = re.compile(r"^seed: (-?\d+)", re.MULTILINE)
+
+MessageHandler = Callable[[dict], None]
+
+
+class JobError(Exception):
+    """A job could not be created, found or followed; the message says why and what to do."""
+
+
+class ServerUnreachable(JobError):
+    """The ComfyUI server did not answer."""
+
+
+def now_iso() -> str:
+    """UTC time like the hosted APIs' created_at: 2023-04-01T12:34:56.789Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unreachable(server: str, err: Exception) -> ServerUnreachable:
+    return ServerUnreachable(f"cannot reach the ComfyUI server at {server} ({err}); is it running? Start ComfyUI "
+                             "or pass --server with its address (e.g. http://127.0.0.1:8188)")
+
+
+@dataclass
+class Job:
+    id: str
+    server: str
+    client_id: str
+    created_at: str
+    params: dict
+    model: str  # hosted-style model id, e.g. framepack/i2v
+    workflow: str  # shipped workflow name or the path given with --workflow
+    prompt_id: str | None = None
+    prompt: dict | None = None  # the filled API prompt that was queued
+    model_file: str | None = None  # --model override, if any
+    output_dir: str | None = None  # where result downloads the videos unless told otherwise
+    status: str = CREATED
+    error: str = ""
+    seed: int | None = None
+    inference_ms: int | None = None
+    remote_outputs: list[dict] = field(default_factory=list)  # {filename, subfolder, type} for /view
+    outputs: list[str] = field(default_factory=list)  # downloaded local files
+    progress_events: int = 0  # progress messages seen by the process that followed the job (not persisted meaning)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def result(self) -> dict[str, Any]:
+        """The hosted APIs' prediction object (plus prompt_id and server for people debugging)."""
+        get_url = f"{self.server}/history/{self.prompt_id}" if self.prompt_id else ""
+        return {
+            "id": self.id, "model": self.model, "status": self.status, "outputs": list(self.outputs),
+            "seed": self.seed, "error": self.error, "created_at": self.created_at,
+            "timings": {"inference": self.inference_ms}, "urls": {"get": get_url},
+            "prompt_id": self.prompt_id, "server": self.server,
+        }
+
+
+class JobStore:
+    """One JSON file per job in ``root``; writes are atomic (a reader never sees half a file)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root else DEFAULT_JOBS_DIR
+
+    def path(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def save(self, job: Job) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(job.id)
+        fd, tmp = tempfile.mkstemp(prefix=f".{job.id}.", suffix=".tmp", dir=self.root)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(job), f, indent=1)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, job_id: str) -> Job:
+        """The job with this id, or the only one whose id starts with it (at least 4 characters)."""
+        if not re.fullmatch(r"[0-9a-fA-F-]{4,64}", job_id or ""):
+            raise JobError(f"{job_id!r} is not a job id (the 'id' printed by submit/run)")
+        path = self.path(job_id)
+        if not path.is_file():
+            matches = sorted(self.root.glob(f"{job_id}*.json")) if self.root.is_dir() else []
+            if len(matches) > 1:
+                raise JobError(f"job id prefix {job_id!r} matches {len(matches)} jobs; give more characters")
+            if not matches:
+                raise JobError(f"no job {job_id!r} in {self.root}; check the id, or pass the --jobs-dir that "
+                               "submit used")
+            path = matches[0]
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = Job.__dataclass_fields__
+        return Job(**{k: v for k, v in data.items() if k in known})
+
+    def list(self) -> list[Job]:
+        if not self.root.is_dir():
+            return []
+        return [self.load(p.stem) for p in sorted(self.root.glob("*.json"))]
+
+
+# -- creating and queueing ---------------------------------------------------------------------------------------
+
+def _read_image(source: str) -> tuple[bytes, str]:
+    """(bytes, file suffix) of a local image or an http(s) URL, checked to be an image."""
+    if source.lower().startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(source, headers={"User-Agent": "framepack-client"}),
+                                        timeout=60) as response:
+                data = response.read(MAX_IMAGE_DOWNLOAD_BYTES + 1)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise JobError(f"could not download {source}: {err}; check the URL or download the image yourself "
+                           "and pass the file") from err
+        if len(data) > MAX_IMAGE_DOWNLOAD_BYTES:
+            raise JobError(f"{source} is larger than {MAX_IMAGE_DOWNLOAD_BYTES >> 20} MiB; pass a smaller image")
+    else:
+        try:
+            data = Path(source).expanduser().read_bytes()
+        except OSError as err:
+            raise JobError(f"cannot read the image {source}: {err.strerror}") from err
+    kind = sniff_image_kind(data[:16])
+    if kind is None:
+        raise JobError(f"{source} is not a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+    return data, "." + ("jpg" if kind == "jpeg" else kind)
+
+
+def upload_image(client: ComfyClient, source: str) -> str:
+    """Uploads an image into the server's input folder under a name made from its content (the same image is
+    stored once); returns the name for LoadImage."""
+    data, suffix = _read_image(source)
+    name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    return client.upload_image(data, name=name, overwrite=True)
+
+
+def describe_rejection(err: PromptRejected, graph: dict) -> str:
+    """The server's validation errors in the hosted parameters' terms where it names an input we filled."""
+    lines = []
+    for node_id, info in (err.node_errors or {}).items():
+        for item in info.get("errors", []):
+            input_name = (item.get("extra_info") or {}).get("input_name")
+            name = hosted_name(graph, node_id, input_name)
+            text = item.get("message", "invalid")
+            if item.get("details"):
+                text += f": {item['details']}"
+            where = f"{info.get('class_type', '?')} node {node_id}"
+            lines.append(f"{name}: {text} ({where})" if name else f"{where}: {text}")
+    top = (err.error or {}).get("message") or "the server refused the prompt"
+    if (err.error or {}).get("type") == "missing_node_type" or "does not exist" in top:
+        top += "; is the FramePack node pack installed in this ComfyUI (custom_nodes) and did it import?"
+    elif (err.error or {}).get("details") and not lines:
+        top += f": {err.error['details']}"
+    return "; ".join([top, *lines]) if lines else top
+
+
+def new_job(server: str, params: HostedParams, *, f1: bool = False, workflow: str | None = None,
+            model_file: str | None = None, output_dir: str | None = None) -> Job:
+    return Job(id=uuid.uuid4().hex, server=server.rstrip("/"), client_id=uuid.uuid4().hex, created_at=now_iso(),
+               params=params.to_dict(), model=model_id(params, f1), workflow=workflow or workflow_name(params, f1),
+               model_file=model_file, output_dir=output_dir)
+
+
+def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1: bool = False,
+              workflow: str | None = None, model_file: str | None = None, filename_prefix: str | None = None,
+              output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None) -> Job:
+    """Uploads the images, fills the workflow and queues it; the job is saved before and after queueing.
+
+    Returns the job with status created, or failed (rejected prompt, bad workflow, image download error); raises
+    :class:`ServerUnreachable` when the server does not answer. ``before_queue`` runs just before POST /prompt
+    (``run`` opens its websocket there, so no event is missed).
+    """
+    params.validate()
+    job = new_job(client.base_url, params, f1=f1, workflow=workflow, model_file=model_file, output_dir=output_dir)
+    client = ComfyClient(job.server, client_id=job.client_id, timeout=client.timeout)  # its events reach our ws
+    try:
+        graph = load_workflow(workflow or job.workflow)
+        start_name = upload_image(client, params.image)
+        end_name = upload_image(client, params.end_image) if params.end_image else None
+        prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
+        job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
+                                  model=model_file, filename_prefix=prefix)
+    except (WorkflowError, JobError, ValidationError) as err:
+        return _fail(store, job, str(err))
+    except (ComfyConnectionError, ComfyTimeout) as err:
+        raise unreachable(client.base_url, err) from err
+    except ComfyHTTPError as err:
+        return _fail(store, job, f"uploading an image failed: {err}")
+    job.prompt_id = job.id
+    store.save(job)
+    if before_queue is not None:
+        before_queue(job)
+    try:
+        client.queue_prompt(job.prompt, prompt_id=job.prompt_id)
+    except PromptRejected as err:
+        return _fail(store, job, describe_rejection(err, job.prompt))
+    except (ComfyConnectionError, ComfyTimeout) as err:
+        _fail(store, job, str(unreachable(client.base_url, err)))
+        raise unreachable(client.base_url, err) from err
+    except ComfyHTTPError as err:
+        return _fail(store, job, f"the server refused the prompt: {err}")
+    store.save(job)
+    return job
+
+
+def _fail(store: JobStore, job: Job, error: str) -> Job:
+    job.status, job.error = FAILED, error
+    store.save(job)
+    return job
+
+
+# -- finding out where a job is ----------------------------------------------------------------------------------
+
+def _sampler_seed(job: Job, outputs: dict) -> int | None:
+    for node_id, _ in find_nodes(job.prompt or {}, "FramePackSampler"):
+        ui = outputs.get(node_id) or {}
+        for report in ui.get("framepack") or []:
+            if isinstance(report, dict) and isinstance(report.get("seed"), int):
+                return report["seed"]
+        for text in ui.get("text") or []:
+            match = _SEED_TEXT.search(str(text))
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def _video_refs(outputs: dict) -> list[dict]:
+    refs = []
+    for ui in outputs.values():
+        for items in ui.values():
+            for ref in items if isinstance(items, list) else []:
+                if isinstance(ref, dict) and str(ref.get("filename", "")).lower().endswith(VIDEO_SUFFIXES):
+                    refs.append({k: ref.get(k, "") for k in ("filename", "subfolder", "type")})
+    return refs
+
+
+def _describe_failure(job: Job, kind: str, data: dict) -> str:
+    node = f"{data.get('node_type', '?')} (node {data.get('node_id', '?')})"
+    if kind == "execution_interrupted":
+        return f"interrupted in {node}: the prompt was cancelled on the server (Cancel button or POST /interrupt)"
+    message = str(data.get("exception_message", "")).strip() or "no message"
+    # ComfyUI names the class with its module, which for a custom node is a file system path: keep the class name
+    kind = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
+    text = f"{node} failed: {kind}: {message}"
+    node_id = str(data.get("node_id"))
+    name = hosted_name(job.prompt or {}, node_id, "image") if data.get("node_type") == "LoadImage" else None
+    if name:  # core LoadImage knows nothing of our parameters: say which of the user's files it was
+        text += (f" - the {name} {job.params.get(name)!r} could not be decoded by the server; open it in an image "
+                 "editor and save it again as PNG or JPEG")
+    return text
+
+
+def apply_history(job: Job, entry: dict) -> Job:
+    """Sets the job's final status, error, seed, timings and remote outputs from its /history entry."""
+    status_info = entry.get("status") or {}
+    messages = [(m[0], m[1] if isinstance(m[1], dict) else {}) for m in status_info.get("messages") or []]
+    stamps = {kind: data.get("timestamp") for kind, data in messages}
+    end = next(((k, d) for k, d in messages if k in ("execution_error", "execution_interrupted")), None)
+    outputs = entry.get("outputs") or {}
+    if end is not None:
+        job.status, job.error = FAILED, _describe_failure(job, *end)
+    elif status_info.get("status_str") not in (None, "success"):
+        job.status, job.error = FAILED, f"the server reports status {status_info.get('status_str')!r}"
+    else:
+        job.remote_outputs = _video_refs(outputs)
+        if job.remote_outputs:
+            job.status, job.error = COMPLETED, ""
+        else:
+            job.status = FAILED
+            job.error = "the prompt finished without a video output; the workflow needs a FramePackVideoCombine node"
+    seed = _sampler_seed(job, outputs)
+    if seed is None and job.status == COMPLETED and isinstance(job.params.get("seed"), int) \
+            and job.params["seed"] != -1:
+        seed = job.params["seed"]  # a cached sampler reports nothing; a fixed seed is the seed used
+    job.seed = seed
+    start = stamps.get("execution_start")
+    finish = next((stamps.get(k) for k in ("execution_success", "execution_error", "execution_interrupted")
+                   if stamps.get(k) is not None), None)
+    if isinstance(start, (int, float)) and isinstance(finish, (int, float)):
+        job.inference_ms = int(round(finish - start))
+    return job
+
+
+def lost_error(job: Job) -> str:
+    return (f"the server at {job.server} knows nothing about prompt {job.prompt_id}: it is neither in its history "
+            "nor in its queue. The server was probably restarted after the job was submitted (ComfyUI keeps its "
+            "queue and history in memory only); submit the job again")
+
+
+def check(client: ComfyClient, job: Job) -> Job:
+    """Updates a non-final job from the server: history (finished), queue (processing / created) or lost.
+    Raises :class:`ServerUnreachable` when the server does not answer."""
+    if job.finished or job.prompt_id is None:
+        return job
+    try:
+        entry = client.history(job.prompt_id).get(job.prompt_id)
+        if entry is None:
+            queue = client.queue()
+            running = {item[1] for item in queue.get("queue_running", []) if len(item) > 1}
+            pending = {item[1] for item in queue.get("queue_pending", []) if len(item) > 1}
+            if job.prompt_id in running:
+                job.status = PROCESSING
+                return job
+            if job.prompt_id in pending:
+                job.status = CREATED
+                return job
+            # it may have finished between the two requests: the history is written before it leaves the queue
+            entry = client.history(job.prompt_id).get(job.prompt_id)
+    except (ComfyConnectionError, ComfyTimeout) as err:
+        raise unreachable(job.server, err) from err
+    except ComfyHTTPError as err:
+        raise JobError(f"the server at {job.server} answered with an error: {err}") from err
+    if entry is None:
+        job.status, job.error = FAILED, lost_error(job)
+        return job
+    return apply_history(job, entry)
+
+
+def _is_end_event(message: dict, prompt_id: str) -> bool:
+    data = message.get("data") or {}
+    if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        return False
+    kind = message.get("type")
+    return kind in ("execution_success", "execution_error", "execution_interrupted") or \
+        (kind == "executing" and data.get("node") is None)
+
+
+def follow(job: Job, store: JobStore, *, timeout: float | None = None, on_message: MessageHandler | None = None,
+           events: EventStream | None = None, poll_interval: float = 1.0) -> Job:
+    """Follows a job until it is completed or failed, or ``timeout`` seconds passed (it is then still created or
+    processing). Websocket events (opened with the job's client id unless ``events`` is given) go to
+    ``on_message``; the server is asked for the job's state every ``poll_interval`` seconds and at once after an
+    end event, so a lost prompt or a dead websocket never makes this wait forever. The job is saved when it ends.
+    Raises :class:`ServerUnreachable` when the server stops answering."""
+    if job.finished:
+        return job
+    client = ComfyClient(job.server, client_id=job.client_id)
+    deadline = None if not timeout else time.monotonic() + timeout
+    stream, own_stream = events, events is None
+    if stream is None:
+        try:
+            stream = client.open_events(connect_timeout=10)
+        except (ComfyError, OSError):
+            stream = None  # polling alone still finds the end
+    try:
+        next_check = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_check:
+                check(client, job)
+                if job.finished:
+                    store.save(job)
+                    return job
+                next_check = time.monotonic() + poll_interval
+            if deadline is not None and now >= deadline:
+                return job
+            wait = max(0.01, min(next_check, deadline or next_check) - time.monotonic())
+            if stream is None:
+                time.sleep(wait)
+                continue
+            try:
+                message = stream.next(timeout=wait)
+            except (ComfyError, OSError):
+                stream.close()
+                stream = None
+                continue
+            if message is None:
+                continue
+            if message.get("type") == "progress" and (message.get("data") or {}).get("prompt_id") == job.prompt_id:
+                job.progress_events += 1
+            if on_message is not None:
+                on_message(message)
+            if _is_end_event(message, job.prompt_id):
+                next_check = 0.0
+    finally:
+        if own_stream and stream is not None:
+            stream.close()
+
+
+# -- outputs -----------------------------------------------------------------------------------------------------
+
+def fetch_outputs(client: ComfyClient, job: Job, store: JobStore, output_dir: str | Path) -> Job:
+    """Downloads a completed job's videos to ``output_dir`` as <job id>.mp4 (<job id>_1.mp4 ... for more)."""
+    if job.status != COMPLETED:
+        return job
+    folder = Path(output_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, ref in enumerate(job.remote_outputs):
+        suffix = Path(ref["filename"]).suffix or ".mp4"
+        path = folder / (f"{job.id}{suffix}" if i == 0 else f"{job.id}_{i}{suffix}")
+        try:
+            data = client.view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output"))
+        except (ComfyConnectionError, ComfyTimeout) as err:
+            raise unreachable(job.server, err) from err
+        except ComfyHTTPError as err:
+            job.status = FAILED
+            job.error = (f"the video {ref['filename']} could not be downloaded ({err.status}); it may have been "
+                         "deleted from the server's output folder")
+            store.save(job)
+            return job
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        paths.append(str(path.resolve()))
+    job.outputs = paths
+    store.save(job)
+    return job
