@@ -1,0 +1,227 @@
+"""The API client (python -m framepack_client) against the real test server on tiny weights: exact frame counts
+at 30 fps and the requested size, the hosted-style JSON result, the seed used, progress, submit/status/result in
+separate processes, and a batch with a bad line in the middle.
+
+The helpers at the top are shared with test_reliability.py."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from framepack_client import cli
+from tests.comfy.tiny_setup import END_IMAGE, START_IMAGE, TINY_F1, TINY_I2V, install_tiny_models, tiny_workflow
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_WORKFLOWS = ("framepack_i2v", "framepack_first_last_frame", "framepack_f1")
+
+
+# -- shared helpers -----------------------------------------------------------------------------------------------
+
+def write_tiny_workflows(folder: Path) -> dict[str, Path]:
+    """The shipped API workflows rewritten for the tiny weights and stand-in encoders, as files for --workflow.
+    The client still fills model (--model), images, prompts, size and sampler settings itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in TINY_WORKFLOWS:
+        paths[name] = folder / f"tiny_{name}.json"
+        paths[name].write_text(json.dumps(tiny_workflow(name)))
+    return paths
+
+
+def tiny_args(workflow: Path, *, frames: int = 30, width: int = 64, height: int = 64, steps: int = 4,
+              seed: int = 1, f1: bool = False) -> list[str]:
+    return ["--workflow", str(workflow), "--model", TINY_F1 if f1 else TINY_I2V, "--resolution", "custom",
+            "--width", str(width), "--height", str(height), "--num-frames", str(frames), "--steps", str(steps),
+            "--seed", str(seed)] + (["--f1"] if f1 else [])
+
+
+def cli_in_process(*argv: str) -> tuple[int, str, str]:
+    """python -m framepack_client in this process (same code path, no interpreter start-up)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def cli_process(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "framepack_client", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def probe(path: str | Path) -> dict:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return {"frames": frames, "fps": float(stream.average_rate), "width": stream.codec_context.width,
+                "height": stream.codec_context.height}
+
+
+def decoded_frames(path: str | Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)]
+
+
+# -- fixtures -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(models_dir, input_dir, tmp_path_factory):
+    install_tiny_models(models_dir, input_dir)
+    folder = tmp_path_factory.mktemp("client")
+    return {"workflows": write_tiny_workflows(folder), "start": input_dir / START_IMAGE, "end": input_dir / END_IMAGE,
+            "folder": folder}
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return ["--jobs-dir", str(tmp_path / "jobs"), "--output-dir", str(tmp_path / "out")]
+
+
+# -- tests --------------------------------------------------------------------------------------------------------
+
+def test_run_writes_the_exact_video_and_the_hosted_result(comfy_server, tiny, dirs, tmp_path):
+    proc = cli_process("run", "--server", comfy_server.url, *dirs, "--image", str(tiny["start"]),
+                       "--prompt", "a cat walks", *tiny_args(tiny["workflows"]["framepack_i2v"], frames=46, width=80,
+                                                             height=64, seed=123))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    result = json.loads(proc.stdout)
+    assert set(result) >= {"id", "model", "status", "outputs", "seed", "error", "created_at", "timings", "urls"}
+    assert (result["status"], result["model"], result["error"], result["seed"]) == \
+        ("completed", "framepack/i2v", "", 123)
+    assert result["created_at"].endswith("Z")
+    assert isinstance(result["timings"]["inference"], int) and result["timings"]["inference"] > 0
+    assert result["urls"]["get"] == f"{comfy_server.url}/history/{result['prompt_id']}"
+    (video,) = result["outputs"]
+    assert Path(video).parent == tmp_path / "out" and Path(video).name == f"{result['id']}.mp4"
+    assert probe(video) == {"frames": 46, "fps": 30.0, "width": 80, "height": 64}
+    # progress on stderr: 46 frames = 2 sections of 6 latents (the sampler logs the plan), 4 steps each
+    assert "sampling section 1/2 step 1/4" in proc.stderr and "sampling section 2/2 step 4/4" in proc.stderr
+    assert "100.0% decoding" in proc.stderr
+    assert (tmp_path / "jobs" / f"{result['id']}.json").is_file()
+
+
+def test_random_seed_is_reported_as_the_seed_used(comfy, comfy_server, tiny, dirs):
+    code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
+                                    str(tiny["start"]), "--prompt", "random seed",
+                                    *tiny_args(tiny["workflows"]["framepack_i2v"], seed=-1))
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert isinstance(result["seed"], int) and 0 <= result["seed"] < 2**31
+    entry = comfy.history(result["prompt_id"])[result["prompt_id"]]
+    sampler = next(i for i, n in entry["prompt"][2].items() if n["class_type"] == "FramePackSampler")
+    assert entry["prompt"][2][sampler]["inputs"]["seed"] == -1  # what was sent
+    assert entry["outputs"][sampler]["framepack"][0]["seed"] == result["seed"]  # what the sampler used
+    assert err == ""  # --quiet
+
+
+def test_progress_events_reach_the_client(comfy_server, tiny, tmp_path):
+    """Library level: the websocket events of a 2-section job arrive in order while it runs."""
+    from framepack_client.comfy_api import ComfyClient
+    from framepack_client.hosted import HostedParams
+    from framepack_client.jobs import JobStore, fetch_outputs, follow, queue_job
+
+    store, seen, streams = JobStore(tmp_path / "jobs"), [], []
+    params = HostedParams.from_mapping({"image": str(tiny["start"]), "prompt": "progress", "num_frames": 61,
+                                        "num_inference_steps": 5, "seed": 4, "resolution": "custom",
+                                        "width": 64, "height": 64})
+    job = queue_job(ComfyClient(comfy_server.url), store, params, workflow=str(tiny["workflows"]["framepack_i2v"]),
+                    model_file=TINY_I2V, before_queue=lambda j: streams.append(
+                        ComfyClient(j.server, client_id=j.client_id).open_events()))
+    assert job.status == "created", job.error
+    follow(job, store, timeout=300, on_message=seen.append, events=streams[0])
+    streams[0].close()
+    assert job.status == "completed", job.error
+    sampler = next(i for i, n in job.prompt.items() if n["class_type"] == "FramePackSampler")
+    values = [m["data"]["value"] for m in seen if m["type"] == "progress" and m["data"]["node"] == sampler]
+    sections = comfy_history_sections(job)
+    assert sections >= 2
+    assert values == list(range(1, sections * 5 + 1))
+    assert job.progress_events >= len(values)
+    fetch_outputs(ComfyClient(job.server), job, store, tmp_path / "out")
+    assert probe(job.outputs[0])["frames"] == 61
+
+
+def comfy_history_sections(job) -> int:
+    """The section count the sampler reported for this job (its plan), read from /history."""
+    from framepack_client.comfy_api import ComfyClient
+    entry = ComfyClient(job.server).history(job.prompt_id)[job.prompt_id]
+    sampler = next(i for i, n in job.prompt.items() if n["class_type"] == "FramePackSampler")
+    return entry["outputs"][sampler]["framepack"][0]["sections"]
+
+
+def test_first_last_frame_and_f1_through_the_client(comfy_server, tiny, dirs):
+    code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "-q", "--image", str(tiny["start"]),
+                                    "--end-image", str(tiny["end"]), "--strength", "0.9", "--prompt", "flf",
+                                    *tiny_args(tiny["workflows"]["framepack_first_last_frame"], frames=37, seed=5))
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "completed", result["error"]
+    assert result["model"] == "framepack/flf2v" and result["seed"] == 5
+    assert probe(result["outputs"][0]) == {"frames": 37, "fps": 30.0, "width": 64, "height": 64}
+
+    code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "-q", "--image", str(tiny["start"]),
+                                    "--prompt", "f1", *tiny_args(tiny["workflows"]["framepack_f1"], frames=45,
+                                                                 width=96, seed=6, f1=True))
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "completed", result["error"]
+    assert result["model"] == "framepack/f1"
+    assert probe(result["outputs"][0]) == {"frames": 45, "fps": 30.0, "width": 96, "height": 64}
+
+
+def test_submit_status_result_in_separate_processes(comfy_server, tiny, dirs, tmp_path):
+    started = time.monotonic()
+    submit = cli_process("submit", "--server", comfy_server.url, *dirs, "--image", str(tiny["start"]),
+                         "--prompt", "later", *tiny_args(tiny["workflows"]["framepack_i2v"], frames=240, seed=77))
+    submit_seconds = time.monotonic() - started
+    assert submit.returncode == 0, submit.stderr
+    created = json.loads(submit.stdout)
+    assert created["status"] == "created" and created["outputs"] == [] and created["error"] == ""
+    job_id = created["id"]
+
+    status = cli_process("status", job_id, "--jobs-dir", dirs[1])
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] in ("created", "processing", "completed")
+
+    result = cli_process("result", job_id, "--wait", "240", "--jobs-dir", dirs[1], "--quiet")
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout)
+    assert final["status"] == "completed" and final["seed"] == 77 and final["id"] == job_id
+    assert Path(final["outputs"][0]).parent == tmp_path / "out"  # submit's --output-dir is remembered
+    assert probe(final["outputs"][0])["frames"] == 240
+    assert submit_seconds * 1000 < final["timings"]["inference"] + 5000  # submit did not wait for the job
+    again = cli_process("status", job_id[:8], "--jobs-dir", dirs[1])
+    assert json.loads(again.stdout)["status"] == "completed"
+
+
+def test_batch_runs_every_line_and_reports_the_bad_one(comfy_server, tiny, dirs, tmp_path):
+    common = {"image": START_IMAGE, "prompt": "batch", "resolution": "custom", "width": 64, "height": 64,
+              "num_inference_steps": 4}
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in (
+        {**common, "num_frames": 30, "seed": 1},
+        {**common, "num_frames": 29, "seed": 2},  # invalid: below the hosted minimum
+        {**common, "num_frames": 33, "seed": 3},
+    )) + "\n")
+    # images are named relative to the batch file's folder
+    (tmp_path / START_IMAGE).write_bytes(tiny["start"].read_bytes())
+    proc = cli_process("batch", str(jobs), "--server", comfy_server.url, *dirs, "--workflow",
+                       str(tiny["workflows"]["framepack_i2v"]), "--model", TINY_I2V)
+    assert proc.returncode == 1, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 4
+    first, bad, third, summary = lines
+    assert [first["line"], bad["line"], third["line"]] == [1, 2, 3]
+    assert first["status"] == third["status"] == "completed"
+    assert bad["status"] == "failed" and "num_frames 29" in bad["error"] and "line 2" in bad["error"]
+    assert probe(first["outputs"][0])["frames"] == 30 and probe(third["outputs"][0])["frames"] == 33
+    assert (first["seed"], third["seed"]) == (1, 3)
+    assert summary == {"summary": {**summary["summary"], "total": 3, "completed": 2, "failed": 1, "unfinished": 0}}
+    assert "[1/3]" in proc.stderr and "[3/3]" in proc.stderr
