@@ -43,9 +43,18 @@ _HOOK_JS = """() => {
     };
 }"""
 
+# After loading, fit the whole graph into the view (the frontend's own "Fit view" command) so the screenshot
+# shows every node; an older frontend without the command keeps the workflow's saved view.
 _LOAD_JS = """async (workflow) => {
     window.__framepackMissing = [];
     await window.app.loadGraphData(workflow);
+    const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    await frame();  // node sizes are known only once the canvas has drawn them
+    try {
+        window.app.canvas.deselectAll();
+        await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+        await frame();
+    } catch (e) {}
     return true;
 }"""
 
@@ -94,7 +103,7 @@ class ComfyFrontend:
     are registered.
     """
 
-    def __init__(self, base_url: str, viewport: tuple[int, int] = (1280, 800), timeout_s: float = 90.0,
+    def __init__(self, base_url: str, viewport: tuple[int, int] = (1920, 1080), timeout_s: float = 90.0,
                  executable: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.viewport = viewport

@@ -353,7 +353,7 @@ def test_frontend_reports_missing_node_types_only(comfy_frontend, artifacts_dir:
         fake.dialog_texts
     for check in (core, with_pack, fake):
         assert check.screenshot.stat().st_size > 10_000
-        assert Image.open(check.screenshot).size == (1280, 800)
+        assert Image.open(check.screenshot).size == comfy_frontend.viewport
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from framepack_client.comfy_api import PromptRejected
 from scripts import build_workflows
+from tests.comfy.harness import PACK_LINK_NAME
 from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
@@ -71,6 +73,20 @@ def test_shipped_workflows_are_in_sync_with_their_definition(comfy):
         on_disk = (build_workflows.WORKFLOWS_DIR / name).read_text()
         assert on_disk == text, f"workflows/{name} is stale: run python scripts/build_workflows.py --object-info <url>"
 
+
+
+def test_ui_workflows_are_offered_as_templates(comfy_server):
+    """ComfyUI lists a pack's workflows/*.json in Workflow -> Browse Templates and serves each file; the API twins
+    in workflows/api/ stay out of that menu."""
+    def get(path):
+        with urllib.request.urlopen(comfy_server.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    templates = get("/workflow_templates")
+    assert sorted(templates.get(PACK_LINK_NAME, [])) == sorted(WORKFLOW_NAMES), templates
+    for name in WORKFLOW_NAMES:
+        served = get(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.json")
+        assert served == json.loads((build_workflows.WORKFLOWS_DIR / f"{name}.json").read_text())
 
 @pytest.mark.parametrize("name,num_frames,size", [
     ("framepack_i2v", 46, (80, 64)),  # 46 frames: 13 latents make 49, 3 interior frames dropped
