@@ -1,5 +1,14 @@
-"""Streaming MP4 (H.264, yuv420p) writer on PyAV: frames are encoded as they come, so a long video never has
-to sit in memory."""
+"""Streaming MP4 (H.264, yuv420p, BT.709) writer on PyAV: frames are encoded as they come, so a long video never
+has to sit in memory.
+
+The same frames give the same file, which took two measures:
+- the RGB -> yuv420p conversion is framepack_core.color's integer math, not swscale's (whose SIMD path depends on
+  buffer alignment);
+- on CPUs with AVX-512, libx264 (core 165, as bundled with PyAV) is capped at AVX2. Its AVX-512 kernels read
+  memory they never wrote: with the default CPU flags, identical frames gave different packets from run to run
+  (and under MALLOC_PERTURB_) at widths like 832 or 848, in every run of a ComfyUI server; capped at AVX2, every
+  size tried gave identical packets at the same speed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,19 @@ from fractions import Fraction
 
 import av
 import torch
+
+from ..framepack_core.color import rgb_to_yuv420p
+
+# FFmpeg's enum values: AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709 = 1, AVCOL_RANGE_MPEG (limited) = 1
+BT709, LIMITED_RANGE = 1, 1
+
+
+def x264_params() -> dict[str, str]:
+    """Extra libx264 options: the AVX2 cap on AVX-512 CPUs (module docstring). Asked only there, because naming AVX2
+    on a CPU without it would enable instructions that CPU lacks."""
+    if "AVX512" in torch.backends.cpu.get_cpu_capability():
+        return {"x264-params": "asm=AVX2"}
+    return {}
 
 
 class Mp4Writer:
@@ -19,14 +41,19 @@ class Mp4Writer:
         self.stream = self.container.add_stream("libx264", rate=Fraction(fps, 1))
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(crf)}
+        context = self.stream.codec_context
+        context.color_primaries = context.color_trc = context.colorspace = BT709
+        context.color_range = LIMITED_RANGE
+        self.stream.options = {"crf": str(crf), **x264_params()}
         self.frames = 0
 
     def write(self, frames: torch.Tensor) -> None:
         """frames: [T, H, W, 3] floats in [0, 1]."""
-        pixels = (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        pixels = (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         for frame in pixels:
-            for packet in self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
+            picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
+            for packet in self.stream.encode(picture):
                 self.container.mux(packet)
             self.frames += 1
 

@@ -450,8 +450,8 @@ def test_same_seed_gives_identical_frames_on_two_servers(comfy_server, spare, ti
     differing = [i for i, (a, b) in enumerate(zip(videos[0], videos[1])) if a != b]
     assert not differing, (
         f"same seed, same frames inside ComfyUI, but the MP4s decode differently at frames {differing[:10]}: the "
-        "H.264 encoding in nodes/mp4.py is not reproducible (rgb24 frames converted by PyAV/swscale inside the "
-        "server process; converting to yuv420p before encoding made it reproducible in a probe)")
+        "MP4 encoding is not reproducible (see nodes/mp4.py: integer yuv420p conversion, libx264 capped at AVX2 on "
+        "AVX-512 CPUs; tests/comfy/test_mp4_writer.py checks it without a server)")
 
 
 def _memory_kib(pid: int) -> dict:
