@@ -330,33 +330,40 @@ def _load_job(args: argparse.Namespace, store: JobStore) -> Job | None:
         return None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _stored_job(args: argparse.Namespace) -> tuple[JobStore, Job | None]:
+    """The job named on the command line (None after printing why not), pointed at --server when given."""
     store = JobStore(args.jobs_dir)
     job = _load_job(args, store)
+    if job is not None and args.server:
+        job.server = _server(args)
+    return store, job
+
+
+def _job_error(job: Job, err: JobError) -> int:
+    result = job.result()
+    result["error"] = str(err)
+    _print(result)
+    print(f"error: {err}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store, job = _stored_job(args)
     if job is None:
         return EXIT_INVALID
-    if args.server:
-        job.server = _server(args)
     try:
         check(ComfyClient(job.server, client_id=job.client_id), job)
     except JobError as err:
-        result = job.result()
-        result["error"] = str(err)
-        _print(result)
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return _job_error(job, err)
     store.save(job)
     _print(job.result())
     return EXIT_FAILED if job.status == FAILED else EXIT_OK
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    store = JobStore(args.jobs_dir)
-    job = _load_job(args, store)
+    store, job = _stored_job(args)
     if job is None:
         return EXIT_INVALID
-    if args.server:
-        job.server = _server(args)
     display = ProgressDisplay(job.prompt_id, job.prompt, enabled=not args.quiet and args.wait > 0)
     try:
         if args.wait > 0:
@@ -368,11 +375,7 @@ def cmd_result(args: argparse.Namespace) -> int:
                                         or args.output_dir):
             fetch_outputs(ComfyClient(job.server), job, store, _output_dir(args, job))
     except JobError as err:
-        result = job.result()
-        result["error"] = str(err)
-        _print(result)
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return _job_error(job, err)
     except KeyboardInterrupt:
         return 130
     finally:
