@@ -27,9 +27,11 @@ BT709, LIMITED_RANGE = 1, 1
 def x264_params() -> dict[str, str]:
     """Extra libx264 options: the AVX2 cap on AVX-512 CPUs (module docstring). Asked only there, because naming AVX2
     on a CPU without it would enable instructions that CPU lacks."""
-    if "AVX512" in torch.backends.cpu.get_cpu_capability():
-        return {"x264-params": "asm=AVX2"}
-    return {}
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ... (torch >= 2.1)
+    except AttributeError:
+        capability = ""
+    return {"x264-params": "asm=AVX2"} if "AVX512" in capability else {}
 
 
 class Mp4Writer:
