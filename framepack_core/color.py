@@ -1,8 +1,7 @@
 """RGB frames to 8-bit Y'CbCr 4:2:0 (BT.709, limited range), the pixel format H.264 players expect.
 
-Done here in integer arithmetic rather than by the video library's scaler (FFmpeg's swscale), because swscale picks
-SIMD code paths by buffer alignment, so the same frame could come out one level different from one process to the
-next and the same seed would not give the same MP4. Integer math gives the same bytes everywhere.
+Done here in integer arithmetic rather than by the video library's scaler (FFmpeg's swscale), so the bytes handed
+to the encoder are a fixed function of the frame, whatever SIMD path or version of swscale a machine has.
 
 Y  = 16  + 219 * (0.2126 R + 0.7152 G + 0.0722 B)            (R, G, B in [0, 1])
 Cb = 128 + 224 * (B - Y') / 1.8556,   Cr = 128 + 224 * (R - Y') / 1.5748

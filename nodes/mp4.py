@@ -2,8 +2,8 @@
 has to sit in memory.
 
 The same frames give the same file, which took two measures:
-- the RGB -> yuv420p conversion is framepack_core.color's integer math, not swscale's (whose SIMD path depends on
-  buffer alignment);
+- the RGB -> yuv420p conversion is framepack_core.color's integer math, not swscale's, so the encoder's input is a
+  fixed function of the frames;
 - on CPUs with AVX-512, libx264 (core 165, as bundled with PyAV) is capped at AVX2. Its AVX-512 kernels read
   memory they never wrote: with the default CPU flags, identical frames gave different packets from run to run
   (and under MALLOC_PERTURB_) at widths like 832 or 848, in every run of a ComfyUI server; capped at AVX2, every

@@ -67,8 +67,8 @@ def probe(path: str | Path) -> dict:
 
 
 def decoded_frames(path: str | Path) -> list[bytes]:
-    """Each decoded picture's bytes in the file's own pixel format (yuv420p): converting to RGB here would run
-    swscale, whose SIMD path depends on buffer alignment, and make equal pictures compare unequal."""
+    """Each decoded picture's bytes in the file's own pixel format (yuv420p): what the file holds, with no RGB
+    conversion of the test's own in between."""
     with av.open(str(path)) as container:
         return [f.to_ndarray().tobytes() for f in container.decode(video=0)]
 

@@ -205,10 +205,6 @@ def test_lora_stack_through_the_loader(comfy, models_dir):
     assert latents["full"] != latents["none"]
 
 
-def decoded_frames(data: bytes) -> list[bytes]:
-    with av.open(io.BytesIO(data)) as container:
-        return [f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)]
-
 
 def test_timestamped_prompts_and_keyframe_nodes(comfy):
     graph = tiny_workflow("framepack_f1", num_frames=61, seed=8, prefix=unique_prefix("prompts"))
