@@ -280,11 +280,13 @@ class ComfyClient:
     # -- actions
 
     def upload_image(self, image: str | os.PathLike[str] | bytes, name: str | None = None,
-                     overwrite: bool = True, subfolder: str = "", type: str = "input") -> str:  # noqa: A002
+                     overwrite: bool = False, subfolder: str = "", type: str = "input") -> str:  # noqa: A002
         """Store an image (a path, or raw bytes plus ``name``) in the server's input folder.
 
         Returns the name to give LoadImage: the stored file name, prefixed with ``subfolder/`` if any.
-        With ``overwrite=False`` the server picks a free name when a different file has this one.
+        Without ``overwrite`` the server keeps an identical file as it is and picks a free name when a different
+        file has this one. ``overwrite=True`` rewrites the file in place, which a job reading it may catch half
+        written.
         """
         if isinstance(image, (bytes, bytearray)):
             if not name:

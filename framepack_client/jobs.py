@@ -166,10 +166,14 @@ def _read_image(source: str) -> tuple[bytes, str]:
 
 def upload_image(client: ComfyClient, source: str) -> str:
     """Uploads an image into the server's input folder under a name made from its content (the same image is
-    stored once); returns the name for LoadImage."""
+    stored once); returns the name for LoadImage.
+
+    Never overwrite: a queued or running job may be reading that very file, and rewriting it truncates it first.
+    Without overwrite the server keeps an identical file as it is and gives another name to a different one.
+    """
     data, suffix = _read_image(source)
     name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    return client.upload_image(data, name=name, overwrite=True)
+    return client.upload_image(data, name=name, overwrite=False)
 
 
 def describe_rejection(err: PromptRejected, graph: dict) -> str:

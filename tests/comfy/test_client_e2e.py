@@ -227,3 +227,28 @@ def test_batch_runs_every_line_and_reports_the_bad_one(comfy_server, tiny, dirs,
     assert (first["seed"], third["seed"]) == (1, 3)
     assert summary == {"summary": {**summary["summary"], "total": 3, "completed": 2, "failed": 1, "unfinished": 0}}
     assert "[1/3]" in proc.stderr and "[3/3]" in proc.stderr
+
+
+def test_uploading_an_image_again_leaves_the_stored_file_alone(comfy_server, input_dir, tmp_path):
+    """A queued or running job may be reading the uploaded file: a second upload of the same image must not
+    rewrite it (rewriting truncates it first, and LoadImage then fails on a half-written PNG)."""
+    from PIL import Image
+
+    from framepack_client.comfy_api import ComfyClient
+    from framepack_client.jobs import upload_image
+
+    source = tmp_path / "again.png"
+    Image.new("RGB", (16, 8), (10, 200, 30)).save(source)
+    client = ComfyClient(comfy_server.url)
+    name = upload_image(client, str(source))
+    stored = input_dir / name
+    before = stored.stat()
+    assert upload_image(client, str(source)) == name
+    after = stored.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+
+    # a different file under that name is kept; the new image gets a name of its own, and LoadImage gets that one
+    stored.write_bytes(b"not the same picture")
+    renamed = upload_image(client, str(source))
+    assert renamed != name and (input_dir / renamed).read_bytes() == source.read_bytes()
+    assert stored.read_bytes() == b"not the same picture"
