@@ -40,6 +40,12 @@ def _weighted(planes: torch.Tensor, coefficients: tuple[int, int, int], offset: 
     return total.clamp_(0, 255).to(torch.uint8)
 
 
+def to_rgb24(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames [..., C >= 3] in [0, 1] (ComfyUI's IMAGE) -> uint8 RGB on the CPU: clamped, scaled by 255 and
+    rounded to nearest (ties to even); an alpha channel is dropped."""
+    return (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def rgb_to_yuv420p(frame: torch.Tensor) -> torch.Tensor:
     """frame: uint8 [H, W, 3] RGB -> uint8 [H * 3 // 2, W]: the Y plane, then the U and V planes (each H/2 x W/2)
     flattened after it (the layout of a yuv420p picture in one array). A few milliseconds for a 720p frame."""

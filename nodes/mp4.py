@@ -18,7 +18,7 @@ from fractions import Fraction
 import av
 import torch
 
-from ..framepack_core.color import rgb_to_yuv420p
+from ..framepack_core.color import rgb_to_yuv420p, to_rgb24
 
 # FFmpeg's enum values: AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709 = 1, AVCOL_RANGE_MPEG (limited) = 1
 BT709, LIMITED_RANGE = 1, 1
@@ -51,8 +51,7 @@ class Mp4Writer:
 
     def write(self, frames: torch.Tensor) -> None:
         """frames: [T, H, W, 3] floats in [0, 1]."""
-        pixels = (frames[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-        for frame in pixels:
+        for frame in to_rgb24(frames):
             picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
             picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
             for packet in self.stream.encode(picture):

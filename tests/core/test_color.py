@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from framepack_core.color import rgb_to_yuv420p
+from framepack_core.color import rgb_to_yuv420p, to_rgb24
 
 
 def _float_reference(frame: torch.Tensor) -> torch.Tensor:
@@ -53,3 +53,10 @@ def test_planes_and_errors():
         rgb_to_yuv420p(torch.zeros(3, 4, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="uint8"):
         rgb_to_yuv420p(torch.zeros(4, 4, 3))
+
+
+def test_float_frames_to_rgb24():
+    frames = torch.tensor([[[[-0.5, 0.0, 1 / 255, 0.9], [0.5, 127.4 / 255, 1.0, 0.1], [2.0, 254.6 / 255, 0.25, 0.0]]]])
+    out = to_rgb24(frames)  # one frame, 1x3 pixels, RGBA: the alpha goes
+    assert out.dtype == torch.uint8 and out.shape == (1, 1, 3, 3)
+    assert out.flatten().tolist() == [0, 0, 1, 128, 127, 255, 255, 255, 64]
