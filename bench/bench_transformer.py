@@ -6,10 +6,11 @@ the same random weights and inputs in both, float32, timed interleaved in one ru
 ours/diffusers and each implementation's peak RSS (measured in a fresh subprocess each).
 
 GPU (when CUDA is available): the released-size config with random bf16 weights at a 640-bucket token count
-(640x608 -> ~18k image tokens + 729 image + 256 text), prints s/step, achieved TFLOP/s and peak VRAM, then the
-peak VRAM in low-VRAM mode (all blocks streamed).
+(640x608 -> 17,500 image tokens, counted by the model itself, + 729 SigLIP + 256 text), prints s/step, achieved
+TFLOP/s and peak VRAM with every weight resident, then s/step and peak VRAM in low-VRAM mode (weights in CPU
+memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a lent GPU.
 
-    python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only]
+    python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only] [--dry-run]
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from framepack_core import RELEASED, FramePackTransformer  # noqa: E402
+from framepack_core import RELEASED, TINY, FramePackTransformer  # noqa: E402
+from framepack_core.offload import BlockStreamer  # noqa: E402
+from random_weights import random_model, sequence_tokens  # noqa: E402
 
 MID = dataclasses.replace(RELEASED, num_attention_heads=4, num_layers=4, num_single_layers=8, num_refiner_layers=2)
 
@@ -125,43 +128,66 @@ def flops_per_forward(config, n_img: int, n_txt: int) -> float:
     return config.num_layers * dual + config.num_single_layers * single
 
 
-def gpu_benchmark(repeats: int) -> dict:
-    from framepack_core.offload import GiB, BlockStreamer
-    device = torch.device("cuda")
-    with torch.device("meta"):
-        model = FramePackTransformer(RELEASED)
-    state = {k: torch.randn(v.shape, dtype=torch.bfloat16) * 0.02 for k, v in model.state_dict().items()}
-    model.load_state_dict(state, assign=True)
-    model.compute_dtype = torch.bfloat16
-    model.eval().requires_grad_(False)
-    x = make_inputs(RELEASED, grid=(9, 80, 76), text_tokens=256, dtype=torch.bfloat16, device=device)  # 640x608
-    n_img = 9 * 40 * 38 + 2 * 40 * 38 + 20 * 19 + 5 * 10 * 10
-    results = {}
-    streamer = BlockStreamer(model, device, reserve_bytes=0)
-    torch.cuda.reset_peak_memory_stats()
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _memory(device: torch.device) -> dict:
+    """Peak device memory since the last reset: allocated by tensors, and reserved by the caching allocator (what
+    nvidia-smi shows)."""
+    if device.type != "cuda":
+        return {"peak_vram_gb": None, "peak_reserved_gb": None}
+    return {"peak_vram_gb": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2),
+            "peak_reserved_gb": round(torch.cuda.max_memory_reserved(device) / 2 ** 30, 2)}
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _timed(model, x, device: torch.device, repeats: int) -> float:
+    """Median seconds of one forward, after one untimed warm-up forward."""
     run_once("ours", model, x)
-    torch.cuda.synchronize()
+    _sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         run_once("ours", model, x)
-        torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    results["resident"] = {"s_per_step": round(step, 3), "tflops": round(flops_per_forward(RELEASED, n_img, 729 + 256) / step / 1e12, 1),
-                           "peak_vram_gb": round(torch.cuda.max_memory_allocated() / GiB, 2)}
+    return statistics.median(times)
+
+
+def device_benchmark(repeats: int, config=RELEASED, device: str = "cuda", grid=(9, 80, 76), text_tokens: int = 256,
+                     low_vram_repeats: int = 1) -> dict:
+    """Our forward in bf16 with random weights: resident (every weight on the device), then low-VRAM (weights in
+    CPU memory, every block streamed). The defaults are the released size at the 640x608 bucket (latents 80 x 76:
+    13,680 noisy + 3,820 history tokens, 729 SigLIP, 256 text)."""
+    device = torch.device(device)
+    model = random_model(config, torch.bfloat16, device)
+    x = make_inputs(config, grid=grid, text_tokens=text_tokens, dtype=torch.bfloat16, device=device)
+    tokens = sequence_tokens(model, x)
+    flops = flops_per_forward(config, tokens["image"], tokens["siglip"] + tokens["text"])
+    report = {"tokens": tokens, "tflop_per_step": round(flops / 1e12, 2)}
+
+    _reset_memory(device)
+    streamer = BlockStreamer(model, device)  # everything fits: nothing streams
+    step = _timed(model, x, device, repeats)
+    report["resident"] = {"s_per_step": round(step, 3), "tflops": round(flops / step / 1e12, 1),
+                          "streamed_blocks": streamer.plan.streamed_blocks, **_memory(device)}
     streamer.release()
-    torch.cuda.empty_cache()
+
+    model.to("cpu")  # where a low-VRAM user's weights are: host memory, streamed block by block
+    _reset_memory(device)
     streamer = BlockStreamer(model, device, reserve_bytes=0, force_stream=True)
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    run_once("ours", model, x)
-    torch.cuda.synchronize()
-    results["low_vram"] = {"s_per_step": round(time.perf_counter() - t0, 3),
-                           "peak_vram_gb": round(torch.cuda.max_memory_allocated() / GiB, 2)}
+    step = _timed(model, x, device, low_vram_repeats)
+    report["low_vram"] = {"s_per_step": round(step, 3), "streamed_blocks": streamer.plan.streamed_blocks,
+                          **_memory(device)}
     streamer.release()
-    results["image_tokens"] = n_img
-    return results
+    return report
 
 
 def main():
@@ -169,15 +195,21 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cpu-only", action="store_true")
     ap.add_argument("--gpu-only", action="store_true")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="run the GPU part's code on the CPU with the tiny config and a small grid (checks the script, "
+                         "measures nothing)")
     ap.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child)
+    if args.dry_run:
+        print(json.dumps({"dry_run": device_benchmark(1, TINY, "cpu", grid=(3, 8, 8), text_tokens=16)}, indent=2))
+        return
     report = {}
     if not args.gpu_only:
         report["cpu"] = cpu_benchmark(args.repeats)
     if not args.cpu_only and torch.cuda.is_available():
-        report["gpu"] = gpu_benchmark(args.repeats)
+        report["gpu"] = device_benchmark(args.repeats)
     elif not args.cpu_only:
         report["gpu"] = "skipped: no CUDA device"
     print(json.dumps(report, indent=2))

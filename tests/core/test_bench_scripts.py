@@ -1,0 +1,33 @@
+"""The GPU checks are run rarely (only when a GPU is lent), so their code is run here on the CPU in dry-run mode:
+bench/device_checks.sh with DRY_RUN=1 runs the GPU parts of both benchmark scripts with the tiny model. This
+measures nothing; it makes sure the one prepared GPU command works before device time is spent on it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from framepack_core import TINY
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(REPO / "bench" / "device_checks.sh")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    forward = json.loads((tmp_path / "transformer.json").read_text())["dry_run"]
+    tokens = forward["tokens"]
+    # grid (3, 8, 8), 2x2 patches: 3 * 4 * 4 noisy tokens; history 1x 2*16, 2x 1*2*2 (pooled), 4x 4*1*1 (padded)
+    assert tokens == {"image": 48 + 40, "noisy": 48, "history": 32 + 4 + 4, "siglip": 729, "text": 16}
+    assert forward["resident"]["streamed_blocks"] == 0
+    assert forward["low_vram"]["streamed_blocks"] == TINY.num_layers + TINY.num_single_layers
+    assert forward["resident"]["s_per_step"] > 0 and forward["low_vram"]["s_per_step"] > 0
+
+    section = json.loads((tmp_path / "section.json").read_text())["dry_run"]
+    assert set(section) == {"teacache_off", "teacache_0.15"}
+    assert section["teacache_off"]["teacache_skipped_steps"] == 0
+    assert all(run["seconds"] > 0 for run in section.values())
