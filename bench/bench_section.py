@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from framepack_core import RELEASED, TINY, FramePackTransformer  # noqa: E402
+from framepack_core import RELEASED, TINY  # noqa: E402
 from framepack_core.conditioning import ImageConditioning, TextConditioning  # noqa: E402
 from framepack_core.generate import GenerationRequest, generate_video  # noqa: E402
 from random_weights import random_model  # noqa: E402
