@@ -267,22 +267,23 @@ def execute(args: argparse.Namespace, store: JobStore, params: HostedParams, *, 
         except (ComfyError, OSError):
             pass  # follow() polls the server anyway
 
+    def close_streams() -> None:
+        for stream in streams:
+            stream.close()  # idempotent
+
     output_dir = _output_dir(args)
     job: Job | None = None
     try:
         job = queue_job(ComfyClient(server), store, params, f1=f1, workflow=args.workflow, model_file=model_file,
                         output_dir=str(Path(output_dir).expanduser().resolve()), before_queue=open_stream)
         if job.status == FAILED or not wait:
-            for stream in streams:
-                stream.close()
             return job.result(), EXIT_FAILED if job.status == FAILED else EXIT_OK
         display = ProgressDisplay(job.prompt_id, job.prompt, enabled=not args.quiet, label=label)
         try:
             follow(job, store, timeout=args.timeout, on_message=display, events=streams[0] if streams else None)
         finally:
             display.close()
-            for stream in streams:
-                stream.close()
+            close_streams()  # before downloading: the job's events are over
         if job.status == COMPLETED:
             fetch_outputs(ComfyClient(job.server), job, store, output_dir)
         result = job.result()
@@ -291,14 +292,14 @@ def execute(args: argparse.Namespace, store: JobStore, params: HostedParams, *, 
                                f"python -m framepack_client result {job.id} --wait SECONDS")
         return result, _exit_code(job.status)
     except JobError as err:  # the server stopped answering (or answered nonsense) while we waited
-        for stream in streams:
-            stream.close()
         if job is None:
             return failed_result(str(err), model=model_id(params, f1)), EXIT_FAILED
         result = job.result()  # its status stays what we last knew: it may still be running
         result["error"] = (f"{err}; the job may still be running: python -m framepack_client result {job.id} "
                            "--wait SECONDS")
         return result, EXIT_FAILED
+    finally:
+        close_streams()
 
 
 def cmd_run(args: argparse.Namespace, wait: bool) -> int:
