@@ -128,9 +128,11 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
         if on_step is not None:
             step_cb = lambda j, n, x, x0, s=section: on_step(s.sampling_index, len(plan.sections), j, n, x0)  # noqa: E731
         latents = runner.sample(section, noise, step_cb, interrupt)
+        # The context remembers only sampled latents: F1's buffer already holds the start latent (as the original's
+        # does), so remembering the video's copy of it would put it twice into the second section's 4x slot.
+        runner.remember(latents)
         if section.is_next_to_start:
             latents = torch.cat([request.start.latent.float().cpu(), latents], dim=2)
-        runner.remember(latents)
         if on_section is not None:
             on_section(section, latents)
         if keep_latents:
