@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -134,22 +133,21 @@ def test_out_of_range_inputs_are_node_errors(comfy, field, value):
 
 
 def test_interrupt_stops_sampling_and_next_prompt_succeeds(comfy):
+    """The test pack requests the interrupt from inside the progress report of sampler step 3 (as Cancel would,
+    but at a known step), so the check is exact: no step after the request is computed, the job ends as
+    interrupted, and the next prompt runs normally."""
+    at_step = 3
     graph = tiny_workflow("framepack_i2v", num_frames=600, steps=8, prefix=unique_prefix("interrupt"))
-    events = comfy.open_events()
-    prompt_id = comfy.queue_prompt(graph)
-    first_progress = threading.Event()
-
-    def on_message(message):
-        if message.get("type") == "progress" and message["data"].get("prompt_id") == prompt_id:
-            if not first_progress.is_set():
-                first_progress.set()
-                comfy.interrupt()
-
-    result = comfy.watch(prompt_id, timeout=300, on_message=on_message, events=events)
-    assert first_progress.is_set()
+    sampler = node_of(graph, "FramePackSampler")
+    graph["40"] = {"class_type": "FramePackTestInterruptAtProgress",
+                   "inputs": {"value": sampler["inputs"]["conditioning"], "at_value": at_step},
+                   "_meta": {"title": "interrupt at step 3"}}
+    sampler["inputs"]["conditioning"] = ["40", 0]
+    result = run(comfy, graph, timeout=300)
     assert result.status == "interrupted", result.status
-    sampler_steps = [p for p in result.progress if p["max"] > 8]
-    assert len(sampler_steps) <= 2  # stopped within a step of the interrupt
+    sampler_id = node_id(result, "FramePackSampler")
+    steps_reported = [p["value"] for p in result.progress if p["node"] == sampler_id]
+    assert steps_reported == list(range(1, at_step + 1))  # nothing computed after the step that asked to stop
     follow_up = run(comfy, tiny_workflow("framepack_i2v", seed=99, prefix=unique_prefix("after")))
     assert follow_up.ok, follow_up.error_message
 

@@ -116,6 +116,53 @@ class FramePackTestSlowPassthrough(io.ComfyNode):
         return io.NodeOutput(image)
 
 
+class FramePackTestInterruptAtProgress(io.ComfyNode):
+    """Passes a value through and arms a one-shot interrupt: the first progress report of this prompt, from any
+    other node, that reaches ``at_value`` requests an interrupt right after that report is sent, exactly as the
+    Cancel button would, but at a known step instead of whenever a client's HTTP request happens to land."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestInterruptAtProgress",
+            display_name="FramePack Test Interrupt At Progress",
+            category=CATEGORY,
+            description="Pass-through; requests an interrupt once a later node of the same prompt reports "
+                        "progress value >= at_value. Place it upstream of the node to interrupt.",
+            inputs=[io.AnyType.Input("value"), io.Int.Input("at_value", default=1, min=1, max=1_000_000)],
+            outputs=[io.AnyType.Output()],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, **_):
+        return float("nan")  # arm it on every run, never serve a cached pass-through
+
+    @classmethod
+    def execute(cls, value, at_value: int) -> io.NodeOutput:
+        from comfy_execution.utils import get_executing_context
+
+        armed_for = get_executing_context().prompt_id
+        own_node = str(cls.hidden.unique_id)
+        original = comfy.utils.PROGRESS_BAR_HOOK
+        fired = []
+
+        def hook(value_, total, preview, prompt_id=None, node_id=None):
+            context = get_executing_context()
+            if context is None or context.prompt_id != armed_for:  # a later prompt: disarm, behave as before
+                comfy.utils.set_progress_bar_global_hook(original)
+                return original(value_, total, preview, prompt_id, node_id)
+            result = original(value_, total, preview, prompt_id, node_id)
+            if not fired and str(context.node_id) != own_node and value_ >= at_value:
+                fired.append(value_)
+                comfy.utils.set_progress_bar_global_hook(original)
+                comfy.model_management.interrupt_current_processing()
+            return result
+
+        comfy.utils.set_progress_bar_global_hook(hook)
+        return io.NodeOutput(value)
+
+
 class FramePackTestDescribe(io.ComfyNode):
     """Output node: shows a JSON summary of any value (tensor shapes and statistics, nested structure)."""
 
@@ -140,4 +187,4 @@ class FramePackTestDescribe(io.ComfyNode):
 class FramePackTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [FramePackTestTextEncode, FramePackTestCLIPLoader, FramePackTestClipVisionLoader, FramePackTestSlowPassthrough,
-                FramePackTestDescribe]
+                FramePackTestInterruptAtProgress, FramePackTestDescribe]
