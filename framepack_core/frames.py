@@ -1,14 +1,16 @@
 """Frame math: output sizes, the resize rule, and section-wise decoding with FramePack's overlap blending.
 
-Output size (shown to users); every size is a multiple of 16 (8x VAE downsampling, then 2x2 patches):
+Output size (shown to users); every size is a multiple of SIDE_STEP (16: 8x VAE downsampling, then 2x2 patches),
+and the names, sizes and side limits are in limits.py:
 - "480p": 848x480 for 16:9 (the closest 16:9 size in multiples of 16), 480x848 for 9:16;
   "720p": 1280x720 / 720x1280.
 - aspect "auto" keeps the start image's aspect ratio at the same pixel area as that resolution's 16:9 size,
-  each side rounded to the nearest multiple of 16 (no side above 2048 or below 64: extreme aspect ratios are
-  narrowed to fit, and the crop below takes the rest).
+  each side rounded to the nearest multiple of 16 (no side above MAX_SIDE or below MIN_SIDE: extreme aspect
+  ratios are narrowed to fit, and the crop below takes the rest).
 - "640": FramePack's own 640 buckets; "auto" takes the bucket nearest to the image's aspect ratio, "16:9" /
   "9:16" the bucket nearest to that ratio.
-- "custom": custom_width x custom_height, each 64-2048, rounded to the nearest multiple of 16 (halves up).
+- "custom": custom_width x custom_height, each MIN_SIDE-MAX_SIDE, rounded to the nearest multiple of 16 (halves
+  up).
 
 Resize rule: the image is scaled to COVER the output size (scale = max(out_w / w, out_h / h)), so one side fits
 exactly and the other overflows, and the overflow is cut off equally on both sides (centre crop). Nothing is
@@ -25,14 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .limits import (ASPECT_RATIOS, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES,
+                     RESOLUTION_SIZES, SIDE_STEP)
 from .planning import SectionPlan
 
 BUCKETS_640 = ((416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640), (640, 608),
                (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416))  # (height, width)
-RESOLUTIONS = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)
-ASPECT_RATIOS = ("auto", "16:9", "9:16")
-RESOLUTION_CHOICES = ("480p", "720p", "640", "custom")
-MIN_SIDE, MAX_SIDE = 64, 2048
 
 
 def find_nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple[int, int]:
@@ -47,8 +47,8 @@ def find_nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple
 
 
 def _nearest_multiple_of_16(x: float) -> int:
-    """Nearest multiple of 16 (halves up), kept within MIN_SIDE..MAX_SIDE."""
-    return min(max(int(x / 16 + 0.5) * 16, MIN_SIDE), MAX_SIDE)
+    """Nearest multiple of SIDE_STEP (16; halves up), kept within MIN_SIDE..MAX_SIDE."""
+    return min(max(int(x / SIDE_STEP + 0.5) * SIDE_STEP, MIN_SIDE), MAX_SIDE)
 
 
 def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto", resolution: str = "480p",
@@ -61,17 +61,17 @@ def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto",
         raise InputError(f"resolution {resolution!r} is not valid; use one of: {', '.join(RESOLUTION_CHOICES)}")
     if image_height < 1 or image_width < 1:
         raise InputError(f"the image is empty ({image_width}x{image_height})")
-    if resolution == "custom":
+    if resolution == CUSTOM_RESOLUTION:
         for name, value in (("custom_width", custom_width), ("custom_height", custom_height)):
             if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
                 raise InputError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE} "
                                  f"(resolution 'custom'), got {value!r}")
         return _nearest_multiple_of_16(custom_width), _nearest_multiple_of_16(custom_height)
-    if resolution == "640":
+    if resolution == BUCKETS_RESOLUTION:
         h, w = {"auto": (image_height, image_width), "16:9": (9, 16), "9:16": (16, 9)}[aspect_ratio]
         bucket_h, bucket_w = find_nearest_bucket(h, w)
         return bucket_w, bucket_h
-    wide_w, wide_h = RESOLUTIONS[resolution]
+    wide_w, wide_h = RESOLUTION_SIZES[resolution]
     if aspect_ratio == "16:9":
         return wide_w, wide_h
     if aspect_ratio == "9:16":

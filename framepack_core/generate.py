@@ -2,13 +2,13 @@
 image with a strength, prompts per time range and keyframes.
 
 Modes
-- "inverted" (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to the start.
+- Mode.INVERTED (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to the start.
   Each sees the start image latent and the nearest already-made (later) latent at full resolution, the next 2 at
   2x and 16 at 4x compression, with the original padding schedule placing the window on the time line.
-- "forward" (F1): sections are sampled from the start; the context is the last 19 latents (16 at 4x, 2 at 2x,
+- Mode.FORWARD (F1): sections are sampled from the start; the context is the last 19 latents (16 at 4x, 2 at 2x,
   1 at 1x) plus the start latent.
 
-End image and `end_strength` s in [0, 1] (the hosted FLF2V APIs' `strength`, default 0.8):
+End image and `end_strength` s in [0, 1] (the hosted FLF2V APIs' `strength`, default DEFAULT_END_STRENGTH):
 - the section that holds the video's last latent gets s * end_latent as a clean latent right after its window
   (inverted: the "post" history slot, where the community's first+last-frame method puts the end latent;
   forward: an extra clean slot after the window, which F1 otherwise never has);
@@ -36,6 +36,8 @@ import torch
 from .conditioning import ImageConditioning, Keyframe, TextConditioning, blend_text, check_same_size
 from .errors import InputError
 from .guidance import FlowDenoiser
+from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CFG, DEFAULT_END_STRENGTH, DEFAULT_GUIDANCE,
+                     DEFAULT_STEPS, DEFAULT_WINDOW, FPS, MAX_SEED, MODES, RANDOM_SEED_BOUND, Mode)
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
@@ -43,8 +45,6 @@ from .teacache import TeaCache
 
 HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
 CONTEXT_LATENTS = sum(HISTORY_SLOTS)
-MODES = ("inverted", "forward")
-MAX_SEED = 2 ** 64 - 1
 
 
 @dataclass
@@ -52,35 +52,37 @@ class GenerationRequest:
     start: ImageConditioning
     prompts: list[tuple[float, TextConditioning]]  # (start time in seconds, prompt); one entry = one prompt
     num_frames: int
-    mode: str = "inverted"
+    mode: str = Mode.INVERTED
     negative: TextConditioning | None = None
     end: ImageConditioning | None = None
-    end_strength: float = 0.8
+    end_strength: float = DEFAULT_END_STRENGTH
     keyframes: list[Keyframe] = field(default_factory=list)
-    steps: int = 25
-    guidance_scale: float = 10.0
-    cfg_scale: float = 1.0
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    cfg_scale: float = DEFAULT_CFG
     cfg_rescale: float = 0.0
     seed: int = -1
     sampler: str = "unipc_bh1"
     shift: float | None = None  # None: resolution-dependent (capped at 7.0)
     teacache_threshold: float = 0.0  # 0 = off; the original's default when on is 0.15
-    window: int = 9
-    fps: int = 30
+    window: int = DEFAULT_WINDOW
+    fps: int = FPS
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
         if not self.prompts:
             raise InputError("at least one prompt is needed")
-        if not 1 <= int(self.steps) <= 100:
-            raise InputError(f"num_inference_steps {self.steps} is out of range; use 1-100 (25 is the default)")
+        if not CORE_MIN_STEPS <= int(self.steps) <= CORE_MAX_STEPS:
+            raise InputError(f"num_inference_steps {self.steps} is out of range; use {CORE_MIN_STEPS}-{CORE_MAX_STEPS} "
+                             f"({DEFAULT_STEPS} is the default)")
         if self.guidance_scale < 0:
-            raise InputError(f"guidance_scale {self.guidance_scale} must be >= 0 (10 is the default)")
+            raise InputError(f"guidance_scale {self.guidance_scale} must be >= 0 ({DEFAULT_GUIDANCE:g} is the default)")
         if self.cfg_scale < 0:
-            raise InputError(f"cfg_scale {self.cfg_scale} must be >= 0 (1 = off, the default)")
+            raise InputError(f"cfg_scale {self.cfg_scale} must be >= 0 ({DEFAULT_CFG:g} = off, the default)")
         if not 0.0 <= self.end_strength <= 1.0:
-            raise InputError(f"strength {self.end_strength} must be between 0 and 1 (0.8 is the default)")
+            raise InputError(f"strength {self.end_strength} must be between 0 and 1 ({DEFAULT_END_STRENGTH:g} is the "
+                             "default)")
         if self.teacache_threshold < 0:
             raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
@@ -106,7 +108,7 @@ SectionCallback = Callable[[Section, torch.Tensor], None]  # section, its finish
 
 
 def resolve_seed(seed: int) -> int:
-    return secrets.randbelow(2 ** 31) if seed == -1 else int(seed)
+    return secrets.randbelow(RANDOM_SEED_BOUND) if seed == -1 else int(seed)
 
 
 def generate_video(model, request: GenerationRequest, *, device: torch.device | str | None = None,
@@ -170,7 +172,7 @@ class _SectionRunner:
         self.pins = self._pins()
         zeros = torch.zeros((1, 16, CONTEXT_LATENTS, *self.latent_hw))
         # inverted: the latents right AFTER the next window (time order); forward: the latents right BEFORE it
-        self.context = zeros if request.mode == "inverted" else torch.cat([zeros[:, :, 1:], start], dim=2)
+        self.context = zeros if request.mode == Mode.INVERTED else torch.cat([zeros[:, :, 1:], start], dim=2)
         self.last_teacache: dict = {}
 
     def _pins(self) -> dict[int, tuple[torch.Tensor, float]]:
@@ -183,7 +185,7 @@ class _SectionRunner:
         return pins
 
     def remember(self, latents: torch.Tensor) -> None:
-        if self.request.mode == "inverted":
+        if self.request.mode == Mode.INVERTED:
             self.context = torch.cat([latents, self.context], dim=2)[:, :, :CONTEXT_LATENTS]
         else:
             self.context = torch.cat([self.context, latents], dim=2)[:, :, -CONTEXT_LATENTS:]
@@ -192,7 +194,7 @@ class _SectionRunner:
         """Frame indices and clean latents of the packed context, as in the original demos."""
         w = section.num_latents
         ctx = self.context
-        if self.request.mode == "inverted":
+        if self.request.mode == Mode.INVERTED:
             blank = section.padding * self.request.window
             idx = torch.arange(1 + blank + w + 1 + 2 + 16)
             pre, _, latent_idx, post, idx_2x, idx_4x = idx.split([1, blank, w, 1, 2, 16])
