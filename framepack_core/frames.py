@@ -16,16 +16,18 @@ Resize rule: the image is scaled to COVER the output size (scale = max(out_w / w
 exactly and the other overflows, and the overflow is cut off equally on both sides (centre crop). Nothing is
 stretched or letterboxed. Bicubic with antialiasing, values clamped to [0, 1].
 
-Decoding: see decode_chunks and StreamingBlender.
+Decoding: see decode_chunks and StreamingBlender; decode_video runs them with any VAE's decode function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .config import VAE_SPATIAL_FACTOR
 from .errors import InputError
 from .limits import (ASPECT_RATIOS, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES,
                      RESOLUTION_SIZES, SIDE_STEP)
@@ -218,3 +220,46 @@ def blend_all(plan: SectionPlan, decoded: list[torch.Tensor], overlap_latents: i
     parts = [blender.push(c, f) for c, f in zip(chunks, decoded)]
     blender.flush()
     return torch.cat(parts)
+
+
+def video_size(latents: torch.Tensor) -> tuple[int, int]:
+    """(width, height) in pixels of the frames that latents [..., h, w] decode to."""
+    return latents.shape[-1] * VAE_SPATIAL_FACTOR, latents.shape[-2] * VAE_SPATIAL_FACTOR
+
+
+def check_video_latents(plan: SectionPlan, latents: torch.Tensor) -> None:
+    """latents must be [B, C, T, h, w] with the plan's T."""
+    if latents.ndim != 5:
+        raise InputError(f"expected video latents shaped [batch, channels, time, height, width], got "
+                         f"{list(latents.shape)}")
+    if latents.shape[2] != plan.total_latents:
+        raise InputError(f"the latent has {latents.shape[2]} frames but its plan expects {plan.total_latents}")
+
+
+def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
+                 on_frames: Callable[[torch.Tensor], None], *, on_chunk: Callable[[int, int], None] | None = None,
+                 overlap_latents: int | None = None) -> int:
+    """Decodes a sampled video section by section and hands its final frames to on_frames, in order, as they are
+    ready; returns how many there were (plan.output_frames).
+
+    latents: [B, C, plan.total_latents, h, w]. decode_fn maps a slice of them (one decode_chunks chunk) to its
+    frames [..., H, W, C] (leading dimensions are flattened into time, so a video VAE's [B, T, H, W, C] works).
+    The frames pass through StreamingBlender as float32 on the CPU, so only one overlap is held back at a time.
+    on_chunk(done, total) runs after each chunk (a caller's progress and interrupt point)."""
+    check_video_latents(plan, latents)
+    blender = StreamingBlender(plan, overlap_latents)
+    emitted = 0
+
+    def emit(frames: torch.Tensor) -> None:
+        nonlocal emitted
+        if len(frames):
+            on_frames(frames)
+            emitted += len(frames)
+
+    for done, chunk in enumerate(blender.chunks, start=1):
+        pixels = decode_fn(latents[:, :, chunk.latent_start:chunk.latent_end])
+        emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
+        if on_chunk is not None:
+            on_chunk(done, len(blender.chunks))
+    emit(blender.flush())
+    return emitted

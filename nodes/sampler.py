@@ -12,7 +12,6 @@ from ..framepack_core.generate import GenerationRequest, generate_video
 from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
                                      MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES)
-from ..framepack_core.planning import plan_video
 from ..framepack_core.samplers import SAMPLERS
 from .conditioning import schedule_to_core
 from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
@@ -83,19 +82,17 @@ class FramePackSampler(io.ComfyNode):
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
             window=window_size)
-        plan = plan_video(num_frames, mode, window_size)
-        progress = SamplingProgress(len(plan.sections), num_inference_steps)
         try:
             with model_on_device(model) as device:
-                result = generate_video(transformer, request, device=device, on_step=progress,
+                result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
                                         interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
-        log.info("FramePack: %s, seed %d", result.plan.summary()["description"], result.seed)
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
-                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": plan.fps,
-                                "seed": result.seed}}
         summary = result.plan.summary()
+        log.info("FramePack: %s, seed %d", summary["description"], result.seed)
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
+                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
+                                "seed": result.seed}}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
         report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
                   "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
