@@ -77,7 +77,7 @@ examples:
 def _param_table() -> str:
     rows = []
     for s in SPECS:
-        default = "" if s.default in (None, "") else f" (default {s.default})"
+        default = "" if s.default in (None, "") else f" (default {s.default_text()})"
         rows.append(f"  {s.name:<20} {s.help}; {s.range_text() or 'text'}{default}"
                     if s.kind not in ("image", "str") else f"  {s.name:<20} {s.help}")
     return "\n".join(rows)
@@ -150,7 +150,7 @@ def _param_options() -> argparse.ArgumentParser:
         if s.kind == "choice":
             text += f"; {s.range_text()}"
         if s.default not in (None, ""):
-            text += f" (default {s.default})"
+            text += f" (default {s.default_text()})"
         group.add_argument(*flags, dest=s.name, metavar=metavars.get(s.kind, "CHOICE"), default=None, help=text)
     return parent
 

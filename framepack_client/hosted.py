@@ -1,12 +1,12 @@
 """The hosted FramePack APIs' parameters (image-to-video and first+last frame), validated locally, and how they
 fill the shipped API workflows.
 
-Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_image``, ``strength`` (0-1,
-default 0.8, only with ``end_image``), ``prompt`` (required, at most 500 characters), ``negative_prompt``,
-``aspect_ratio`` (16:9 | 9:16), ``resolution`` (480p | 720p), ``num_frames`` (30-1800; 180, or 240 with an end
-image), ``num_inference_steps`` (4-50, 25), ``guidance_scale`` (0-32, 10), ``cfg_scale`` (0-7, 1) and ``seed``
-(-1 = random, up to 2147483647). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and
-``resolution`` "custom" with ``width``/``height`` (multiples of 16, 64-2048).
+Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_image``, ``strength`` (only with
+``end_image``), ``prompt`` (required), ``negative_prompt``, ``aspect_ratio``, ``resolution``, ``num_frames``
+(default larger with an end image), ``num_inference_steps``, ``guidance_scale``, ``cfg_scale`` and ``seed``
+(-1 = random). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and ``resolution`` "custom"
+with ``width``/``height``. :data:`SPECS` holds every range and default; those the nodes share come from
+``framepack_core.limits`` (a module without torch), so a request the client accepts is one the nodes accept.
 
 Everything is checked before anything is sent to a server: :meth:`HostedParams.from_mapping` collects every
 problem and raises one :class:`ValidationError` whose lines name the input and how to fix it.
@@ -26,6 +26,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAULT_CFG, DEFAULT_END_STRENGTH,
+                                   DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_STEPS, FPS,
+                                   MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE,
+                                   MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_WORKFLOWS_DIR = REPO_ROOT / "workflows" / "api"
 
@@ -34,10 +39,11 @@ TITLE_START, TITLE_END = "Start image", "End image"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
 
 MAX_PROMPT_CHARS = 500
-MAX_SEED = 2_147_483_647
-DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END = 180, 240
-DEFAULT_STRENGTH = 0.8
-MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 16
+MAX_SEED = 2_147_483_647  # the hosted APIs' seeds are 32-bit
+DEFAULT_STRENGTH = DEFAULT_END_STRENGTH
+# The hosted APIs' choices first, then the local extras.
+ASPECT_CHOICES = (*(a for a in ASPECT_RATIOS if a != AUTO), AUTO)
+RESOLUTION_CHOICES = (*RESOLUTION_SIZES, CUSTOM_RESOLUTION)
 IMAGE_KINDS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 # Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
 ALIASES = {"image_url": "image", "end_image_url": "end_image"}
@@ -74,6 +80,9 @@ class ParamSpec:
             return f"from {_num(self.low)} to {_num(self.high)}"
         return ""
 
+    def default_text(self) -> str:
+        return _num(self.default) if isinstance(self.default, float) else str(self.default)
+
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
@@ -87,17 +96,20 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("prompt", "str", f"what happens in the video (required, at most {MAX_PROMPT_CHARS} characters)",
               required=True),
     ParamSpec("negative_prompt", "str", "what to avoid (used when cfg_scale > 1)", ""),
-    ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", "16:9",
-              choices=("16:9", "9:16", "auto")),
-    ParamSpec("resolution", "choice", "output size; custom uses width and height", "480p",
-              choices=("480p", "720p", "custom")),
-    ParamSpec("width", "int", "video width with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
-    ParamSpec("height", "int", "video height with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
-    ParamSpec("num_frames", "int", f"frames at 30 fps (default {DEFAULT_FRAMES}, {DEFAULT_FRAMES_WITH_END} with "
-              "end_image)", None, 30, 1800),
-    ParamSpec("num_inference_steps", "int", "sampling steps per section", 25, 4, 50),
-    ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", 10, 0, 32),
-    ParamSpec("cfg_scale", "float", "real classifier-free guidance; 1 = off (twice as fast)", 1, 0, 7),
+    ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", ASPECT_CHOICES[0],
+              choices=ASPECT_CHOICES),
+    ParamSpec("resolution", "choice", "output size; custom uses width and height", RESOLUTION_CHOICES[0],
+              choices=RESOLUTION_CHOICES),
+    ParamSpec("width", "int", f"video width with resolution custom (multiple of {SIDE_STEP})", None,
+              MIN_SIDE, MAX_SIDE),
+    ParamSpec("height", "int", f"video height with resolution custom (multiple of {SIDE_STEP})", None,
+              MIN_SIDE, MAX_SIDE),
+    ParamSpec("num_frames", "int", f"frames at {FPS} fps (default {DEFAULT_FRAMES}, {DEFAULT_FRAMES_WITH_END} with "
+              "end_image)", None, MIN_FRAMES, MAX_FRAMES),
+    ParamSpec("num_inference_steps", "int", "sampling steps per section", DEFAULT_STEPS, MIN_STEPS, MAX_STEPS),
+    ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE),
+    ParamSpec("cfg_scale", "float", f"real classifier-free guidance; {DEFAULT_CFG:g} = off (twice as fast)",
+              DEFAULT_CFG, 0, MAX_CFG),
     ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -205,21 +217,21 @@ class HostedParams:
     directly constructed instance can be checked with :meth:`problems` / :meth:`validate`.
 
     ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
-    hosted defaults (0.8; 180 frames, or 240 with an end image).
+    hosted defaults (DEFAULT_STRENGTH; DEFAULT_FRAMES, or DEFAULT_FRAMES_WITH_END with an end image).
     """
     image: str
     prompt: str
     end_image: str | None = None
     strength: float | None = None
     negative_prompt: str = ""
-    aspect_ratio: str = "16:9"
-    resolution: str = "480p"
+    aspect_ratio: str = ASPECT_CHOICES[0]
+    resolution: str = RESOLUTION_CHOICES[0]
     width: int | None = None
     height: int | None = None
     num_frames: int | None = None
-    num_inference_steps: int = 25
-    guidance_scale: float = 10.0
-    cfg_scale: float = 1.0
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    cfg_scale: float = DEFAULT_CFG
     seed: int = -1
     extra: dict = field(default_factory=dict, repr=False)  # accepted hosted keys we do not use
 
@@ -262,7 +274,7 @@ class HostedParams:
         if self.strength is not None and not self.end_image:
             out.append("strength is only used with end_image (it sets how strongly the video ends on the end "
                        "image); add end_image or remove strength")
-        if self.resolution == "custom":
+        if self.resolution == CUSTOM_RESOLUTION:
             for name in ("width", "height"):
                 value = getattr(self, name)
                 if value is None:
@@ -436,7 +448,7 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
             _remove_node(graph, end_id)
     cond["inputs"]["aspect_ratio"] = params.aspect_ratio
     cond["inputs"]["resolution"] = params.resolution
-    if params.resolution == "custom":
+    if params.resolution == CUSTOM_RESOLUTION:
         cond["inputs"]["custom_width"] = params.width
         cond["inputs"]["custom_height"] = params.height
 

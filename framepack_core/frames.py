@@ -1,38 +1,40 @@
 """Frame math: output sizes, the resize rule, and section-wise decoding with FramePack's overlap blending.
 
-Output size (shown to users); every size is a multiple of 16 (8x VAE downsampling, then 2x2 patches):
+Output size (shown to users); every size is a multiple of SIDE_STEP (16: 8x VAE downsampling, then 2x2 patches),
+and the names, sizes and side limits are in limits.py:
 - "480p": 848x480 for 16:9 (the closest 16:9 size in multiples of 16), 480x848 for 9:16;
   "720p": 1280x720 / 720x1280.
 - aspect "auto" keeps the start image's aspect ratio at the same pixel area as that resolution's 16:9 size,
-  each side rounded to the nearest multiple of 16 (no side above 2048 or below 64: extreme aspect ratios are
-  narrowed to fit, and the crop below takes the rest).
+  each side rounded to the nearest multiple of 16 (no side above MAX_SIDE or below MIN_SIDE: extreme aspect
+  ratios are narrowed to fit, and the crop below takes the rest).
 - "640": FramePack's own 640 buckets; "auto" takes the bucket nearest to the image's aspect ratio, "16:9" /
   "9:16" the bucket nearest to that ratio.
-- "custom": custom_width x custom_height, each 64-2048, rounded to the nearest multiple of 16 (halves up).
+- "custom": custom_width x custom_height, each MIN_SIDE-MAX_SIDE, rounded to the nearest multiple of 16 (halves
+  up).
 
 Resize rule: the image is scaled to COVER the output size (scale = max(out_w / w, out_h / h)), so one side fits
 exactly and the other overflows, and the overflow is cut off equally on both sides (centre crop). Nothing is
 stretched or letterboxed. Bicubic with antialiasing, values clamped to [0, 1].
 
-Decoding: see decode_chunks and StreamingBlender.
+Decoding: see decode_chunks and StreamingBlender; decode_video runs them with any VAE's decode function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .config import VAE_SPATIAL_FACTOR
 from .errors import InputError
+from .limits import (ASPECT_RATIOS, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES,
+                     RESOLUTION_SIZES, SIDE_STEP)
 from .planning import SectionPlan
 
 BUCKETS_640 = ((416, 960), (448, 864), (480, 832), (512, 768), (544, 704), (576, 672), (608, 640), (640, 608),
                (672, 576), (704, 544), (768, 512), (832, 480), (864, 448), (960, 416))  # (height, width)
-RESOLUTIONS = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)
-ASPECT_RATIOS = ("auto", "16:9", "9:16")
-RESOLUTION_CHOICES = ("480p", "720p", "640", "custom")
-MIN_SIDE, MAX_SIDE = 64, 2048
 
 
 def find_nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple[int, int]:
@@ -47,8 +49,8 @@ def find_nearest_bucket(height: int, width: int, resolution: int = 640) -> tuple
 
 
 def _nearest_multiple_of_16(x: float) -> int:
-    """Nearest multiple of 16 (halves up), kept within MIN_SIDE..MAX_SIDE."""
-    return min(max(int(x / 16 + 0.5) * 16, MIN_SIDE), MAX_SIDE)
+    """Nearest multiple of SIDE_STEP (16; halves up), kept within MIN_SIDE..MAX_SIDE."""
+    return min(max(int(x / SIDE_STEP + 0.5) * SIDE_STEP, MIN_SIDE), MAX_SIDE)
 
 
 def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto", resolution: str = "480p",
@@ -61,17 +63,17 @@ def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto",
         raise InputError(f"resolution {resolution!r} is not valid; use one of: {', '.join(RESOLUTION_CHOICES)}")
     if image_height < 1 or image_width < 1:
         raise InputError(f"the image is empty ({image_width}x{image_height})")
-    if resolution == "custom":
+    if resolution == CUSTOM_RESOLUTION:
         for name, value in (("custom_width", custom_width), ("custom_height", custom_height)):
             if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
                 raise InputError(f"{name} must be a whole number of pixels from {MIN_SIDE} to {MAX_SIDE} "
                                  f"(resolution 'custom'), got {value!r}")
         return _nearest_multiple_of_16(custom_width), _nearest_multiple_of_16(custom_height)
-    if resolution == "640":
+    if resolution == BUCKETS_RESOLUTION:
         h, w = {"auto": (image_height, image_width), "16:9": (9, 16), "9:16": (16, 9)}[aspect_ratio]
         bucket_h, bucket_w = find_nearest_bucket(h, w)
         return bucket_w, bucket_h
-    wide_w, wide_h = RESOLUTIONS[resolution]
+    wide_w, wide_h = RESOLUTION_SIZES[resolution]
     if aspect_ratio == "16:9":
         return wide_w, wide_h
     if aspect_ratio == "9:16":
@@ -218,3 +220,46 @@ def blend_all(plan: SectionPlan, decoded: list[torch.Tensor], overlap_latents: i
     parts = [blender.push(c, f) for c, f in zip(chunks, decoded)]
     blender.flush()
     return torch.cat(parts)
+
+
+def video_size(latents: torch.Tensor) -> tuple[int, int]:
+    """(width, height) in pixels of the frames that latents [..., h, w] decode to."""
+    return latents.shape[-1] * VAE_SPATIAL_FACTOR, latents.shape[-2] * VAE_SPATIAL_FACTOR
+
+
+def check_video_latents(plan: SectionPlan, latents: torch.Tensor) -> None:
+    """latents must be [B, C, T, h, w] with the plan's T."""
+    if latents.ndim != 5:
+        raise InputError(f"expected video latents shaped [batch, channels, time, height, width], got "
+                         f"{list(latents.shape)}")
+    if latents.shape[2] != plan.total_latents:
+        raise InputError(f"the latent has {latents.shape[2]} frames but its plan expects {plan.total_latents}")
+
+
+def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
+                 on_frames: Callable[[torch.Tensor], None], *, on_chunk: Callable[[int, int], None] | None = None,
+                 overlap_latents: int | None = None) -> int:
+    """Decodes a sampled video section by section and hands its final frames to on_frames, in order, as they are
+    ready; returns how many there were (plan.output_frames).
+
+    latents: [B, C, plan.total_latents, h, w]. decode_fn maps a slice of them (one decode_chunks chunk) to its
+    frames [..., H, W, C] (leading dimensions are flattened into time, so a video VAE's [B, T, H, W, C] works).
+    The frames pass through StreamingBlender as float32 on the CPU, so only one overlap is held back at a time.
+    on_chunk(done, total) runs after each chunk (a caller's progress and interrupt point)."""
+    check_video_latents(plan, latents)
+    blender = StreamingBlender(plan, overlap_latents)
+    emitted = 0
+
+    def emit(frames: torch.Tensor) -> None:
+        nonlocal emitted
+        if len(frames):
+            on_frames(frames)
+            emitted += len(frames)
+
+    for done, chunk in enumerate(blender.chunks, start=1):
+        pixels = decode_fn(latents[:, :, chunk.latent_start:chunk.latent_end])
+        emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
+        if on_chunk is not None:
+            on_chunk(done, len(blender.chunks))
+    emit(blender.flush())
+    return emitted

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError
+from .limits import COMPUTE_DTYPE_NAMES, STORAGE_CHOICES
 from .transformer import FramePackTransformer
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,8 @@ log = logging.getLogger(__name__)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "model.")
 CONFIG_METADATA_KEY = "framepack_config"
-COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-STORAGE_CHOICES = ("auto", "compute", "fp8_e4m3fn", "fp8_e5m2")
+COMPUTE_DTYPES = dict(zip(COMPUTE_DTYPE_NAMES, (torch.bfloat16, torch.float16, torch.float32)))
 FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
-VARIANTS = ("I2V_HY", "F1")
 
 # Only the big matmul weights inside the blocks may be stored in fp8; norms, biases, embedders, the output head
 # stay in the compute dtype (they are small and precision-sensitive).

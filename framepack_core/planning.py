@@ -6,7 +6,8 @@ Latents and frames. The first latent (the start image) decodes to 1 frame, every
 L latents make 4L - 3 frames. In the "generated numbering", frame 0 comes from latent 0 and frames 4i-3 .. 4i
 from latent i.
 
-Exact length. For `num_frames` N (30-1800 at 30 fps) and a window of W latents (default 9 = 33 frames):
+Exact length. For `num_frames` N (MIN_FRAMES..MAX_FRAMES, see limits.py) and a window of W latents (default 9 =
+33 frames):
   L = ceil((N + 3) / 4) latents in all (start latent included), G = L - 1 generated latents,
   n = ceil(G / W) sections, and the windows are BALANCED: each is floor(G/n) or ceil(G/n) latents, the larger
   ones first in time, so no section is tiny (e.g. 240 frames: 9,9,9,9,8,8,8 rather than 9 x 6 + 4).
@@ -17,9 +18,9 @@ Because F - 1 = 4G and e + 1 is 2, 3 or 4, the quotient is never exactly halfway
 rounding is unambiguous. The drops split [0, F-1] into e + 1 gaps whose lengths differ by at most one, and never
 touch frame 0 (the start image) or frame F-1 (the true last frame, the end image when one is given).
 
-Modes. "inverted" (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to the
-start, with the original padding levels in sampling order n-1, n-2, ..., 0, replaced by [3, 2, ..., 2, 1, 0]
-when n > 4; the section with padding 0 is the one right after the start latent. "forward" (F1): sections are
+Modes. Mode.INVERTED (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to
+the start, with the original padding levels in sampling order n-1, n-2, ..., 0, replaced by [3, 2, ..., 2, 1, 0]
+when n > 4; the section with padding 0 is the one right after the start latent. Mode.FORWARD (F1): sections are
 sampled from start to end, padding 0.
 """
 
@@ -30,11 +31,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from .errors import InputError
-
-MIN_FRAMES, MAX_FRAMES = 30, 1800
-MIN_WINDOW, MAX_WINDOW = 1, 33
-FPS = 30
-MODES = ("inverted", "forward")
+from .limits import DEFAULT_WINDOW, FPS, MAX_FPS, MAX_FRAMES, MAX_WINDOW, MIN_FRAMES, MIN_WINDOW, MODES, Mode
 
 
 def frames_for_latents(n: int) -> int:
@@ -99,7 +96,7 @@ class Section:
 class SectionPlan:
     """The sections of a video, in sampling order, and the exact-length bookkeeping."""
 
-    mode: str
+    mode: Mode
     requested_frames: int
     window: int
     fps: int
@@ -138,7 +135,7 @@ class SectionPlan:
         windows = [s.num_latents for s in in_time]
         n = len(self.sections)
         sizes = "/".join(str(w) for w in sorted(set(windows), reverse=True))
-        order = "end to start" if self.mode == "inverted" else "start to end"
+        order = "end to start" if self.mode == Mode.INVERTED else "start to end"
         description = (f"{self.output_frames} frames ({self.duration_s:.2f} s at {self.fps} fps) in {n} "
                        f"section{'s' if n != 1 else ''} of {sizes} latents, sampled {order}")
         if self.dropped_frames:
@@ -163,20 +160,22 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return value
 
 
-def plan_video(num_frames: int, mode: str = "inverted", window: int = 9, fps: int = FPS) -> SectionPlan:
+def plan_video(num_frames: int, mode: str = Mode.INVERTED, window: int = DEFAULT_WINDOW,
+               fps: int = FPS) -> SectionPlan:
     """The section plan for a video of exactly num_frames frames (see the module docstring for the rule)."""
     _check_int("num_frames", num_frames, MIN_FRAMES, MAX_FRAMES)
     _check_int("window size", window, MIN_WINDOW, MAX_WINDOW)
-    _check_int("fps", fps, 1, 240)
+    _check_int("fps", fps, 1, MAX_FPS)
     if mode not in MODES:
         raise InputError(f"mode {mode!r} is not valid; use one of: {', '.join(MODES)}")
+    mode = Mode(mode)
     windows = balanced_windows(latents_for_frames(num_frames) - 1, window)  # time order
     n = len(windows)
     starts = [1 + sum(windows[:i]) for i in range(n)]
-    paddings = padding_schedule(n) if mode == "inverted" else [0] * n
+    paddings = padding_schedule(n) if mode == Mode.INVERTED else [0] * n
     sections = []
     for sampling_index in range(n):
-        time_index = n - 1 - sampling_index if mode == "inverted" else sampling_index
+        time_index = n - 1 - sampling_index if mode == Mode.INVERTED else sampling_index
         start, w = starts[time_index], windows[time_index]
         frame_start = 0 if start == 1 else frames_for_latents(start)
         sections.append(Section(sampling_index=sampling_index, time_index=time_index, latent_start=start,

@@ -11,11 +11,10 @@ from ..framepack_core.conditioning import ImageConditioning, Keyframe, parse_tim
 from ..framepack_core.config import VAE_SCALING_FACTOR
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
+from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH,
+                                     MAX_KEYFRAME_SECONDS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
 from .runtime import text_from_conditioning
 from .types import CATEGORY, FramePackConditioning, FramePackPrompts, ImageInputs, PromptSchedule, check_choices
-
-RESOLUTIONS = ["480p", "720p", "640", "custom"]
-ASPECTS = ["auto", "16:9", "9:16"]
 
 
 def encode_image(pixels, vae, clip_vision) -> ImageConditioning:
@@ -40,13 +39,15 @@ class FramePackImageConditioning(io.ComfyNode):
                 io.Image.Input("start_image"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (VAELoader)"),
                 io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
-                io.Combo.Input("aspect_ratio", options=ASPECTS, default="auto",
+                io.Combo.Input("aspect_ratio", options=list(ASPECT_RATIOS), default=AUTO,
                                tooltip="auto keeps the start image's aspect ratio"),
-                io.Combo.Input("resolution", options=RESOLUTIONS, default="480p",
+                io.Combo.Input("resolution", options=list(RESOLUTION_CHOICES), default=RESOLUTION_CHOICES[0],
                                tooltip="480p / 720p, FramePack's 640 buckets, or custom_width x custom_height"),
-                io.Int.Input("custom_width", default=832, min=64, max=2048, step=16),
-                io.Int.Input("custom_height", default=480, min=64, max=2048, step=16),
-                io.Float.Input("strength", default=0.8, min=0.0, max=1.0, step=0.01,
+                io.Int.Input("custom_width", default=DEFAULT_CUSTOM_SIZE[0], min=MIN_SIDE, max=MAX_SIDE,
+                             step=SIDE_STEP),
+                io.Int.Input("custom_height", default=DEFAULT_CUSTOM_SIZE[1], min=MIN_SIDE, max=MAX_SIDE,
+                             step=SIDE_STEP),
+                io.Float.Input("strength", default=DEFAULT_END_STRENGTH, min=0.0, max=1.0, step=0.01,
                                tooltip="How strongly the last frame follows the end image (0 ignores it, 1 ends "
                                        "exactly on it). Unused without an end image."),
                 io.Image.Input("end_image", optional=True),
@@ -58,7 +59,7 @@ class FramePackImageConditioning(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, aspect_ratio, resolution):
-        return check_choices(aspect_ratio=(aspect_ratio, ASPECTS), resolution=(resolution, RESOLUTIONS))
+        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES))
 
     @classmethod
     def execute(cls, start_image, vae, clip_vision, aspect_ratio, resolution, custom_width, custom_height,
@@ -84,7 +85,7 @@ class FramePackKeyframe(io.ComfyNode):
                 io.Image.Input("image"),
                 io.Vae.Input("vae"),
                 io.ClipVision.Input("clip_vision"),
-                io.Float.Input("time_seconds", default=2.0, min=0.0, max=60.0, step=0.1),
+                io.Float.Input("time_seconds", default=2.0, min=0.0, max=MAX_KEYFRAME_SECONDS, step=0.1),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01),
             ],
             outputs=[FramePackConditioning.Output(display_name="conditioning")],

@@ -10,7 +10,8 @@ from comfy_api.latest import io
 
 from ..framepack_core.attention import BACKENDS
 from ..framepack_core.errors import InputError
-from ..framepack_core.loading import STORAGE_CHOICES, detect_variant, load_framepack_model
+from ..framepack_core.limits import AUTO, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES, VARIANT_CHOICES
+from ..framepack_core.loading import detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
@@ -53,11 +54,11 @@ class FramePackModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model", options=diffusion_model_choices(),
                                tooltip="A .safetensors file or a sharded diffusers folder in models/diffusion_models"),
-                io.Combo.Input("variant", options=["auto", "I2V_HY", "F1"], default="auto",
+                io.Combo.Input("variant", options=list(VARIANT_CHOICES), default=AUTO,
                                tooltip="auto: F1 when the name contains 'F1', else FramePackI2V_HY. I2V_HY samples "
                                        "sections backwards (anti-drifting), F1 forwards."),
-                io.Combo.Input("compute_dtype", options=["bf16", "fp16", "fp32"], default="bf16"),
-                io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default="auto",
+                io.Combo.Input("compute_dtype", options=list(COMPUTE_DTYPE_NAMES), default=DEFAULT_COMPUTE_DTYPE),
+                io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default=AUTO,
                                tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
                                        "the block weights in fp8 (half the memory), upcast at each matmul"),
                 io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
@@ -72,16 +73,15 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, variant, compute_dtype, weight_storage, attention):
-        return check_choices(variant=(variant, ["auto", "I2V_HY", "F1"]),
-                             compute_dtype=(compute_dtype, ["bf16", "fp16", "fp32"]),
-                             weight_storage=(weight_storage, list(STORAGE_CHOICES)), attention=(attention, list(BACKENDS)))
+        return check_choices(variant=(variant, VARIANT_CHOICES), compute_dtype=(compute_dtype, COMPUTE_DTYPE_NAMES),
+                             weight_storage=(weight_storage, STORAGE_CHOICES), attention=(attention, BACKENDS))
 
     @classmethod
     def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, lora=None):
         path = resolve_model_path(model)
         transformer = load_framepack_model(path, compute_dtype=compute_dtype, storage=weight_storage,
                                            attention_backend=attention)
-        chosen = detect_variant(model) if variant == "auto" else variant
+        chosen = detect_variant(model) if variant == AUTO else variant
         loras = list(lora or [])
         if loras:
             report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])

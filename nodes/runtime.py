@@ -54,21 +54,32 @@ def model_on_device(handle):
             mm.soft_empty_cache()
 
 
-class SamplingProgress:
-    """One ComfyUI progress bar over all sections' steps, with a preview of the newest latent frame."""
+class Progress:
+    """A ComfyUI progress bar sized by the counts it is given. Its hook is also ComfyUI's interrupt point: it raises
+    ComfyUI's interrupt exception when the user pressed Cancel."""
 
-    def __init__(self, sections: int, steps: int):
-        self.steps = steps
-        self.total = sections * steps
-        self.bar = comfy.utils.ProgressBar(self.total)
+    def __init__(self):
+        self.bar = None
+
+    def update(self, done: int, total: int, preview=None) -> None:
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total, preview)
+
+
+class SamplingProgress:
+    """One ComfyUI progress bar over all sections' steps (counted by the step callback itself), with a preview of
+    the newest latent frame."""
+
+    def __init__(self):
+        self.progress = Progress()
         self.previewer = latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.HunyuanVideo())
 
     def __call__(self, section: int, sections: int, step: int, steps: int, x0) -> None:
         preview = None
         if self.previewer is not None:
             preview = self.previewer.decode_latent_to_preview_image("JPEG", x0[:, :, -1:].float().cpu())
-        # the progress hook also raises ComfyUI's interrupt exception when the user pressed Cancel
-        self.bar.update_absolute(section * steps + step + 1, self.total, preview)
+        self.progress.update(section * steps + step + 1, sections * steps, preview)
 
 
 def interrupt_requested() -> bool:

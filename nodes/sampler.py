@@ -8,8 +8,10 @@ from comfy_api.latest import io
 
 from ..framepack_core.config import VAE_SCALING_FACTOR
 from ..framepack_core.errors import Interrupted
-from ..framepack_core.generate import MAX_SEED, GenerationRequest, generate_video
-from ..framepack_core.planning import MAX_FRAMES, MIN_FRAMES, plan_video
+from ..framepack_core.generate import GenerationRequest, generate_video
+from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
+                                     DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
+                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES)
 from ..framepack_core.samplers import SAMPLERS
 from .conditioning import schedule_to_core
 from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
@@ -30,12 +32,13 @@ class FramePackSampler(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with DualCLIPLoader type hunyuan_video"),
                 io.Conditioning.Input("negative", tooltip="Used only when cfg_scale > 1"),
                 FramePackConditioning.Input("conditioning", tooltip="From FramePack Image Conditioning"),
-                io.Int.Input("num_frames", default=180, min=MIN_FRAMES, max=MAX_FRAMES,
-                             tooltip="Exact number of output frames at 30 fps (30-1800)"),
-                io.Int.Input("num_inference_steps", default=25, min=4, max=50),
-                io.Float.Input("guidance_scale", default=10.0, min=0.0, max=32.0, step=0.1,
-                               tooltip="Distilled guidance fed to the model (FramePack's default 10)"),
-                io.Float.Input("cfg_scale", default=1.0, min=0.0, max=7.0, step=0.1,
+                io.Int.Input("num_frames", default=DEFAULT_FRAMES, min=MIN_FRAMES, max=MAX_FRAMES,
+                             tooltip=f"Exact number of output frames at {FPS} fps ({MIN_FRAMES}-{MAX_FRAMES})"),
+                io.Int.Input("num_inference_steps", default=DEFAULT_STEPS, min=MIN_STEPS, max=MAX_STEPS),
+                io.Float.Input("guidance_scale", default=DEFAULT_GUIDANCE, min=0.0, max=MAX_GUIDANCE, step=0.1,
+                               tooltip="Distilled guidance fed to the model (FramePack's default "
+                                       f"{DEFAULT_GUIDANCE:g})"),
+                io.Float.Input("cfg_scale", default=DEFAULT_CFG, min=0.0, max=MAX_CFG, step=0.1,
                                tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)"),
                 io.Int.Input("seed", default=0, min=-1, max=MAX_SEED, control_after_generate=True,
                              tooltip="-1 picks a random seed; the seed used is output and shown"),
@@ -44,9 +47,9 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="Sigma shift; 0 = FramePack's resolution-dependent rule (7.0 at usual sizes)"),
                 io.Float.Input("teacache_threshold", default=0.15, min=0.0, max=1.0, step=0.01,
                                tooltip="TeaCache: 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, not lossless"),
-                io.Int.Input("window_size", default=9, min=1, max=33,
+                io.Int.Input("window_size", default=DEFAULT_WINDOW, min=MIN_WINDOW, max=MAX_WINDOW,
                              tooltip="Latent frames per section (9 = 33 frames, the trained setting)"),
-                io.Combo.Input("mode", options=["auto", "inverted", "forward"], default="auto",
+                io.Combo.Input("mode", options=list(MODE_CHOICES), default=AUTO,
                                tooltip="auto: inverted anti-drifting for FramePackI2V_HY, forward for F1"),
                 io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01),
                 FramePackPrompts.Input("prompts", optional=True,
@@ -57,7 +60,7 @@ class FramePackSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, sampler, mode):
-        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, ["auto", "inverted", "forward"]))
+        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, MODE_CHOICES))
 
     @classmethod
     def fingerprint_inputs(cls, seed, **_):
@@ -69,7 +72,7 @@ class FramePackSampler(io.ComfyNode):
                 cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
-        mode = model.default_mode if mode == "auto" else mode
+        mode = model.default_mode if mode == AUTO else mode
         schedule = schedule_to_core(prompts, text_dim) if prompts is not None else \
             [(0.0, text_from_conditioning(positive, text_dim, "positive"))]
         request = GenerationRequest(
@@ -79,19 +82,17 @@ class FramePackSampler(io.ComfyNode):
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
             window=window_size)
-        plan = plan_video(num_frames, mode, window_size)
-        progress = SamplingProgress(len(plan.sections), num_inference_steps)
         try:
             with model_on_device(model) as device:
-                result = generate_video(transformer, request, device=device, on_step=progress,
+                result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
                                         interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
-        log.info("FramePack: %s, seed %d", result.plan.summary()["description"], result.seed)
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
-                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": plan.fps,
-                                "seed": result.seed}}
         summary = result.plan.summary()
+        log.info("FramePack: %s, seed %d", summary["description"], result.seed)
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
+                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
+                                "seed": result.seed}}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
         report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
                   "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}

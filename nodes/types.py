@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
+from ..framepack_core.limits import VARIANT_MODES, Mode
 
 FramePackModel = io.Custom("FRAMEPACK_MODEL")
 FramePackLora = io.Custom("FRAMEPACK_LORA")
@@ -14,7 +15,6 @@ FramePackConditioning = io.Custom("FRAMEPACK_CONDITIONING")
 FramePackPrompts = io.Custom("FRAMEPACK_PROMPTS")
 
 CATEGORY = "FramePack"
-MODES_BY_VARIANT = {"I2V_HY": "inverted", "F1": "forward"}
 
 
 @dataclass
@@ -22,14 +22,14 @@ class ModelHandle:
     """A loaded transformer plus how to run it. Weights stay in CPU memory between runs; the sampler moves
     what fits to the GPU for the duration of a generation."""
     transformer: object  # framepack_core.FramePackTransformer
-    variant: str  # "I2V_HY" or "F1"
+    variant: str  # one of limits.VARIANTS
     name: str
     vram_reserve_gb: float
     loras: list = field(default_factory=list)
 
     @property
-    def default_mode(self) -> str:
-        return MODES_BY_VARIANT[self.variant]
+    def default_mode(self) -> Mode:
+        return VARIANT_MODES[self.variant]
 
 
 @dataclass
@@ -57,7 +57,7 @@ class PromptSchedule:
     entries: list[tuple[float, TextConditioning]]
 
 
-def check_choices(**choices: tuple[object, list]) -> bool | str:
+def check_choices(**choices: tuple[object, tuple | list]) -> bool | str:
     """For a node's validate_inputs: ComfyUI 0.3.x does not check V3 combo values when a prompt is queued, so an
     API call with a wrong option would only fail when the node runs. This turns it into a node error at once."""
     for name, (value, options) in choices.items():

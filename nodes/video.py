@@ -1,5 +1,5 @@
 """FramePack Video Combine: decodes the sampled latents section by section with FramePack's overlap blending and
-writes the MP4 while decoding."""
+writes the MP4 while decoding (framepack_core.mp4.write_mp4); this node translates ComfyUI's types."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import json
 import logging
 import os
 
-import comfy.utils
 import folder_paths
-import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
-from ..framepack_core.frames import StreamingBlender, decode_chunks
+from ..framepack_core.frames import check_video_latents, video_size
+from ..framepack_core.mp4 import write_mp4
 from ..framepack_core.planning import plan_video
-from .mp4 import Mp4Writer
+from .runtime import Progress
 from .types import CATEGORY
 
 log = logging.getLogger("FramePack")
@@ -63,40 +62,14 @@ class FramePackVideoCombine(io.ComfyNode):
             raise InputError("this latent does not come from FramePack Sampler (no section plan); decode it with "
                              "VAE Decode instead")
         plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"])
-        if samples.shape[2] != plan.total_latents:
-            raise InputError(f"the latent has {samples.shape[2]} frames but its plan expects {plan.total_latents}")
-        height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
+        check_video_latents(plan, samples)
+        width, height = video_size(samples)
         path, file, subfolder = output_path(filename_prefix, width, height)
         metadata = {}
         if cls.hidden.prompt is not None:
             metadata["prompt"] = json.dumps(cls.hidden.prompt)
-        writer = Mp4Writer(path, width, height, plan.fps, crf, metadata)
-        blender = StreamingBlender(plan)
-        chunks = decode_chunks(plan)
-        bar = comfy.utils.ProgressBar(len(chunks))
-        kept, last = [], None
-
-        def emit(frames):
-            nonlocal last
-            if len(frames):
-                writer.write(frames)
-                last = frames[-1:]
-                if return_frames:
-                    kept.append(frames)
-
-        try:
-            for chunk in chunks:
-                pixels = vae.decode(samples[:, :, chunk.latent_start:chunk.latent_end])
-                emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
-                bar.update(1)  # also the interrupt point between chunks
-            emit(blender.flush())
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        if writer.frames != plan.output_frames:
-            raise RuntimeError(f"wrote {writer.frames} frames, expected {plan.output_frames}")
-        images = torch.cat(kept) if return_frames else last
-        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, writer.frames, width, height)
+        images = write_mp4(path, plan, samples, vae.decode, crf=crf, metadata=metadata, keep_frames=return_frames,
+                           on_chunk=Progress().update)
+        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, plan.output_frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

@@ -450,8 +450,8 @@ def test_same_seed_gives_identical_frames_on_two_servers(comfy_server, spare, ti
     differing = [i for i, (a, b) in enumerate(zip(videos[0], videos[1])) if a != b]
     assert not differing, (
         f"same seed, same frames inside ComfyUI, but the MP4s decode differently at frames {differing[:10]}: the "
-        "MP4 encoding is not reproducible (see nodes/mp4.py: integer yuv420p conversion, libx264 capped at AVX2 on "
-        "AVX-512 CPUs; tests/comfy/test_mp4_writer.py checks it without a server)")
+        "MP4 encoding is not reproducible (see framepack_core/mp4.py: integer yuv420p conversion, libx264 capped at "
+        "AVX2 on AVX-512 CPUs; tests/core/test_mp4_writer.py checks it without a server)")
 
 
 def _memory_kib(pid: int) -> dict:

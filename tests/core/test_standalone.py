@@ -1,9 +1,9 @@
 """framepack_core must import and run with no ComfyUI present: torch, safetensors, einops and numpy only.
 
 Two checks: every import statement in framepack_core names the standard library, one of those four packages or
-framepack_core itself (static, so an import hidden in a rarely used function is caught too); and a fresh
-interpreter in which ComfyUI's modules (and diffusers/transformers) cannot be imported at all loads every
-framepack_core module and runs a tiny forward pass.
+framepack_core itself (static, so an import hidden in a rarely used function is caught too; the optional packages
+below are the only exceptions); and a fresh interpreter in which ComfyUI's modules (and diffusers/transformers, and
+PyAV) cannot be imported at all loads every framepack_core module and runs a tiny forward pass.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "framepack_core"
 ALLOWED_THIRD_PARTY = {"torch", "safetensors", "einops", "numpy"}
-# optional attention kernels, imported inside try/except by attention.py and used only when installed
-OPTIONAL = {"flash_attn", "sageattention"}
+# optional attention kernels, imported inside try/except by attention.py and used only when installed; PyAV (which
+# ComfyUI ships), imported by mp4.py only when a file is written
+OPTIONAL = {"flash_attn", "sageattention", "av"}
 BLOCKED = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution", "latent_preview",
-           "diffusers", "transformers")
+           "diffusers", "transformers", "av")
 
 
 def _imported_top_level_names(path: Path) -> set[str]:

@@ -1,5 +1,6 @@
 """Streaming MP4 (H.264, yuv420p, BT.709) writer on PyAV: frames are encoded as they come, so a long video never
-has to sit in memory.
+has to sit in memory. PyAV (`av`, which ComfyUI ships) is imported when a file is written, so the rest of the core
+does not need it.
 
 The same frames give the same file, which took two measures:
 - the RGB -> yuv420p conversion is framepack_core.color's integer math, not swscale's, so the encoder's input is a
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from typing import Callable
 
-import av
 import torch
 
-from ..framepack_core.color import rgb_to_yuv420p, to_rgb24
+from .color import rgb_to_yuv420p, to_rgb24
+from .frames import check_video_latents, decode_video, video_size
+from .planning import SectionPlan
 
 # FFmpeg's enum values: AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709 = 1, AVCOL_RANGE_MPEG (limited) = 1
 BT709, LIMITED_RANGE = 1, 1
@@ -36,6 +39,9 @@ def x264_params() -> dict[str, str]:
 
 class Mp4Writer:
     def __init__(self, path: str, width: int, height: int, fps: int = 30, crf: int = 19, metadata: dict | None = None):
+        import av
+
+        self._av = av
         self.path = path
         self.container = av.open(path, mode="w")
         for key, value in (metadata or {}).items():
@@ -52,7 +58,7 @@ class Mp4Writer:
     def write(self, frames: torch.Tensor) -> None:
         """frames: [T, H, W, 3] floats in [0, 1]."""
         for frame in to_rgb24(frames):
-            picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
+            picture = self._av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
             picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
             for packet in self.stream.encode(picture):
                 self.container.mux(packet)
@@ -70,3 +76,33 @@ class Mp4Writer:
         finally:
             if os.path.exists(self.path):
                 os.remove(self.path)
+
+
+def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
+              *, crf: int = 19, metadata: dict | None = None, keep_frames: bool = True,
+              on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Decodes a sampled video (frames.decode_video) straight into an MP4 at `path` and returns its frames
+    [T, H, W, C]: all of them, or with keep_frames=False only the last, so a long video is never held in memory as
+    float frames. A failed or interrupted decode leaves no partial file."""
+    check_video_latents(plan, latents)
+    width, height = video_size(latents)
+    writer = Mp4Writer(path, width, height, plan.fps, crf, metadata)
+    kept: list[torch.Tensor] = []
+    last = None
+
+    def on_frames(frames: torch.Tensor) -> None:
+        nonlocal last
+        writer.write(frames)
+        last = frames[-1:]
+        if keep_frames:
+            kept.append(frames)
+
+    try:
+        decode_video(plan, latents, decode_fn, on_frames, on_chunk=on_chunk)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.frames != plan.output_frames:
+        raise RuntimeError(f"wrote {writer.frames} frames, expected {plan.output_frames}")
+    return torch.cat(kept) if keep_frames else last

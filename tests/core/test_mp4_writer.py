@@ -1,5 +1,5 @@
-"""nodes/mp4.py on its own (no server): the same frames give byte-identical H.264 packets whatever the heap holds,
-and the file is tagged BT.709 limited range.
+"""framepack_core/mp4.py on its own (no server): the same frames give byte-identical H.264 packets whatever the heap
+holds, and the file is tagged BT.709 limited range.
 
 Each encode runs in a fresh interpreter with a different MALLOC_PERTURB_ (glibc fills new allocations with that
 byte), which makes any read of memory the encoder never wrote show up as different packets. That is how libx264's
@@ -18,16 +18,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Imports nodes/mp4.py as part of the repository package without running nodes/__init__.py (which needs ComfyUI).
 _ENCODE = """
-import hashlib, json, sys, types
+import hashlib, json, sys
 import av, numpy as np, torch
 repo, frames_path, out = sys.argv[1:4]
-for name, path in (("pack", repo), ("pack.nodes", repo + "/nodes")):
-    module = types.ModuleType(name)
-    module.__path__ = [path]
-    sys.modules[name] = module
-from pack.nodes.mp4 import Mp4Writer
+sys.path.insert(0, repo)
+from framepack_core.mp4 import Mp4Writer
 frames = torch.from_numpy(np.load(frames_path))
 writer = Mp4Writer(out, frames.shape[2], frames.shape[1])
 for start in range(0, len(frames), 13):  # in chunks, as the video node hands them over

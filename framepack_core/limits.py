@@ -1,0 +1,74 @@
+"""Every user-facing limit, default, option list and mode name of FramePack, written once.
+
+The core's validation, the ComfyUI nodes (schemas and validate_inputs) and the API client all read from here, so
+a range cannot disagree between them. Standard library only, and `framepack_core/__init__.py` is lazy: the client
+imports this module without torch.
+
+Two step ranges, on purpose:
+- MIN_STEPS..MAX_STEPS (4-50, default 25) is the hosted APIs' range; the nodes offer the same, so a workflow and
+  an API request accept the same values.
+- The core accepts CORE_MIN_STEPS..CORE_MAX_STEPS (1-100). It is also the library under tests, benchmarks and
+  experiments that run one or two steps on tiny models, so it refuses only what cannot run (no step at all) and
+  what would make one request's work unbounded; 100 leaves experiments room past the product's 50.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """Section order. The values are the strings workflows and API requests carry."""
+
+    INVERTED = "inverted"  # FramePackI2V_HY, anti-drifting: sections sampled from the end of the video backwards
+    FORWARD = "forward"  # F1: sections sampled from the start
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+MODES = tuple(m.value for m in Mode)
+AUTO = "auto"  # the option that lets the pack choose (variant from the file name, mode from the variant, ...)
+
+# -- models --------------------------------------------------------------------------------------------------------
+VARIANTS = ("I2V_HY", "F1")  # FramePackI2V_HY and FramePack_F1_I2V_HY_20250503
+VARIANT_MODES = {"I2V_HY": Mode.INVERTED, "F1": Mode.FORWARD}
+VARIANT_CHOICES = (AUTO, *VARIANTS)
+MODE_CHOICES = (AUTO, *MODES)
+COMPUTE_DTYPE_NAMES = ("bf16", "fp16", "fp32")
+DEFAULT_COMPUTE_DTYPE = "bf16"
+# auto: fp8 files stay fp8, others take the compute dtype; compute: always the compute dtype; fp8_*: block weights
+# stored in that fp8 format
+STORAGE_CHOICES = (AUTO, "compute", "fp8_e4m3fn", "fp8_e5m2")
+
+# -- length and time -----------------------------------------------------------------------------------------------
+FPS = 30  # the models were trained on 30 fps video
+MAX_FPS = 240
+MIN_FRAMES, MAX_FRAMES = 30, 1800  # 1 s to 60 s at 30 fps
+DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END = 180, 240  # the hosted APIs' defaults (image-to-video, first+last frame)
+MIN_WINDOW, MAX_WINDOW = 1, 33  # latents per section
+DEFAULT_WINDOW = 9  # 33 frames, the trained setting
+MAX_KEYFRAME_SECONDS = MAX_FRAMES / FPS
+
+# -- sampling ------------------------------------------------------------------------------------------------------
+MIN_STEPS, MAX_STEPS = 4, 50  # the nodes and the hosted APIs (module docstring)
+CORE_MIN_STEPS, CORE_MAX_STEPS = 1, 100  # the core's own check (module docstring)
+DEFAULT_STEPS = 25
+MAX_GUIDANCE, DEFAULT_GUIDANCE = 32.0, 10.0  # distilled guidance fed to the model
+MAX_CFG, DEFAULT_CFG = 7.0, 1.0  # real classifier-free guidance; 1 = off
+DEFAULT_END_STRENGTH = 0.8  # the hosted first+last-frame APIs' `strength`
+MAX_SEED = 2 ** 64 - 1
+RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
+
+# -- picture size --------------------------------------------------------------------------------------------------
+ASPECT_RATIOS = (AUTO, "16:9", "9:16")
+RESOLUTION_SIZES = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)
+BUCKETS_RESOLUTION = "640"  # FramePack's own 640 buckets
+CUSTOM_RESOLUTION = "custom"
+RESOLUTION_CHOICES = (*RESOLUTION_SIZES, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION)
+SIDE_STEP = 16  # 8x VAE downsampling, then 2x2 patches
+MIN_SIDE, MAX_SIDE = 64, 2048
+DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)

@@ -1,0 +1,123 @@
+"""frames.decode_video and mp4.write_mp4 with a fake VAE that records its calls: chunk order and slices, the blended
+output against blend_all, streaming (frames leave before the last chunk is decoded), progress counts, the MP4 on
+disk, and no partial file after a failure."""
+
+from __future__ import annotations
+
+import av
+import pytest
+import torch
+
+from framepack_core.config import VAE_SPATIAL_FACTOR
+from framepack_core.errors import InputError
+from framepack_core.frames import blend_all, decode_chunks, decode_video, video_size
+from framepack_core.mp4 import write_mp4
+from framepack_core.planning import plan_video
+
+H, W = 4, 6  # latent size: 32x48 pixels
+
+
+def _latents(plan, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 16, plan.total_latents, H, W, generator=g)
+
+
+class FakeVae:
+    """Decodes latents [1, C, n, h, w] to [1, 4n - 3, 8h, 8w, 3] as a causal video VAE shapes them: the first
+    latent gives 1 frame, each later one 4. Frame values come from the latents and from where the chunk starts, so
+    two chunks decode their shared frames differently and the blending shows."""
+
+    def __init__(self, log: list | None = None, fail_on_call: int | None = None):
+        self.calls: list[torch.Tensor] = []
+        self.log = log if log is not None else []
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        self.calls.append(latents.clone())
+        self.log.append("decode")
+        if self.fail_on_call == len(self.calls):
+            raise RuntimeError("the VAE ran out of memory")
+        repeats = torch.tensor([1] + [4] * (latents.shape[2] - 1))
+        per_frame = latents[0, :3].repeat_interleave(repeats, dim=1)  # [3, frames, h, w]
+        offset = 0.01 * len(self.calls)
+        pixels = torch.sigmoid(per_frame + offset).repeat_interleave(VAE_SPATIAL_FACTOR, dim=2)
+        pixels = pixels.repeat_interleave(VAE_SPATIAL_FACTOR, dim=3)
+        return pixels.permute(1, 2, 3, 0).unsqueeze(0)  # ComfyUI's video layout [B, T, H, W, C]
+
+
+@pytest.mark.parametrize("mode,frames", [("inverted", 100), ("forward", 100), ("inverted", 30), ("forward", 259)])
+def test_decode_video_decodes_chunks_in_order_and_blends_like_blend_all(mode, frames):
+    plan = plan_video(frames, mode)
+    latents = _latents(plan)
+    vae = FakeVae()
+    out, progress = [], []
+    count = decode_video(plan, latents, vae, out.append, on_chunk=lambda done, total: progress.append((done, total)))
+    chunks = decode_chunks(plan)
+    assert len(vae.calls) == len(chunks)
+    for call, chunk in zip(vae.calls, chunks):
+        assert torch.equal(call, latents[:, :, chunk.latent_start:chunk.latent_end])
+    reference_vae = FakeVae()  # decodes the chunks in the same order, so with the same per-call offsets
+    reference = blend_all(plan, [reference_vae(latents[:, :, c.latent_start:c.latent_end])[0] for c in chunks])
+    video = torch.cat(out)
+    assert count == len(video) == plan.output_frames == frames
+    assert torch.equal(video, reference)
+    assert all(len(f) for f in out)  # no empty batches are handed on
+    assert progress == [(i + 1, len(chunks)) for i in range(len(chunks))]
+    assert video.dtype == torch.float32 and video.shape[1:] == (H * 8, W * 8, 3)
+
+
+def test_frames_leave_before_the_last_chunk_is_decoded():
+    plan = plan_video(259, "forward")
+    log: list[str] = []
+    decode_video(plan, _latents(plan), FakeVae(log), lambda frames: log.append("frames"))
+    assert log.count("decode") == len(plan.sections) > 2
+    last_decode = len(log) - 1 - log[::-1].index("decode")
+    assert "frames" in log[:last_decode]  # streamed, not collected and handed over at the end
+
+
+@pytest.mark.parametrize("bad", [lambda lat: lat[:, :, :-1], lambda lat: lat[0]])
+def test_decode_video_refuses_latents_that_do_not_fit_the_plan(bad):
+    plan = plan_video(100, "inverted")
+    vae = FakeVae()
+    with pytest.raises(InputError, match="latent"):
+        decode_video(plan, bad(_latents(plan)), vae, lambda frames: None)
+    assert vae.calls == []
+
+
+def test_video_size_uses_the_vae_factor():
+    assert video_size(torch.zeros(1, 16, 3, H, W)) == (W * VAE_SPATIAL_FACTOR, H * VAE_SPATIAL_FACTOR)
+
+
+def _probe(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return len(frames), stream.codec_context.width, stream.codec_context.height
+
+
+@pytest.mark.parametrize("keep_frames", [True, False])
+def test_write_mp4_writes_every_frame_and_returns_all_or_the_last(tmp_path, keep_frames):
+    plan = plan_video(61, "inverted")
+    latents = _latents(plan, seed=3)
+    path = tmp_path / "video.mp4"
+    progress = []
+    images = write_mp4(str(path), plan, latents, FakeVae(), crf=19, keep_frames=keep_frames,
+                       on_chunk=lambda done, total: progress.append(done))
+    expected = []
+    decode_video(plan, latents, FakeVae(), expected.append)
+    expected = torch.cat(expected)
+    assert torch.equal(images, expected if keep_frames else expected[-1:])
+    assert _probe(path) == (61, W * 8, H * 8)
+    assert progress == list(range(1, len(plan.sections) + 1))
+
+
+def test_write_mp4_leaves_no_partial_file_when_decoding_fails(tmp_path):
+    plan = plan_video(259, "forward")
+    path = tmp_path / "video.mp4"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        # fails at the last chunk, when the encoder has long written packets to the file
+        write_mp4(str(path), plan, _latents(plan), FakeVae(fail_on_call=len(plan.sections)))
+    assert not path.exists()
+    with pytest.raises(InputError, match="plan expects"):
+        write_mp4(str(path), plan, _latents(plan)[:, :, :-1], FakeVae())
+    assert not path.exists() and list(tmp_path.iterdir()) == []
