@@ -305,7 +305,6 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
     model.load_state_dict(state, strict=True, assign=True)
     model.compute_dtype = compute
     model.requires_grad_(False).eval()
-    model.source_path = str(source.path)
     return model
 
 
