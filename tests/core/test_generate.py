@@ -4,25 +4,16 @@ interrupts, prompts per section, keyframes, bounded memory."""
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer, Interrupted
+from framepack_core import TINY, Interrupted
 from framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
 from framepack_core.generate import CONTEXT_LATENTS, GenerationRequest, generate_video
 from framepack_core.loading import load_framepack_model, save_framepack_model
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    model = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+from framepack_dev.random_weights import tiny_transformer
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _model()
+    return tiny_transformer()
 
 
 def _image(seed):
