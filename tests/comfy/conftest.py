@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from framepack_client.comfy_api import ComfyClient
-from tests.comfy.harness import ComfyNotInstalled, ComfyServer, ComfyStartError
+from framepack_dev.comfy_server import ComfyNotInstalled, ComfyServer, ComfyStartError
 
 _HERE = Path(__file__).resolve().parent
 

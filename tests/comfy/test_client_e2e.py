@@ -19,7 +19,7 @@ import av
 import pytest
 
 from framepack_client import cli
-from tests.comfy.tiny_setup import END_IMAGE, START_IMAGE, TINY_F1, TINY_I2V, install_tiny_models, tiny_workflow
+from framepack_dev.tiny_models import END_IMAGE, START_IMAGE, TINY_F1, TINY_I2V, install_tiny_models, tiny_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_WORKFLOWS = ("framepack_i2v", "framepack_first_last_frame", "framepack_f1")

@@ -23,10 +23,10 @@ from PIL import Image
 
 from framepack_client.comfy_api import ComfyClient, PromptRejected
 from framepack_client.websocket import WebSocket, WebSocketClosed, encode_frame
-from tests.comfy.harness import PACK_LINK_NAME, REPO_ROOT, TEST_PACK_LINK_NAME, ComfyServer
+from framepack_dev.comfy_server import PACK_LINK_NAME, REPO_ROOT, TEST_PACK_LINK_NAME, ComfyServer
+from framepack_dev.tiny_vae import write_tiny_taehv
 from tests.comfy.test_node_pack.describe import describe
 from tests.comfy.test_node_pack.stand_ins import text_conditioning, text_token_count, vision_features
-from tests.comfy.tiny_vae import write_tiny_taehv
 
 TEST_NODES = ("FramePackTestTextEncode", "FramePackTestCLIPLoader", "FramePackTestClipVisionLoader",
               "FramePackTestSlowPassthrough", "FramePackTestDescribe")

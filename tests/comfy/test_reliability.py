@@ -26,10 +26,11 @@ from framepack_client.comfy_api import ComfyClient, PromptRejected
 from framepack_client.hosted import HostedParams
 from framepack_client.jobs import CREATED, PROCESSING, JobStore, check, follow, queue_job
 from framepack_core.loading import save_framepack_model
-from tests.comfy.harness import ComfyServer
+from framepack_dev.comfy_server import ComfyServer
+from framepack_dev.random_weights import tiny_transformer
+from framepack_dev.tiny_models import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_workflow,
+                                       write_image)
 from tests.comfy.test_client_e2e import cli_in_process, decoded_frames, probe, tiny_args, write_tiny_workflows
-from tests.comfy.tiny_setup import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_transformer,
-                                    tiny_workflow, write_image)
 
 _SEEDS = itertools.count(10_000)
 

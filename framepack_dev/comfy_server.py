@@ -1,4 +1,4 @@
-"""Start and stop a REAL ComfyUI server for tests, in a throw-away base directory.
+"""Start and stop a REAL ComfyUI server (for the tests and scripts/demo.py) in a throw-away base directory.
 
 The server runs ``main.py --cpu`` on a free loopback port with ``--base-directory`` pointing at a temp
 folder laid out like a ComfyUI install (models/..., input/, output/, temp/, user/, custom_nodes/).
@@ -29,8 +29,9 @@ from pathlib import Path
 
 from framepack_client.comfy_api import ComfyClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEST_NODE_PACK = Path(__file__).resolve().parent / "test_node_pack"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The test pack's stand-in encoders are what the demo's smoke run on tiny weights uses too.
+TEST_NODE_PACK = REPO_ROOT / "tests" / "comfy" / "test_node_pack"
 PACK_LINK_NAME = "comfyui-framepack"
 TEST_PACK_LINK_NAME = "framepack_test_nodes"
 MODEL_FOLDERS = ("diffusion_models", "vae", "loras", "clip_vision", "text_encoders")
@@ -151,12 +152,6 @@ class ComfyServer:
     @property
     def custom_nodes_dir(self) -> Path:
         return self.base_dir / "custom_nodes"
-
-    def model_folder(self, kind: str) -> Path:
-        """``models/<kind>`` (diffusion_models, vae, loras, clip_vision, text_encoders, ...), created if needed."""
-        folder = self.models_dir / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
 
     def _prepare_base_dir(self) -> None:
         for folder in MODEL_FOLDERS:
