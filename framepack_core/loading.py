@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import RELEASED, FramePackConfig
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, NotFramePackError
 from .safetensors_file import FP8_DTYPES, FP8_STORAGE, check_file, is_pickle_name, unreadable
 from .transformer import FramePackTransformer
 
@@ -150,7 +150,13 @@ def _describe_groups(keys) -> str:
     return ", ".join(f"{g} ({n})" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
 
+def _is_lora(keys: set[str]) -> bool:
+    return any("lora" in k for k in keys)
+
+
 def _guess_family(keys: set[str]) -> str | None:
+    if _is_lora(keys):  # first: a LoRA's keys also carry the names of the layers it changes
+        return "a LoRA, which is applied on top of a FramePack model rather than loaded as one"
     if any(k.startswith(("double_blocks.", "img_in.", "txt_in.")) for k in keys):
         if any(k.startswith("txt_in.individual_token_refiner") for k in keys):
             return "a HunyuanVideo transformer (original Tencent naming), not FramePack"
@@ -162,8 +168,6 @@ def _guess_family(keys: set[str]) -> str | None:
         return "a HunyuanVideo transformer in diffusers naming (no FramePack history embedder / image projection)"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE, not a diffusion transformer"
-    if any("lora" in k for k in keys):
-        return "a LoRA; load it with the FramePack LoRA node instead"
     if any(k.startswith(("vision_model.", "text_model.", "model.layers.")) for k in keys):
         return "a text or image encoder, not a diffusion transformer"
     return None
@@ -174,10 +178,11 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
     def shape(key):
         if key not in shapes:
             family = _guess_family(set(shapes))
-            raise CheckpointError(
+            raise NotFramePackError(
                 f"{label} is not a FramePack transformer" + (f": it looks like {family}" if family else "") +
-                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use FramePackI2V_HY or "
-                "FramePack F1 (e.g. FramePackI2V_HY_bf16.safetensors) in models/diffusion_models.")
+                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use the FramePackI2V_HY or "
+                "FramePack F1 transformer weights (e.g. FramePackI2V_HY_bf16.safetensors).", family,
+                _is_lora(set(shapes)))
         return shapes[key][0]
 
     dim, in_channels = shape("x_embedder.proj.weight")[:2]
@@ -216,9 +221,9 @@ def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str)
         problems.append(f"{len(wrong)} tensors have other shapes (e.g. {k}: file {list(found[k][0])}, "
                         f"model {list(expected[k])})")
     family = _guess_family(set(found))
-    raise CheckpointError(f"{label} does not match the FramePack transformer" +
-                          (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
-                          ". Use the FramePackI2V_HY or FramePack F1 transformer files.")
+    raise NotFramePackError(f"{label} does not match the FramePack transformer" +
+                            (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
+                            ". Use the FramePackI2V_HY or FramePack F1 transformer files.", family, _is_lora(set(found)))
 
 
 # -- loading ---------------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from ..framepack_core.errors import Interrupted
 from ..framepack_core.generate import MAX_SEED, GenerationRequest, generate_video
 from ..framepack_core.planning import MAX_FRAMES, MIN_FRAMES, plan_video
 from ..framepack_core.samplers import SAMPLERS
-from .conditioning import schedule_to_core
-from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
+from .runtime import (SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, schedule_to_core,
+                      text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")
