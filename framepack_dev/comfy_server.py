@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepack_client.comfy_api import ComfyClient
+from framepack_client.server_api import ComfyClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The test pack's stand-in encoders are what the demo's smoke run on tiny weights uses too.

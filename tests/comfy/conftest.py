@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from framepack_client.comfy_api import ComfyClient
+from framepack_client.server_api import ComfyClient
 from framepack_dev.comfy_server import ComfyNotInstalled, ComfyServer, ComfyStartError
 
 _HERE = Path(__file__).resolve().parent

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from framepack_client.comfy_api import ComfyClient, PromptRejected
+from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_dev.comfy_server import PACK_LINK_NAME, REPO_ROOT, TEST_PACK_LINK_NAME, ComfyServer
 from framepack_dev.tiny_vae import write_tiny_taehv
 from tests.comfy.test_node_pack.describe import describe

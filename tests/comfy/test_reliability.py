@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from framepack_client.comfy_api import ComfyClient, PromptRejected
 from framepack_client.hosted import HostedParams
 from framepack_client.jobs import CREATED, PROCESSING, JobStore, check, follow, queue_job
+from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_core.loading import save_framepack_model
 from framepack_dev.comfy_server import ComfyServer
 from framepack_dev.random_weights import tiny_transformer

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
-from framepack_client.comfy_api import PromptRejected
+from framepack_client.server_api import PromptRejected
 from framepack_dev.comfy_server import PACK_LINK_NAME
 from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflow
 from scripts import build_workflows
