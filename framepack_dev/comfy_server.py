@@ -26,8 +26,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from framepack_client.server_api import ComfyClient
+if TYPE_CHECKING:  # imported when used, so that finding out whether a ComfyUI is installed needs nothing else
+    from framepack_client.server_api import ComfyClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The test pack's stand-in encoders are what the demo's smoke run on tiny weights uses too.
@@ -238,7 +240,9 @@ class ComfyServer:
 
     # -- observation
 
-    def client(self, client_id: str | None = None) -> ComfyClient:
+    def client(self, client_id: str | None = None) -> "ComfyClient":
+        from framepack_client.server_api import ComfyClient
+
         return ComfyClient(self.url, client_id=client_id)
 
     def log_text(self, whole: bool = False) -> str:

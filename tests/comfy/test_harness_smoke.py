@@ -90,10 +90,11 @@ def test_server_answers_and_lists_the_test_nodes(comfy_server: ComfyServer, comf
     assert (comfy_server.custom_nodes_dir / PACK_LINK_NAME).resolve() == REPO_ROOT
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "__init__.py").exists(), reason="the pack has no __init__.py yet")
-def test_pack_under_test_imports_without_failure(comfy_server: ComfyServer):
+def test_pack_under_test_imports_without_failure(comfy: ComfyClient, comfy_server: ComfyServer):
+    assert (REPO_ROOT / "__init__.py").is_file(), "the pack has no __init__.py: ComfyUI would not load it"
     failures = comfy_server.import_failures()
     assert PACK_LINK_NAME not in failures, comfy_server.log_tail(80)
+    assert "FramePackSampler" in comfy.object_info(), "the pack's nodes are not registered"
 
 
 def test_import_failed_lines_are_detected(tmp_path: Path):
