@@ -8,7 +8,7 @@ ours/diffusers and each implementation's peak RSS (measured in a fresh subproces
 GPU (when CUDA is available): the released-size config with random bf16 weights at a 640-bucket token count
 (640x608 -> 17,500 image tokens, counted by the model itself, + 729 SigLIP + 256 text), prints s/step, achieved
 TFLOP/s and peak VRAM with every weight resident, then s/step and peak VRAM in low-VRAM mode (weights in CPU
-memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a lent GPU.
+memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a GPU machine.
 
     python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only] [--dry-run]
 """

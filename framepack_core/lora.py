@@ -11,8 +11,9 @@ Read formats (safetensors only; pickle files are refused without being opened):
      W = up @ down splits by output rows, so `up` is split and `down` shared) and the final adaLN's (shift, scale)
      halves are swapped to our (scale, shift).
 
-Applying: a weight stored in float8 gets a runtime `LoraDelta` (merging a small update into fp8 would round most of
-it away: users saw ~10% of the effect); any other weight gets W += strength * scale * up @ down, computed in float32.
+Applying: a weight stored in float8 gets a runtime `LoraDelta` (a small update merged into fp8 is mostly rounded
+away, because it is far below fp8's spacing at the weight's size); any other weight gets
+W += strength * scale * up @ down, computed in float32.
 Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
 """
 
