@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +22,8 @@ def test_install_runs_pip_on_the_lock_file_once(tmp_path):
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     pip_calls = tmp_path / "pip_calls.txt"
-    python.write_text(f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> "{pip_calls}"; exit 0; fi\n'
-                      f'exec "{sys.executable}" "$@"\n')
+    # records pip calls; anything else (the check that the venv imports its packages) succeeds
+    python.write_text(f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> "{pip_calls}"; fi\nexit 0\n')
     python.chmod(0o755)
     comfy = tmp_path / "ComfyUI"
     comfy.mkdir()
