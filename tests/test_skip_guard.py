@@ -97,3 +97,21 @@ def test_scripts_test_sh_exits_non_zero_on_a_skip(tmp_path):
     done = test_sh()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_a_folder_without_its_requirements_is_skipped_in_one_line_without_importing_it(tmp_path):
+    folder = tmp_path / "needs_more"
+    folder.mkdir()
+    (folder / "conftest.py").write_text(
+        "from tests.unrunnable import unrunnable_module\n\n"
+        "def pytest_pycollect_makemodule(module_path, parent):\n"
+        "    return unrunnable_module(parent, module_path, 'no such package here; run bash scripts/test.sh')\n")
+    for name in ("test_one.py", "test_two.py"):  # importing either would fail
+        (folder / name).write_text("import no_such_package_xyz\n\ndef test_x():\n    pass\n")
+    plain = _pytest(tmp_path, "-rs")
+    assert plain.returncode == 5, plain.stdout  # nothing ran, nothing failed
+    assert "SKIPPED [2] " in plain.stdout and "no such package here; run bash scripts/test.sh" in plain.stdout
+    assert "no_such_package_xyz" not in plain.stdout
+    (tmp_path / "allowed.txt").write_text("")
+    guarded = _pytest(tmp_path, "-p", "tests.skip_guard", "--allowed-skips", "allowed.txt")
+    assert guarded.returncode != 0 and "2 skipped, which fails this run" in guarded.stdout, guarded.stdout

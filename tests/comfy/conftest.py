@@ -17,19 +17,34 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
 from framepack_dev.comfy_server import ComfyNotInstalled, ComfyServer, ComfyStartError, locate_comfyui
+from tests.unrunnable import unrunnable_module
 
-try:
-    locate_comfyui()
-except ComfyNotInstalled as missing:
-    pytest.skip(f"these tests start a real ComfyUI server and none is installed here ({missing}); "
-                "`bash scripts/test.sh` installs the pinned ComfyUI and runs them", allow_module_level=True)
+if TYPE_CHECKING:
+    from framepack_client.server_api import ComfyClient
 
-from framepack_client.server_api import ComfyClient  # noqa: E402  (after the skip: it needs websocket-client)
+
+def _missing() -> str | None:
+    try:
+        locate_comfyui()
+    except ComfyNotInstalled as missing:
+        return (f"these tests start a real ComfyUI server and none is installed here ({missing}); "
+                "`bash scripts/test.sh` installs the pinned ComfyUI and runs them")
+    return None
+
+
+MISSING = _missing()
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if MISSING:
+        return unrunnable_module(parent, module_path, MISSING)
+    return None
+
 
 _HERE = Path(__file__).resolve().parent
 
