@@ -8,7 +8,7 @@ ours/diffusers and each implementation's peak RSS (measured in a fresh subproces
 GPU (when CUDA is available): the released-size config with random bf16 weights at a 640-bucket token count
 (640x608 -> 17,500 image tokens, counted by the model itself, + 729 SigLIP + 256 text), prints s/step, achieved
 TFLOP/s and peak VRAM with every weight resident, then s/step and peak VRAM in low-VRAM mode (weights in CPU
-memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a lent GPU.
+memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a GPU machine.
 
     python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only] [--dry-run]
 """
@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from framepack_core import RELEASED, TINY, FramePackTransformer  # noqa: E402
+from framepack_core import RELEASED, TINY  # noqa: E402
 from framepack_core.offload import BlockStreamer  # noqa: E402
+from framepack_dev.diffusers_reference import reference_forward, reference_model  # noqa: E402
+from framepack_dev.random_weights import randomize_  # noqa: E402
 from random_weights import random_model, sequence_tokens  # noqa: E402
 
 MID = dataclasses.replace(RELEASED, num_attention_heads=4, num_layers=4, num_single_layers=8, num_refiner_layers=2)
@@ -50,33 +52,16 @@ def make_inputs(config, grid=(9, 32, 40), text_tokens=96, image_tokens=729, dtyp
         clean_latent_4x_indices=torch.arange(7 + t, 23 + t))
 
 
-def diffusers_call(model, x):
-    return model(hidden_states=x["hidden_states"], timestep=x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
-                 encoder_attention_mask=x["encoder_attention_mask"], pooled_projections=x["pooled_projections"],
-                 image_embeds=x["image_embeddings"], indices_latents=x["latent_indices"], guidance=x["guidance"],
-                 latents_clean=x["clean_latents"], indices_latents_clean=x["clean_latent_indices"],
-                 latents_history_2x=x["clean_latents_2x"], indices_latents_history_2x=x["clean_latent_2x_indices"],
-                 latents_history_4x=x["clean_latents_4x"], indices_latents_history_4x=x["clean_latent_4x_indices"],
-                 return_dict=False)[0]
-
-
 def build(impl: str, config, seed=0):
-    torch.manual_seed(seed)
+    """Our model or diffusers', float32 on the CPU, with the same random weights."""
     if impl == "ours":
-        model = FramePackTransformer(config)
-    else:
-        from diffusers import HunyuanVideoFramepackTransformer3DModel
-        model = HunyuanVideoFramepackTransformer3DModel(**config.to_diffusers_kwargs())
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return model.eval().requires_grad_(False)
+        return random_model(config, seed=seed)
+    return randomize_(reference_model(config), seed)
 
 
 def run_once(impl, model, x):
     with torch.no_grad():
-        return model(**x) if impl == "ours" else diffusers_call(model, x)
+        return model(**x) if impl == "ours" else reference_forward(model, x)
 
 
 def peak_rss_mb() -> float:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 2 and 3 as one command for a lent GPU machine (its python3 has torch, einops,
-# safetensors and numpy; nothing else is needed):
-#     device run: command "bash bench/device_checks.sh", timeout_s 540
-# Writes gpu.txt, transformer.json and section.json to $OUT (or ./bench_out). Expected: under 4 minutes on an
+# The benchmarks' GPU parts as one command for a GPU machine whose python3 has torch, einops, safetensors and
+# numpy (nothing else is needed):
+#     bash bench/device_checks.sh
+# Writes gpu.txt, transformer.json and section.json to $OUT (or ./bench_out). It takes under 4 minutes on an
 # H100/H200 (the released-size model is filled with random bf16 weights on the GPU in about a second).
 # DRY_RUN=1 runs the same scripts' GPU code on the CPU with the tiny model (tests/core/test_bench_scripts.py).
 set -uo pipefail
@@ -19,8 +19,8 @@ else
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 fi
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-# resident and low-VRAM forward: s/step, TFLOP/s, peak VRAM (issue 2)
+# resident and low-VRAM forward: s/step, TFLOP/s, peak VRAM
 timeout 240 "$python" bench/bench_transformer.py "${mode[@]}" --repeats 3 | tee "$out/transformer.json" || status=1
-# one 33-frame section, 25 steps, TeaCache off and on (issue 3)
+# one 33-frame section, 25 steps, TeaCache off and on
 timeout 240 "$python" bench/bench_section.py "${mode[@]}" | tee "$out/section.json" || status=1
 exit $status

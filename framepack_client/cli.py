@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .comfy_api import ComfyClient, EventStream
 from .errors import ComfyError
 from .hosted import ALIASES, SPECS, HostedParams, ValidationError, model_id, parse_cli_value
 from .jobs import (COMPLETED, FAILED, DEFAULT_JOBS_DIR, Job, JobError, JobStore, check,
                    fetch_outputs, follow, now_iso, queue_job)
 from .progress import ProgressDisplay
+from .server_api import ComfyClient, EventStream
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_OUTPUT_DIR = "framepack_outputs"

@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .comfy_api import ComfyClient, EventStream
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
 from .hosted import (HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes, hosted_name,
                      load_workflow, model_id, sniff_image_kind, workflow_name)
+from .server_api import ComfyClient, EventStream
 
 DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
 CREATED, PROCESSING, COMPLETED, FAILED = "created", "processing", "completed", "failed"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "FramePackConfig": "config", "RELEASED": "config", "TINY": "config", "PRESETS": "config",
+    "FramePackConfig": "config", "RELEASED": "config", "TINY": "config",
     "VAE_SCALING_FACTOR": "config", "MAX_TEXT_TOKENS": "config",
     "FramePackError": "errors", "CheckpointError": "errors", "InputError": "errors", "Interrupted": "errors",
     "FramePackTransformer": "transformer", "SectionContext": "transformer", "TeaCache": "teacache",

@@ -77,8 +77,8 @@ def blend_text(prompts: list[TextConditioning], weights: list[float]) -> TextCon
 def check_same_size(start: ImageConditioning, other: ImageConditioning, what: str) -> None:
     if other.latent.shape != start.latent.shape:
         raise InputError(f"the {what} latent {list(other.latent.shape)} does not match the start image latent "
-                         f"{list(start.latent.shape)}; resize the {what} to the start image's size (the FramePack "
-                         "image conditioning node does this)")
+                         f"{list(start.latent.shape)}; encode the {what} at the start image's pixel size with the "
+                         "same VAE")
     if other.embeds.shape[-1] != start.embeds.shape[-1]:
         raise InputError(f"the {what} image embeddings have width {other.embeds.shape[-1]}, the start image's "
                          f"{start.embeds.shape[-1]}; encode both with the same CLIP vision model")

@@ -71,5 +71,3 @@ TINY = FramePackConfig(
     num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=2, num_refiner_layers=1,
     text_embed_dim=32, pooled_projection_dim=16, image_proj_dim=24, rope_axes_dim=(4, 6, 6),
 )
-
-PRESETS = {"released": RELEASED, "tiny": TINY}

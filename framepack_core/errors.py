@@ -9,6 +9,15 @@ class CheckpointError(FramePackError):
     """A model or LoRA file that cannot be used: wrong format, wrong model, truncated, missing shard."""
 
 
+class NotFramePackError(CheckpointError):
+    """A readable file that holds another model (a VAE, a LoRA, another transformer). ``family`` is the guess of
+    what it is, or None; ``is_lora`` says that it is a LoRA, which belongs on top of a base model instead."""
+
+    def __init__(self, message: str, family: str | None = None, is_lora: bool = False):
+        super().__init__(message)
+        self.family, self.is_lora = family, is_lora
+
+
 class InputError(FramePackError, ValueError):
     """A parameter or conditioning input that is out of range or inconsistent."""
 

@@ -23,17 +23,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import RELEASED, FramePackConfig
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, NotFramePackError
 from .limits import COMPUTE_DTYPE_NAMES, STORAGE_CHOICES
+from .safetensors_file import FP8_DTYPES, FP8_STORAGE, check_file, is_pickle_name, unreadable
 from .transformer import FramePackTransformer
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "model.")
 CONFIG_METADATA_KEY = "framepack_config"
 COMPUTE_DTYPES = dict(zip(COMPUTE_DTYPE_NAMES, (torch.bfloat16, torch.float16, torch.float32)))
-FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+_FIX = "Download the real .safetensors version of the model instead."
 
 # Only the big matmul weights inside the blocks may be stored in fp8; norms, biases, embedders, the output head
 # stay in the compute dtype (they are small and precision-sensitive).
@@ -61,37 +61,15 @@ def detect_variant(path: str | Path) -> str:
 
 # -- finding and checking files --------------------------------------------------------------------------------
 
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{path.name} is a pickle-based checkpoint ({path.suffix}); only .safetensors files are loaded, because "
-            "pickle files can run code when opened. Download the .safetensors version of the model instead.")
-
-
-def _check_safetensors_file(path: Path) -> None:
-    _refuse_pickle(path)
-    if not path.is_file():
-        raise CheckpointError(f"model file {path} does not exist")
-    if path.stat().st_size < 8:
-        raise CheckpointError(f"{path.name} is empty or truncated ({path.stat().st_size} bytes); download it again.")
-
-
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    """The error for a file safetensors cannot open; pickles renamed to .safetensors get their own message."""
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return CheckpointError(f"{path.name} is a pickle/zip checkpoint renamed to .safetensors; it is refused "
-                               "(pickle files can run code when opened). Download the real .safetensors file.")
-    return CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
-                           "download it again.")
+    return unreadable(path, err, "model", _FIX)
 
 
 def resolve_source(path: str | Path) -> CheckpointSource:
     path = Path(path)
     if path.is_dir():
         return _resolve_folder(path)
-    _check_safetensors_file(path)
+    check_file(path, "model", _FIX)
     if path.suffix.lower() not in (".safetensors", ".sft"):
         raise CheckpointError(f"{path.name} is not a .safetensors file; FramePack models load only from .safetensors")
     config = None
@@ -120,11 +98,11 @@ def _resolve_folder(folder: Path) -> CheckpointSource:
     else:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
-            pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+            pickles = [p.name for p in folder.iterdir() if is_pickle_name(p)]
             hint = f" (found pickle files {', '.join(pickles)}, which are refused)" if pickles else ""
             raise CheckpointError(f"folder {folder} holds no .safetensors weights{hint}")
     for f in files:
-        _check_safetensors_file(f)
+        check_file(f, "model", _FIX)
     return CheckpointSource(folder, files, config, folder.name)
 
 
@@ -171,7 +149,13 @@ def _describe_groups(keys) -> str:
     return ", ".join(f"{g} ({n})" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
 
+def _is_lora(keys: set[str]) -> bool:
+    return any("lora" in k for k in keys)
+
+
 def _guess_family(keys: set[str]) -> str | None:
+    if _is_lora(keys):  # first: a LoRA's keys also carry the names of the layers it changes
+        return "a LoRA, which is applied on top of a FramePack model rather than loaded as one"
     if any(k.startswith(("double_blocks.", "img_in.", "txt_in.")) for k in keys):
         if any(k.startswith("txt_in.individual_token_refiner") for k in keys):
             return "a HunyuanVideo transformer (original Tencent naming), not FramePack"
@@ -183,8 +167,6 @@ def _guess_family(keys: set[str]) -> str | None:
         return "a HunyuanVideo transformer in diffusers naming (no FramePack history embedder / image projection)"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE, not a diffusion transformer"
-    if any("lora" in k for k in keys):
-        return "a LoRA; load it with the FramePack LoRA node instead"
     if any(k.startswith(("vision_model.", "text_model.", "model.layers.")) for k in keys):
         return "a text or image encoder, not a diffusion transformer"
     return None
@@ -195,10 +177,11 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
     def shape(key):
         if key not in shapes:
             family = _guess_family(set(shapes))
-            raise CheckpointError(
+            raise NotFramePackError(
                 f"{label} is not a FramePack transformer" + (f": it looks like {family}" if family else "") +
-                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use FramePackI2V_HY or "
-                "FramePack F1 (e.g. FramePackI2V_HY_bf16.safetensors) in models/diffusion_models.")
+                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use the FramePackI2V_HY or "
+                "FramePack F1 transformer weights (e.g. FramePackI2V_HY_bf16.safetensors).", family,
+                _is_lora(set(shapes)))
         return shapes[key][0]
 
     dim, in_channels = shape("x_embedder.proj.weight")[:2]
@@ -237,9 +220,9 @@ def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str)
         problems.append(f"{len(wrong)} tensors have other shapes (e.g. {k}: file {list(found[k][0])}, "
                         f"model {list(expected[k])})")
     family = _guess_family(set(found))
-    raise CheckpointError(f"{label} does not match the FramePack transformer" +
-                          (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
-                          ". Use the FramePackI2V_HY or FramePack F1 transformer files.")
+    raise NotFramePackError(f"{label} does not match the FramePack transformer" +
+                            (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
+                            ". Use the FramePackI2V_HY or FramePack F1 transformer files.", family, _is_lora(set(found)))
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
@@ -247,9 +230,9 @@ def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str)
 def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, storage: str) -> torch.dtype:
     if not is_fp8_eligible(key):
         return compute
-    if storage in FP8_DTYPES:
-        return FP8_DTYPES[storage]
-    if storage == "auto" and file_dtype in FP8_DTYPES.values():
+    if storage in FP8_STORAGE:
+        return FP8_STORAGE[storage]
+    if storage == "auto" and file_dtype in FP8_STORAGE.values():
         return file_dtype
     return compute
 
@@ -257,7 +240,7 @@ def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, stor
 def _convert(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if tensor.dtype == dtype:
         return tensor
-    if dtype in FP8_DTYPES.values():
+    if dtype in FP8_DTYPES:
         limit = torch.finfo(dtype).max
         return tensor.float().clamp_(-limit, limit).to(dtype)
     return tensor.to(dtype)
@@ -304,7 +287,6 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
     model.load_state_dict(state, strict=True, assign=True)
     model.compute_dtype = compute
     model.requires_grad_(False).eval()
-    model.source_path = str(source.path)
     return model
 
 
@@ -327,8 +309,8 @@ def save_framepack_model(model_or_state: FramePackTransformer | dict, path: str 
     converted = {}
     for key, tensor in state.items():
         tensor = tensor.detach().cpu()
-        if storage in FP8_DTYPES:
-            tensor = _convert(tensor, FP8_DTYPES[storage] if is_fp8_eligible(key) else torch.bfloat16)
+        if storage in FP8_STORAGE:
+            tensor = _convert(tensor, FP8_STORAGE[storage] if is_fp8_eligible(key) else torch.bfloat16)
         elif storage is not None:
             tensor = _convert(tensor, COMPUTE_DTYPES[storage])
         converted[key] = tensor.contiguous()

@@ -11,8 +11,9 @@ Read formats (safetensors only; pickle files are refused without being opened):
      W = up @ down splits by output rows, so `up` is split and `down` shared) and the final adaLN's (shift, scale)
      halves are swapped to our (scale, shift).
 
-Applying: a weight stored in float8 gets a runtime `LoraDelta` (merging a small update into fp8 would round most of
-it away: users saw ~10% of the effect); any other weight gets W += strength * scale * up @ down, computed in float32.
+Applying: a weight stored in float8 gets a runtime `LoraDelta` (a small update merged into fp8 is mostly rounded
+away, because it is far below fp8's spacing at the weight's size); any other weight gets
+W += strength * scale * up @ down, computed in float32.
 Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
 """
 
@@ -30,10 +31,8 @@ from safetensors import SafetensorError, safe_open
 
 from .errors import CheckpointError
 from .layers import Linear, LoraDelta
+from .safetensors_file import FP8_DTYPES, check_file, unreadable
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
-FP8_DTYPES = {getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-              if hasattr(torch, name)}
 # diffusers writes the PEFT LoraConfig (r, lora_alpha, alpha_pattern, use_rslora) under this metadata key
 PEFT_METADATA_KEY = "lora_adapter_metadata"
 
@@ -187,15 +186,7 @@ def _map_tencent(stem: str) -> tuple[tuple[str, ...], _Split] | None:
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
-_ADVICE = "use a .safetensors LoRA"
-
-
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(f"{path.name} is a pickle-based file ({path.suffix}); LoRAs are read only from "
-                              f".safetensors files, because pickle files can run code when opened: {_ADVICE}")
-    if not path.is_file():
-        raise CheckpointError(f"LoRA file {path} does not exist")
+_FIX = "Use a .safetensors LoRA."
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -204,12 +195,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        # sniffed only after safe_open failed: a valid header length may start with these bytes too
-        what = ("a PyTorch zip/pickle checkpoint with a .safetensors name" if head[:2] == b"PK" or head[:1] == b"\x80"
-                else "not a readable safetensors file (corrupt or truncated download?)")
-        raise CheckpointError(f"{path.name} is {what}: {exc}; {_ADVICE}") from exc
+        raise unreadable(path, exc, "LoRA", _FIX) from exc
     return tensors, metadata
 
 
@@ -272,7 +258,7 @@ def load_lora_file(path: str | Path) -> LoraFile:
     Raises CheckpointError for pickle files, non-safetensors content, truncated files, and inconsistent factors.
     """
     path = Path(path)
-    _refuse_pickle(path)
+    check_file(path, "LoRA", _FIX)
     tensors, metadata = _read(path)
     peft_alpha = _peft_alpha(metadata)
 

@@ -2,13 +2,12 @@
 has to sit in memory. PyAV (`av`, which ComfyUI ships) is imported when a file is written, so the rest of the core
 does not need it.
 
-The same frames give the same file, which took two measures:
+The same frames give the same file, for two reasons:
 - the RGB -> yuv420p conversion is framepack_core.color's integer math, not swscale's, so the encoder's input is a
   fixed function of the frames;
 - on CPUs with AVX-512, libx264 (core 165, as bundled with PyAV) is capped at AVX2. Its AVX-512 kernels read
-  memory they never wrote: with the default CPU flags, identical frames gave different packets from run to run
-  (and under MALLOC_PERTURB_) at widths like 832 or 848, in every run of a ComfyUI server; capped at AVX2, every
-  size tried gave identical packets at the same speed.
+  memory they never wrote, so with the default CPU flags identical frames encode to different packets at widths
+  such as 832 or 848; at AVX2 the packets are identical, at the same speed.
 """
 
 from __future__ import annotations

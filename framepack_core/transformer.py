@@ -60,10 +60,6 @@ class FramePackTransformer(nn.Module):
     def blocks(self) -> list[nn.Module]:
         return [*self.transformer_blocks, *self.single_transformer_blocks]
 
-    def set_attention_backend(self, backend: str) -> None:
-        for block in self.blocks:
-            block.attn.backend = backend
-
     # -- packing -------------------------------------------------------------------------------------------
 
     def _rope(self, indices: torch.Tensor, h: int, w: int, pool: tuple[int, int, int] | None = None):

@@ -7,13 +7,12 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from ..framepack_core.conditioning import ImageConditioning, Keyframe, parse_timestamped_prompts
+from ..framepack_core.conditioning import ImageConditioning, Keyframe, check_same_size, parse_timestamped_prompts
 from ..framepack_core.config import VAE_SCALING_FACTOR
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
 from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH,
                                      MAX_KEYFRAME_SECONDS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
-from .runtime import text_from_conditioning
 from .types import CATEGORY, FramePackConditioning, FramePackPrompts, ImageInputs, PromptSchedule, check_choices
 
 
@@ -95,6 +94,11 @@ class FramePackKeyframe(io.ComfyNode):
     def execute(cls, conditioning, image, vae, clip_vision, time_seconds, strength):
         pixels = resize_and_center_crop(image[:1, ..., :3], conditioning.width, conditioning.height)
         key = Keyframe(time_seconds, encode_image(pixels, vae, clip_vision), strength)
+        try:
+            check_same_size(conditioning.start, key.image, "keyframe")
+        except InputError as err:
+            raise InputError(f"{err}. Connect the same VAE and CLIP vision model to this node as to FramePack Image "
+                             "Conditioning.") from err
         return io.NodeOutput(dataclasses.replace(conditioning, keyframes=[*conditioning.keyframes, key]))
 
 
@@ -119,7 +123,3 @@ class FramePackTimestampedPrompt(io.ComfyNode):
             conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
             entries.append((start, conditioning))
         return io.NodeOutput(PromptSchedule(entries))
-
-
-def schedule_to_core(schedule: PromptSchedule, text_dim: int):
-    return [(start, text_from_conditioning(cond, text_dim, f"prompt at {start:g}s")) for start, cond in schedule.entries]

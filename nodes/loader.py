@@ -9,7 +9,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core.attention import BACKENDS
-from ..framepack_core.errors import InputError
+from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.limits import AUTO, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES, VARIANT_CHOICES
 from ..framepack_core.loading import detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
@@ -42,6 +42,16 @@ def resolve_model_path(name: str) -> str:
         raise InputError(f"model {name!r} was not found in models/diffusion_models; put FramePackI2V_HY "
                          "(file or sharded folder) there and refresh")
     return path
+
+
+def load_transformer(path: str, **options):
+    """load_framepack_model; a file that holds another model gets the hint where FramePack models go in ComfyUI,
+    and for a LoRA, which node applies it."""
+    try:
+        return load_framepack_model(path, **options)
+    except NotFramePackError as err:
+        hint = " To use a LoRA, chain it through the FramePack LoRA node into the lora input." if err.is_lora else ""
+        raise CheckpointError(f"{err} Put FramePackI2V_HY or FramePack F1 in models/diffusion_models.{hint}") from err
 
 
 class FramePackModelLoader(io.ComfyNode):
@@ -79,8 +89,8 @@ class FramePackModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, lora=None):
         path = resolve_model_path(model)
-        transformer = load_framepack_model(path, compute_dtype=compute_dtype, storage=weight_storage,
-                                           attention_backend=attention)
+        transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
+                                       attention_backend=attention)
         chosen = detect_variant(model) if variant == AUTO else variant
         loras = list(lora or [])
         if loras:

@@ -13,6 +13,7 @@ import latent_preview
 from ..framepack_core.conditioning import TextConditioning
 from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.offload import GiB, BlockStreamer
+from .types import PromptSchedule
 
 log = logging.getLogger("FramePack")
 
@@ -32,6 +33,11 @@ def text_from_conditioning(conditioning, expected_dim: int, what: str) -> TextCo
                          "llava_llama3_fp16.safetensors (or its fp8 version)")
     mask = extra.get("attention_mask")
     return TextConditioning(tokens[:1], pooled[:1], None if mask is None else mask[:1].bool())
+
+
+def schedule_to_core(schedule: PromptSchedule, text_dim: int) -> list[tuple[float, TextConditioning]]:
+    """The timestamped prompts node's schedule as the core's (start seconds, TextConditioning) list."""
+    return [(start, text_from_conditioning(cond, text_dim, f"prompt at {start:g}s")) for start, cond in schedule.entries]
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
                                      MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES)
 from ..framepack_core.samplers import SAMPLERS
-from .conditioning import schedule_to_core
-from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
+from .runtime import (SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, schedule_to_core,
+                      text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")

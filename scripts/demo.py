@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framepack_dev.comfy_server import (PACK_LINK_NAME, TEST_NODE_PACK, TEST_PACK_LINK_NAME,  # noqa: E402
+                                       ComfyServer, locate_comfyui)
 from scripts import build_workflows as wf  # noqa: E402
-from tests.comfy.harness import (PACK_LINK_NAME, TEST_NODE_PACK, TEST_PACK_LINK_NAME, ComfyServer,  # noqa: E402
-                                 locate_comfyui)
 
 SOURCES = {
     "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
@@ -69,7 +69,7 @@ def real_workflow(chosen: dict, f1: bool, end_image: bool) -> dict:
 
 
 def default_image(path: Path, width: int, height: int, seed: int) -> Path:
-    from tests.comfy.tiny_setup import write_image
+    from framepack_dev.tiny_models import write_image
     return write_image(path, width, height, seed)
 
 
@@ -110,7 +110,7 @@ def main() -> int:
     server = ComfyServer(base_dir=base, node_packs=packs)
     client_args = ["--prompt", args.prompt, "--seed", str(args.seed), "--output-dir", str(args.output_dir)]
     if smoke:
-        from tests.comfy.tiny_setup import install_tiny_models, tiny_workflow
+        from framepack_dev.tiny_models import install_tiny_models, tiny_workflow
         install_tiny_models(base / "models", base / "input")
         name = "framepack_f1" if args.f1 else ("framepack_first_last_frame" if args.end_image else "framepack_i2v")
         graph = tiny_workflow(name, width=128, height=96, steps=8)

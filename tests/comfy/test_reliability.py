@@ -22,14 +22,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from framepack_client.comfy_api import ComfyClient, PromptRejected
 from framepack_client.hosted import HostedParams
 from framepack_client.jobs import CREATED, PROCESSING, JobStore, check, follow, queue_job
+from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_core.loading import save_framepack_model
-from tests.comfy.harness import ComfyServer
+from framepack_dev.comfy_server import ComfyServer
+from framepack_dev.random_weights import tiny_transformer
+from framepack_dev.tiny_models import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_workflow,
+                                       write_image)
 from tests.comfy.test_client_e2e import cli_in_process, decoded_frames, probe, tiny_args, write_tiny_workflows
-from tests.comfy.tiny_setup import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_transformer,
-                                    tiny_workflow, write_image)
 
 _SEEDS = itertools.count(10_000)
 
@@ -95,8 +96,39 @@ def test_non_framepack_safetensors(comfy_server, tiny, dirs):
     path = tiny["models"] / "diffusion_models" / "some_vae.safetensors"
     save_file({"decoder.conv_in.weight": torch.randn(8, 4, 3, 3), "encoder.conv_in.bias": torch.randn(8)}, str(path))
     code, result = client_run(comfy_server.url, tiny, dirs, "--model", path.name)
-    assert_failed(code, result, "FramePackModelLoader", "some_vae.safetensors", "not a FramePack transformer",
-                  "a VAE", "FramePackI2V_HY_bf16.safetensors")
+    error = assert_failed(code, result, "FramePackModelLoader", "some_vae.safetensors", "not a FramePack transformer",
+                          "a VAE", "FramePackI2V_HY_bf16.safetensors", "in models/diffusion_models")
+    assert "LoRA" not in error
+
+
+def test_a_lora_chosen_as_the_model_points_to_the_lora_node(comfy, tiny):
+    """The core names the file a LoRA; the loader node adds where LoRAs go in the graph."""
+    path = tiny["models"] / "diffusion_models" / "some_lora.safetensors"
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(32, 4)}, str(path))
+    graph = tiny_workflow("framepack_i2v", seed=next(_SEEDS), prefix=unique("lora_as_model"))
+    node_of(graph, "FramePackModelLoader")["inputs"]["model"] = path.name
+    result = comfy.run(graph, timeout=120)
+    assert result.status == "error" and result.error["node_type"] == "FramePackModelLoader"
+    for fragment in ("some_lora.safetensors is not a FramePack transformer: it looks like a LoRA",
+                     "in models/diffusion_models", "chain it through the FramePack LoRA node"):
+        assert fragment in result.error["exception_message"], result.error["exception_message"]
+
+
+def test_a_keyframe_encoded_with_another_clip_vision_model_is_named_at_its_node(comfy, tiny):
+    """The core says what does not match; the keyframe node adds which of its inputs to connect differently."""
+    graph = tiny_workflow("framepack_i2v", seed=next(_SEEDS), prefix=unique("keyframe_mismatch"))
+    graph["21"] = {"class_type": "FramePackTestClipVisionLoader", "inputs": {"embed_dim": 40, "tokens": 16},
+                   "_meta": {"title": "another CLIP vision"}}
+    graph["22"] = {"class_type": "FramePackKeyframe",
+                   "inputs": {"conditioning": ["8", 0], "image": ["7", 0], "vae": ["5", 0], "clip_vision": ["21", 0],
+                              "time_seconds": 0.5, "strength": 1.0}, "_meta": {"title": "keyframe"}}
+    node_of(graph, "FramePackSampler")["inputs"]["conditioning"] = ["22", 0]
+    result = comfy.run(graph, timeout=120)
+    assert result.status == "error" and result.error["node_type"] == "FramePackKeyframe"
+    message = result.error["exception_message"]
+    assert "the keyframe image embeddings have width 40, the start image's 24" in message, message
+    assert "Connect the same VAE and CLIP vision model to this node as to FramePack Image Conditioning" in message
 
 
 def test_truncated_safetensors(comfy_server, tiny, dirs):

@@ -13,10 +13,10 @@ from pathlib import Path
 import av
 import pytest
 
-from framepack_client.comfy_api import PromptRejected
+from framepack_client.server_api import PromptRejected
+from framepack_dev.comfy_server import PACK_LINK_NAME
+from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflow
 from scripts import build_workflows
-from tests.comfy.harness import PACK_LINK_NAME
-from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
               "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine")

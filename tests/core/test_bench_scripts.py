@@ -1,6 +1,6 @@
-"""The GPU checks are run rarely (only when a GPU is lent), so their code is run here on the CPU in dry-run mode:
-bench/device_checks.sh with DRY_RUN=1 runs the GPU parts of both benchmark scripts with the tiny model. This
-measures nothing; it makes sure the one prepared GPU command works before device time is spent on it."""
+"""The benchmarks' GPU code runs on the CPU here in dry-run mode: bench/device_checks.sh with DRY_RUN=1 runs the GPU
+parts of both benchmark scripts with the tiny model. This measures nothing; it keeps the one GPU command working on
+machines without a GPU."""
 
 import json
 import os

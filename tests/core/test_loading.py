@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from framepack_core import TINY, CheckpointError, FramePackConfig, FramePackTransformer
+from framepack_core.errors import NotFramePackError
 from framepack_core.loading import detect_variant, is_fp8_eligible, load_framepack_model, save_framepack_model
 
 
@@ -190,8 +191,21 @@ def test_plain_hunyuan_video_diffusers_transformer(tmp_path, reference):
 ])
 def test_other_model_families(tmp_path, keys, family):
     save_file({k: torch.zeros(2, 2) for k in keys}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(CheckpointError, match=rf"other\.safetensors is not a FramePack transformer.*{family}"):
+    with pytest.raises(NotFramePackError, match=rf"other\.safetensors is not a FramePack transformer.*{family}") as caught:
         load_framepack_model(tmp_path / "other.safetensors")
+    assert not caught.value.is_lora and "models/" not in str(caught.value)
+
+
+def test_a_lora_is_named_in_the_core_own_terms(tmp_path):
+    """The core says what the file is; where LoRAs go in a UI is the nodes' hint, not the core's."""
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(32, 4)},
+              str(tmp_path / "style.safetensors"))
+    with pytest.raises(NotFramePackError, match=r"style\.safetensors is not a FramePack transformer: it looks like a "
+                                                r"LoRA, which is applied on top of a FramePack model") as caught:
+        load_framepack_model(tmp_path / "style.safetensors")
+    assert caught.value.is_lora
+    assert not any(word in str(caught.value) for word in ("node", "models/", "ComfyUI")), caught.value
 
 
 def test_shape_mismatch_names_groups(tmp_path, reference):

@@ -26,28 +26,19 @@ import math
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer
+from framepack_core import TINY
 from framepack_core import generate as gen
 from framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
+from framepack_dev.random_weights import tiny_transformer
 
 FPS = 30
 WINDOW = 9
 
 
-def _model():
-    torch.manual_seed(0)
-    model = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _model()
+    return tiny_transformer()
 
 
 def _image(seed, h=4, w=6):

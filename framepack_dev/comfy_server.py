@@ -1,4 +1,4 @@
-"""Start and stop a REAL ComfyUI server for tests, in a throw-away base directory.
+"""Start and stop a REAL ComfyUI server (for the tests and scripts/demo.py) in a throw-away base directory.
 
 The server runs ``main.py --cpu`` on a free loopback port with ``--base-directory`` pointing at a temp
 folder laid out like a ComfyUI install (models/..., input/, output/, temp/, user/, custom_nodes/).
@@ -26,11 +26,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from framepack_client.comfy_api import ComfyClient
+if TYPE_CHECKING:  # imported when used, so that finding out whether a ComfyUI is installed needs nothing else
+    from framepack_client.server_api import ComfyClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEST_NODE_PACK = Path(__file__).resolve().parent / "test_node_pack"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The test pack's stand-in encoders are what the demo's smoke run on tiny weights uses too.
+TEST_NODE_PACK = REPO_ROOT / "tests" / "comfy" / "test_node_pack"
 PACK_LINK_NAME = "comfyui-framepack"
 TEST_PACK_LINK_NAME = "framepack_test_nodes"
 MODEL_FOLDERS = ("diffusion_models", "vae", "loras", "clip_vision", "text_encoders")
@@ -152,12 +155,6 @@ class ComfyServer:
     def custom_nodes_dir(self) -> Path:
         return self.base_dir / "custom_nodes"
 
-    def model_folder(self, kind: str) -> Path:
-        """``models/<kind>`` (diffusion_models, vae, loras, clip_vision, text_encoders, ...), created if needed."""
-        folder = self.models_dir / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
     def _prepare_base_dir(self) -> None:
         for folder in MODEL_FOLDERS:
             (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -243,7 +240,9 @@ class ComfyServer:
 
     # -- observation
 
-    def client(self, client_id: str | None = None) -> ComfyClient:
+    def client(self, client_id: str | None = None) -> "ComfyClient":
+        from framepack_client.server_api import ComfyClient
+
         return ComfyClient(self.url, client_id=client_id)
 
     def log_text(self, whole: bool = False) -> str:

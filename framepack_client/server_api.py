@@ -1,4 +1,5 @@
-"""A small client for ComfyUI's HTTP and websocket API, written with the Python standard library only.
+"""A small client for ComfyUI's HTTP and websocket API: the standard library for HTTP, websocket-client for the
+event stream.
 
 It covers what a program needs to drive a ComfyUI server the way its own frontend does:
 
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import websocket
+
 __all__ = [
     "ComfyClient",
     "ComfyError",
@@ -48,7 +51,6 @@ __all__ = [
     "EventStream",
     "PromptRejected",
     "PromptResult",
-    "WebSocket",
     "WebSocketClosed",
     "WebSocketError",
 ]
@@ -66,34 +68,57 @@ _TERMINAL_EVENTS = {
 
 from .errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected,  # noqa: E402
                      WebSocketClosed, WebSocketError)
-from .websocket import _OP_BINARY, WebSocket  # noqa: E402
+
+# A wait of 0 would make the socket non-blocking, which websocket-client reports as an error, not as "no data".
+_SHORTEST_WAIT = 0.001
 
 
 class EventStream:
     """ComfyUI's ``/ws`` event feed for one client id: yields the JSON messages, skips binary previews.
 
-    Use as a context manager; open it BEFORE queueing a prompt to see every one of its messages.
+    Use as a context manager; open it BEFORE queueing a prompt to see every one of its messages. A wait that
+    ends in the middle of a frame keeps the part received, so ``next(timeout=...)`` can poll without losing sync.
     """
 
     def __init__(self, ws_url: str, connect_timeout: float = 30.0):
         self.url = ws_url
-        self._ws = WebSocket.connect(ws_url, timeout=connect_timeout)
+        try:
+            # no Origin header (ComfyUI checks it against Host only for browsers), no proxy: as the HTTP requests
+            self._ws = websocket.create_connection(ws_url, timeout=connect_timeout, suppress_origin=True,
+                                                   http_no_proxy=["*"])
+        except websocket.WebSocketBadStatusException as exc:
+            raise WebSocketError(f"websocket upgrade refused by {ws_url}: {exc}") from exc
+        except websocket.WebSocketException as exc:
+            raise WebSocketError(f"websocket handshake with {ws_url} failed: {exc}") from exc
+        except OSError as exc:
+            raise ComfyConnectionError(f"cannot connect to {ws_url}: {exc}") from exc
         self.previews_skipped = 0
 
     def next(self, timeout: float | None) -> JsonDict | None:
-        """Next JSON message, or None if none arrived within ``timeout`` seconds."""
+        """Next JSON message, or None if none arrived within ``timeout`` seconds. Raises :class:`WebSocketClosed`
+        when the server closes the connection (pings are answered and close frames echoed by websocket-client)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            message = self._ws.recv(remaining)
-            if message is None:
+            remaining = None if deadline is None else max(_SHORTEST_WAIT, deadline - time.monotonic())
+            try:
+                self._ws.settimeout(remaining)
+                opcode, payload = self._ws.recv_data()
+            except websocket.WebSocketTimeoutException:
                 return None
-            opcode, payload = message
-            if opcode == _OP_BINARY:  # preview image: 4-byte event type + 4-byte format + image bytes
+            except websocket.WebSocketConnectionClosedException as exc:
+                raise WebSocketClosed(None, f"connection closed without a close frame: {exc}") from exc
+            except websocket.WebSocketException as exc:
+                raise WebSocketError(f"the server broke the websocket protocol: {exc}") from exc
+            except OSError as exc:
+                raise WebSocketClosed(None, f"connection lost: {exc}") from exc
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                raise WebSocketClosed(code, payload[2:].decode("utf-8", "replace"))
+            if opcode == websocket.ABNF.OPCODE_BINARY:  # preview image: 4-byte event type + 4-byte format + image
                 self.previews_skipped += 1
                 continue
             try:
-                return json.loads(payload.decode("utf-8"))
+                return json.loads(payload)
             except ValueError as exc:
                 raise WebSocketError(f"non-JSON text message: {payload[:200]!r}") from exc
 
@@ -104,7 +129,10 @@ class EventStream:
                 yield message
 
     def close(self) -> None:
-        self._ws.close()
+        """Send a close frame (unless one was already echoed) and close the socket without waiting for the server's
+        answer. Idempotent."""
+        self._ws.close(timeout=0)
+        self._ws.shutdown()  # close() leaves the socket open once a server's close frame has been echoed
 
     def __enter__(self) -> "EventStream":
         return self

@@ -1,4 +1,5 @@
-"""Tiny real weights for end-to-end runs of the shipped workflows on a CPU ComfyUI.
+"""Tiny real weights for end-to-end runs of the shipped workflows on a CPU ComfyUI (the tests and the demo's smoke
+run).
 
 Everything from our loader to the MP4 is real: a random-init FramePack transformer with the released
 architecture and key names (tiny sizes) saved as .safetensors and loaded by our loader, a random TAEHV loaded by
@@ -13,14 +14,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from framepack_core import TINY, FramePackTransformer
+from framepack_core.config import TINY
 from framepack_core.loading import save_framepack_model
-from tests.comfy.tiny_vae import write_tiny_taehv
 
-REPO = Path(__file__).resolve().parents[2]
+from .random_weights import tiny_transformer
+from .tiny_vae import write_tiny_taehv
+
+REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 TINY_I2V = "FramePackI2V_HY_tiny.safetensors"
 TINY_F1 = "FramePack_F1_I2V_HY_tiny.safetensors"
@@ -28,16 +30,6 @@ TINY_VAE = "taehv_tiny.safetensors"
 START_IMAGE, END_IMAGE = "tiny_start.png", "tiny_end.png"
 # text/pooled/image widths of the TINY config, which the stand-in encoders are told to emit
 TEXT_DIM, POOLED_DIM, IMAGE_DIM, IMAGE_TOKENS = TINY.text_embed_dim, TINY.pooled_projection_dim, TINY.image_proj_dim, 16
-
-
-def tiny_transformer(seed: int = 0) -> FramePackTransformer:
-    torch.manual_seed(seed)
-    model = FramePackTransformer(TINY).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model
 
 
 def write_image(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:
