@@ -139,7 +139,7 @@ def _param_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("generation parameters (hosted API names)")
     group.add_argument("--params", metavar="FILE.json", default=None,
                        help="a JSON object of parameters (hosted request body); the flags below override it")
-    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL"}
+    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL", "bool": "true|false"}
     for s in SPECS:
         flags = ["--" + s.name.replace("_", "-")]
         if s.name == "num_inference_steps":
@@ -147,7 +147,7 @@ def _param_options() -> argparse.ArgumentParser:
         text = s.help
         if s.kind in ("int", "float") and s.low is not None:
             text += f"; {s.range_text()}"
-        if s.kind == "choice":
+        if s.kind in ("choice", "bool"):
             text += f"; {s.range_text()}"
         if s.default not in (None, ""):
             text += f" (default {s.default})"
@@ -235,7 +235,7 @@ def params_from_args(args: argparse.Namespace) -> HostedParams:
     for s in SPECS:
         text = getattr(args, s.name, None)
         if text is not None:
-            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float") else text
+            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float", "bool") else text
     return HostedParams.from_mapping(data, base_dir=base_dir)
 
 
