@@ -49,6 +49,7 @@ commands:
   status   ask where a job is: created (queued), processing, completed or failed
   result   wait for a job (--wait SECONDS) and download its video
   batch    run the jobs of a JSON-lines file one after another
+  serve    run the local service with the hosted APIs' contracts over ComfyUI servers (serve --help)
 
 examples:
   python -m framepack_client run --image start.png --prompt "the girl dances gracefully" \\
@@ -437,6 +438,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the local service (framepack_client.service); its packages load only here
+        from .service.cli import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help(sys.stderr)

@@ -20,7 +20,7 @@ from tests.comfy.harness import PACK_LINK_NAME
 from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
-              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine")
+              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker")
 WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
 
 
