@@ -38,7 +38,8 @@ log() { echo "[comfy_env $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # Pinned lock (pip freeze of a working Python 3.11 x86_64 venv). Keep it sorted by role, not name:
-# ComfyUI requirements, then torch and its CUDA wheels (they run on CPU too), then test-only packages.
+# ComfyUI requirements, then torch and its CUDA wheels (they run on CPU too), then the local service's packages
+# (fastapi, uvicorn: the "service" extra), then test-only packages.
 lock_list() { cat <<'EOF'
 comfyui-frontend-package==1.32.9
 comfyui-workflow-templates==0.7.25
@@ -134,6 +135,10 @@ nvidia-nccl-cu13==2.30.7
 nvidia-nvjitlink==13.5.37
 nvidia-nvshmem-cu13==3.4.5
 nvidia-nvtx==13.0.85
+fastapi==0.163.2
+starlette==1.10.0
+uvicorn==0.54.0
+opentelemetry-api==1.45.2
 pytest==9.2.0
 iniconfig==2.3.1
 pluggy==1.7.0
@@ -188,7 +193,7 @@ install_venv() {
     rm -f "$VENV"/.framepack-lock-*
     touch "$stamp"
   fi
-  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors' \
+  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors, fastapi, uvicorn' \
     || die "the venv does not import its pinned packages; delete $VENV and re-run"
 }
 
