@@ -126,6 +126,8 @@ def check_body(contract: Contract, body: Any) -> dict[str, Any]:
                                    f"...), got {short(str(value), 60)!r}"))
     # an explicit null means "not given": the default applies
     values = {**contract.defaults, **{k: v for k, v in body.items() if k in contract.fields and v is not None}}
+    if "strength" not in body and not values.get("end_image_url"):
+        values.pop("strength", None)  # its default belongs to the end image; without one it is only noise
     mapped = {contract.hosted_name(k): (PLACEHOLDER_IMAGE if k in contract.images else v)
               for k, v in values.items()}
     try:
