@@ -11,7 +11,6 @@ import ipaddress
 import json
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,15 +19,12 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
-import uvicorn  # noqa: E402
-
 from framepack_client import cli  # noqa: E402
 from framepack_client.service import fetch  # noqa: E402
-from framepack_client.service.app import create_app  # noqa: E402
-from framepack_client.service.core import Service, ServiceConfig  # noqa: E402
 from framepack_client.service.gate import host_without_port, is_loopback, key_matches  # noqa: E402
 from framepack_client.service.intake import FAL_FLF2V, FAL_I2V, WAVESPEED, BadRequest, check_body  # noqa: E402
 from framepack_client.service.store import QUEUED, JobRecord, JobStore  # noqa: E402
+from tests.service_harness import LiveService  # noqa: E402
 
 
 def png_bytes(size=(24, 16), color=(200, 30, 30)) -> bytes:
@@ -262,49 +258,12 @@ def test_gate_helpers():
     assert not key_matches("Bearer k2", "k1") and not key_matches("Basic k1", "k1") and not key_matches("", "k1")
 
 
-class LiveService:
-    def __init__(self, tmp_path, **config):
-        self.port = _free_port()
-        self.service = Service(ServiceConfig(comfy_urls=["http://127.0.0.1:9"], data_dir=tmp_path / "svc",
-                                             **config))
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.service), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the service did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def call(self, method, path, body=None, headers=None, raw=None):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def live(tmp_path):
     services = []
 
     def make(**config):
-        services.append(LiveService(tmp_path / str(len(services)), **config))
+        services.append(LiveService(["http://127.0.0.1:9"], tmp_path / str(len(services)), **config))
         return services[-1]
 
     yield make
@@ -317,14 +276,15 @@ def test_wrong_or_missing_key_is_401_and_nothing_is_stored(live):
     body = {"image": data_uri(png_bytes()), "prompt": "p"}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Key wrong"},
                     {"Authorization": "right-key"}):
-        status, answer = svc.call("POST", "/api/v3/wavespeed-ai/framepack", body, headers)
+        status, answer = svc.call("POST", "/api/v3/wavespeed-ai/framepack", body, headers, auth=False)
         assert status == 401 and answer["code"] == 401 and answer["data"] is None
         assert "Authorization: Bearer KEY" in answer["message"]
-        status, answer = svc.call("POST", "/fal-ai/framepack", {"image_url": body["image"], "prompt": "p"}, headers)
+        status, answer = svc.call("POST", "/fal-ai/framepack", {"image_url": body["image"], "prompt": "p"}, headers,
+                                  auth=False)
         assert status == 401 and "Authorization: Key KEY" in answer["detail"]
-    assert svc.call("GET", "/service/servers")[0] == 401
+    assert svc.call("GET", "/service/servers", auth=False)[0] == 401
     assert svc.service.store.count() == 0
-    assert svc.call("GET", "/health") == (200, {"status": "ok"})
+    assert svc.call("GET", "/health", auth=False) == (200, {"status": "ok"})
     status, answer = svc.call("POST", "/api/v3/wavespeed-ai/framepack", body, {"Authorization": "Bearer right-key"})
     assert status == 200 and answer["data"]["status"] == "created"
     status, _ = svc.call("POST", "/fal-ai/framepack", {"image_url": body["image"], "prompt": "p"},
