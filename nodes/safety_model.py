@@ -106,7 +106,7 @@ def load_classifier(folder: str) -> Classifier:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         model, info = AutoModelForImageClassification.from_pretrained(
             folder, config=config, local_files_only=True, use_safetensors=True, output_loading_info=True)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # RuntimeError: weights of other shapes
         raise ClassifierError(f"{folder} does not hold a usable image classifier ({err}); {DOWNLOAD_HINT}") from err
     broken = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if broken:
