@@ -31,8 +31,9 @@ REQUEST_PATHS = (f"/{APP}/requests/{{request_id}}", f"/{APP}/flf2v/requests/{{re
 
 
 def withheld(job: JobRecord) -> bool:
-    """A flagged video of a job that asked for the safety checker is not delivered."""
-    return bool(job.params.get("enable_safety_checker")) and any(job.nsfw)
+    """A flagged video of a fal request that asked for the safety checker is not delivered (WaveSpeed's contract
+    delivers it and says so in has_nsfw_contents)."""
+    return job.contract == "fal" and bool(job.params.get("enable_safety_checker")) and any(job.nsfw)
 
 
 def request_urls(base: str, job: JobRecord) -> dict:

@@ -27,7 +27,7 @@ from tests.service_harness import LiveService, ServiceProcess  # noqa: E402
 
 KEY = "e2e-test-key"
 TINY = {"resolution": "custom", "width": 64, "height": 64, "num_frames": 30, "num_inference_steps": 4}
-LONGER = {**TINY, "num_inference_steps": 12}  # long enough to be caught running
+LONGER = {**TINY, "num_inference_steps": 8}  # long enough to be caught running
 
 # WaveSpeed page, "Response Parameters": code, message, data.id, data.model, data.outputs, data.urls, data.urls.get,
 # data.has_nsfw_contents, data.status, data.created_at, data.error, data.timings, data.timings.inference
@@ -58,28 +58,34 @@ def probe(data: bytes) -> tuple[int, int, int]:
 def servers(tmp_path_factory):
     made = [ComfyServer(base_dir=tmp_path_factory.mktemp(f"service_comfy{i}"), extra_args=["--cache-none"])
             for i in range(3)]
-    errors = []
-
-    def boot(server):
+    for server in made:  # here, not in the threads: transformers' lazy imports are not thread-safe
         install_tiny_models(server.models_dir, server.input_dir)
         install_tiny_classifiers(server.models_dir)
+    errors, started, release = [], threading.Semaphore(0), threading.Event()
+
+    def boot(server):
         try:
             server.start()
         except ComfyStartError as err:
             errors.append(str(err))
+        started.release()
+        # The harness asks the kernel to stop a server when the thread that started it ends (PR_SET_PDEATHSIG
+        # follows the thread): this thread lives until the servers are stopped.
+        release.wait()
 
-    threads = [threading.Thread(target=boot, args=(s,)) for s in made]
+    threads = [threading.Thread(target=boot, args=(s,), daemon=True) for s in made]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    if errors:
+    for _ in threads:
+        started.acquire()
+    try:
+        if errors:
+            pytest.fail(errors[0], pytrace=False)
+        yield made
+    finally:
         for s in made:
             s.stop()
-        pytest.fail(errors[0], pytrace=False)
-    yield made
-    for s in made:
-        s.stop()
+        release.set()
 
 
 @pytest.fixture(scope="module")
