@@ -189,10 +189,10 @@ class Scheduler:
 
     def _assign(self) -> None:
         jobs = self.store.active()
-        ours: dict[str, int] = {}
+        ours: dict[str, set] = {}  # server -> our prompt ids there
         for job in jobs:
             if job.status in (DISPATCHED, RUNNING) and job.server:
-                ours[job.server] = ours.get(job.server, 0) + 1
+                ours.setdefault(job.server, set()).add(job.prompt_id)
         for job in jobs:
             if job.status != QUEUED or self._is_busy(job.id):
                 continue
@@ -206,8 +206,8 @@ class Scheduler:
             server = self.pool.choose(job.model_file, ours, self.settings.jobs_per_server, job.tried)
             if server is None:
                 continue  # every fitting server is full or down: the job waits its turn
-            ours[server.url] = ours.get(server.url, 0) + 1
             job.status, job.server, job.prompt_id = DISPATCHED, server.url, uuid.uuid4().hex
+            ours.setdefault(server.url, set()).add(job.prompt_id)
             job.attempts += 1
             job.tried.append(server.url)
             job.dispatched_at = time.time()

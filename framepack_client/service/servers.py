@@ -85,15 +85,16 @@ class ServerPool:
             return False
         return None
 
-    def choose(self, model: str, ours: dict[str, int], depth: int, avoid: list[str]) -> Server | None:
+    def choose(self, model: str, ours: dict[str, set], depth: int, avoid: list[str]) -> Server | None:
         """The least loaded answering server that has ``model`` and fewer than ``depth`` of our jobs (``ours``:
-        url -> count). Servers in ``avoid`` (where the job already failed) are used only if no other fits."""
+        url -> our prompt ids there). The load is every prompt the server held at the last probe plus ours sent
+        since. Servers in ``avoid`` (where the job already failed) are used only if no other fits."""
         fits = [s for s in self.servers if s.answering and s.models and model in s.models
-                and ours.get(s.url, 0) < depth]
+                and len(ours.get(s.url, ())) < depth]
         if not fits:
             return None
         fresh = [s for s in fits if s.url not in avoid] or fits
-        return min(fresh, key=lambda s: (max(s.queue_length, ours.get(s.url, 0)), ours.get(s.url, 0), s.index))
+        return min(fresh, key=lambda s: (len(s.prompt_ids | ours.get(s.url, set())), s.index))
 
     def describe(self) -> list[dict]:
         now = time.monotonic()

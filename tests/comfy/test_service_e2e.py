@@ -55,7 +55,15 @@ def probe(data: bytes) -> tuple[int, int, int]:
 # -- fixtures ---------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def one_thread_servers():
+    """Three servers share the machine's cores: one compute thread each (also for the restarted one)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, one_thread_servers):
     made = [ComfyServer(base_dir=tmp_path_factory.mktemp(f"service_comfy{i}"), extra_args=["--cache-none"])
             for i in range(3)]
     for server in made:  # here, not in the threads: transformers' lazy imports are not thread-safe
