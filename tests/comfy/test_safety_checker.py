@@ -83,3 +83,23 @@ def test_switched_off_needs_no_classifier(comfy):
     assert result.ok, result.error_message
     assert report_of(result, node) == {"enabled": False, "flagged": False, "score": 0.0, "threshold": 0.5,
                                        "frames_checked": 0}
+
+
+def test_the_client_switches_the_checker_on_and_reports_it(comfy_server, tmp_path):
+    """python -m framepack_client run --enable-safety-checker true: the shipped workflow's checker (off as
+    shipped) is switched on and the result says has_nsfw_contents per video."""
+    import json
+
+    from tests.comfy.test_client_e2e import cli_in_process, tiny_args
+
+    workflow = tmp_path / "tiny_i2v.json"
+    workflow.write_text(json.dumps(tiny_workflow("framepack_i2v")))
+    start = comfy_server.input_dir / "tiny_start.png"
+    common = ["--server", comfy_server.url, "--jobs-dir", str(tmp_path / "jobs"), "--output-dir",
+              str(tmp_path / "out"), "-q", "--image", str(start), "--prompt", "checked", *tiny_args(workflow, seed=8)]
+    code, out, err = cli_in_process("run", *common, "--enable-safety-checker", "true")
+    result = json.loads(out)
+    assert code == 0 and result["status"] == "completed", result["error"]
+    assert result["has_nsfw_contents"] == [True]  # the installed tiny classifier flags everything
+    code, out, err = cli_in_process("run", *common)
+    assert json.loads(out)["has_nsfw_contents"] == [False]
