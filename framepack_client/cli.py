@@ -49,6 +49,7 @@ commands:
   status   ask where a job is: created (queued), processing, completed or failed
   result   wait for a job (--wait SECONDS) and download its video
   batch    run the jobs of a JSON-lines file one after another
+  serve    run the local service with the hosted APIs' contracts over ComfyUI servers (serve --help)
 
 examples:
   python -m framepack_client run --image start.png --prompt "the girl dances gracefully" \\
@@ -139,7 +140,7 @@ def _param_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("generation parameters (hosted API names)")
     group.add_argument("--params", metavar="FILE.json", default=None,
                        help="a JSON object of parameters (hosted request body); the flags below override it")
-    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL"}
+    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL", "bool": "true|false"}
     for s in SPECS:
         flags = ["--" + s.name.replace("_", "-")]
         if s.name == "num_inference_steps":
@@ -147,7 +148,7 @@ def _param_options() -> argparse.ArgumentParser:
         text = s.help
         if s.kind in ("int", "float") and s.low is not None:
             text += f"; {s.range_text()}"
-        if s.kind == "choice":
+        if s.kind in ("choice", "bool"):
             text += f"; {s.range_text()}"
         if s.default not in (None, ""):
             text += f" (default {s.default_text()})"
@@ -235,7 +236,7 @@ def params_from_args(args: argparse.Namespace) -> HostedParams:
     for s in SPECS:
         text = getattr(args, s.name, None)
         if text is not None:
-            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float") else text
+            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float", "bool") else text
     return HostedParams.from_mapping(data, base_dir=base_dir)
 
 
@@ -437,6 +438,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the local service (framepack_client.service); its packages load only here
+        from .service.cli import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help(sys.stderr)

@@ -7,6 +7,8 @@ Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_i
 (-1 = random). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and ``resolution`` "custom"
 with ``width``/``height``. :data:`SPECS` holds every range and default; those the nodes share come from
 ``framepack_core.limits`` (a module without torch), so a request the client accepts is one the nodes accept.
+``enable_safety_checker`` (false; true switches on the NSFW checker node that the shipped workflows carry) is
+the hosted APIs' switch.
 
 Everything is checked before anything is sent to a server: :meth:`HostedParams.from_mapping` collects every
 problem and raises one :class:`ValidationError` whose lines name the input and how to fix it.
@@ -37,6 +39,7 @@ API_WORKFLOWS_DIR = REPO_ROOT / "workflows" / "api"
 WORKFLOW_I2V, WORKFLOW_FLF2V, WORKFLOW_F1 = "framepack_i2v", "framepack_first_last_frame", "framepack_f1"
 TITLE_START, TITLE_END = "Start image", "End image"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
+SAFETY_NODE = "FramePackSafetyChecker"
 
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2_147_483_647  # the hosted APIs' seeds are 32-bit
@@ -63,7 +66,8 @@ class WorkflowError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One hosted parameter: its type ("int", "float", "str", "image", "choice"), range or choices, default."""
+    """One hosted parameter: its type ("int", "float", "str", "image", "choice", "bool"), range or choices,
+    default."""
     name: str
     kind: str
     help: str
@@ -74,6 +78,8 @@ class ParamSpec:
     required: bool = False
 
     def range_text(self) -> str:
+        if self.kind == "bool":
+            return "true or false"
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.low is not None:
@@ -111,6 +117,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("cfg_scale", "float", f"real classifier-free guidance; {DEFAULT_CFG:g} = off (twice as fast)",
               DEFAULT_CFG, 0, MAX_CFG),
     ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
+    ParamSpec("enable_safety_checker", "bool", "score the video with the NSFW safety checker (its classifier must be "
+              "in ComfyUI's models/nsfw_detector; README)", False),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -196,6 +204,9 @@ def parse_cli_value(name: str, text: str) -> Any:
     """A command-line string as the parameter's type ("25" -> 25 for ints, "0.5" -> 0.5 for floats). Text that is
     not a number is returned unchanged, so validation reports it with the parameter's own message."""
     s = spec(name)
+    if s.kind == "bool":
+        return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                "off": False}.get(text.strip().lower(), text)
     try:
         if s.kind == "int":
             return int(text.strip())
@@ -233,6 +244,7 @@ class HostedParams:
     guidance_scale: float = DEFAULT_GUIDANCE
     cfg_scale: float = DEFAULT_CFG
     seed: int = -1
+    enable_safety_checker: bool = False
     extra: dict = field(default_factory=dict, repr=False)  # accepted hosted keys we do not use
 
     @property
@@ -261,6 +273,8 @@ class HostedParams:
                 problem = _check_number(s, value)
             elif s.kind == "choice":
                 problem = None if value in s.choices else f"{s.name} {value!r} is not {s.range_text()}"
+            elif s.kind == "bool":
+                problem = None if isinstance(value, bool) else f"{s.name} must be true or false, got {value!r}"
             else:
                 problem = None if isinstance(value, str) else \
                     f"{s.name} must be text, got {value!r} ({type(value).__name__})"
@@ -287,8 +301,6 @@ class HostedParams:
         elif self.width is not None or self.height is not None:
             out.append(f"width and height are used only with resolution custom (resolution is "
                        f"{self.resolution!r}); set resolution to custom or remove them")
-        if self.extra.get("enable_safety_checker") not in (None, False):
-            out.append("enable_safety_checker: no safety checker runs locally; remove it or set it to false")
         return out
 
     def validate(self) -> "HostedParams":
@@ -314,8 +326,6 @@ class HostedParams:
                 problems.append(f"{name} is given twice (as {name} and {key}); keep one")
             elif name in known:
                 values[name] = value
-            elif name == "enable_safety_checker":
-                extra[name] = value
             else:
                 problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
         for name in ("image", "end_image"):
@@ -452,6 +462,13 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
         cond["inputs"]["custom_width"] = params.width
         cond["inputs"]["custom_height"] = params.height
 
+    checkers = find_nodes(graph, SAFETY_NODE)
+    if params.enable_safety_checker and not checkers:
+        raise WorkflowError(f"enable_safety_checker is true but the workflow has no {SAFETY_NODE} node; use a shipped "
+                            "workflow or add the node (fed by FramePackVideoCombine's frames)")
+    for _, checker in checkers:
+        checker["inputs"]["enabled"] = bool(params.enable_safety_checker)
+
     find_node(graph, "CLIPTextEncode", TITLE_POSITIVE)[1]["inputs"]["text"] = params.prompt
     find_node(graph, "CLIPTextEncode", TITLE_NEGATIVE)[1]["inputs"]["text"] = params.negative_prompt
 
@@ -483,6 +500,7 @@ NODE_INPUTS = {
     ("CLIPTextEncode", TITLE_POSITIVE, "text"): "prompt",
     ("CLIPTextEncode", TITLE_NEGATIVE, "text"): "negative_prompt",
     ("FramePackModelLoader", None, "model"): "model (--model)",
+    (SAFETY_NODE, None, "enabled"): "enable_safety_checker",
 }
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from .hosted import (HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes, hosted_name,
-                     load_workflow, model_id, sniff_image_kind, workflow_name)
+from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes,
+                     hosted_name, load_workflow, model_id, sniff_image_kind, workflow_name)
 from .server_api import ComfyClient, EventStream
 
 DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
@@ -81,6 +81,8 @@ class Job:
     inference_ms: int | None = None
     remote_outputs: list[dict] = field(default_factory=list)  # {filename, subfolder, type} for /view
     outputs: list[str] = field(default_factory=list)  # downloaded local files
+    has_nsfw_contents: list[bool] = field(default_factory=list)  # per video output: flagged by the safety checker
+    nsfw_score: float | None = None  # the checker's top score, when it ran
     progress_events: int = 0  # progress messages seen by the process that followed the job (not persisted meaning)
 
     @property
@@ -93,6 +95,7 @@ class Job:
         return {
             "id": self.id, "model": self.model, "status": self.status, "outputs": list(self.outputs),
             "seed": self.seed, "error": self.error, "created_at": self.created_at,
+            "has_nsfw_contents": list(self.has_nsfw_contents),
             "timings": {"inference": self.inference_ms}, "urls": {"get": get_url},
             "prompt_id": self.prompt_id, "server": self.server,
         }
@@ -266,6 +269,15 @@ def _sampler_seed(job: Job, outputs: dict) -> int | None:
     return None
 
 
+def safety_report(graph: dict, outputs: dict) -> dict | None:
+    """The safety checker's report ({enabled, flagged, score, ...}) from a /history entry's outputs, or None."""
+    for node_id, _ in find_nodes(graph or {}, SAFETY_NODE):
+        for report in (outputs.get(node_id) or {}).get("framepack_safety") or []:
+            if isinstance(report, dict) and isinstance(report.get("flagged"), bool):
+                return report
+    return None
+
+
 def _video_refs(outputs: dict) -> list[dict]:
     refs = []
     for ui in outputs.values():
@@ -310,6 +322,10 @@ def apply_history(job: Job, entry: dict) -> Job:
         else:
             job.status = FAILED
             job.error = "the prompt finished without a video output; the workflow needs a FramePackVideoCombine node"
+    report = safety_report(job.prompt, outputs)
+    flagged = bool(report and report.get("enabled") and report["flagged"])
+    job.has_nsfw_contents = [flagged] * len(job.remote_outputs)
+    job.nsfw_score = float(report["score"]) if report and report.get("enabled") else None
     seed = _sampler_seed(job, outputs)
     if seed is None and job.status == COMPLETED and isinstance(job.params.get("seed"), int) \
             and job.params["seed"] != -1:

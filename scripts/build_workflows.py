@@ -39,6 +39,8 @@ NEGATIVE = ""
 # Titles the API client uses to find the nodes it fills (class_type + title).
 TITLE_START, TITLE_END = "Start image", "End image"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
+TITLE_SAFETY = "Safety checker"
+NSFW_CLASSIFIER = "nsfw_image_detection"  # folder in models/nsfw_detector (README: where to get it)
 
 
 def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> dict:
@@ -64,6 +66,10 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> di
             "mode": "auto", "cfg_rescale": 0.0}),
         "10": ("FramePackVideoCombine", "FramePack Video Combine", {
             "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": True}),
+        # Off by default: the API client and the service switch it on with enable_safety_checker.
+        "12": ("FramePackSafetyChecker", TITLE_SAFETY, {
+            "frames": ["10", 0], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
+            "sample_frames": 8, "block": False}),
     }
     if end_image:
         g["11"] = ("LoadImage", TITLE_END, {"image": END_IMAGE})
@@ -78,7 +84,7 @@ WORKFLOWS = {
 }
 
 # Left-to-right layout columns for the UI files (purely cosmetic).
-COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "9": 3, "10": 4}
+COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "9": 3, "10": 4, "12": 5}
 
 
 def load_object_info(source: str) -> dict:

@@ -82,7 +82,7 @@ install_venv() {
     rm -f "$VENV"/.framepack-lock-*
     touch "$stamp"
   fi
-  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors, websocket' \
+  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors, websocket, fastapi, uvicorn' \
     || die "the venv does not import its pinned packages; delete $VENV and re-run"
 }
 

@@ -200,7 +200,26 @@ def test_hosted_aliases_and_unknown_keys(start_png, end_png):
                                    "num_frame": 30, "enable_safety_checker": True})
     text = "\n".join(err.value.problems)
     assert "image is given twice" in text and "unknown parameter 'num_frame'" in text
-    assert "enable_safety_checker" in text
+    assert not any(line.startswith("enable_safety_checker") for line in err.value.problems)  # a known parameter
+
+
+def test_safety_checker_switch_fills_the_checker_node(start_png):
+    graph = load_workflow("framepack_i2v")
+    (checker_id, checker), = [(i, n) for i, n in graph.items() if n["class_type"] == "FramePackSafetyChecker"]
+    assert checker["inputs"]["enabled"] is False  # shipped off
+    assert checker["inputs"]["frames"] == [next(i for i, n in graph.items()
+                                                if n["class_type"] == "FramePackVideoCombine"), 0]
+    on = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
+                                                 "enable_safety_checker": True}), graph)
+    off = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)
+    assert on[checker_id]["inputs"]["enabled"] is True and off[checker_id]["inputs"]["enabled"] is False
+    with pytest.raises(ValidationError, match="enable_safety_checker must be true or false, got 'yes'"):
+        HostedParams.from_mapping({"image": str(start_png), "prompt": "p", "enable_safety_checker": "yes"})
+    del graph[checker_id]
+    with pytest.raises(WorkflowError, match="no FramePackSafetyChecker node"):
+        build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
+                                                "enable_safety_checker": True}), graph)
+    assert build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)  # off: not needed
 
 
 def test_relative_image_from_base_dir(tmp_path, start_png, monkeypatch):

@@ -19,7 +19,7 @@ from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflo
 from scripts import build_workflows
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
-              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine")
+              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker")
 WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
 
 

@@ -1,0 +1,223 @@
+"""Images given to the service as an http(s) URL or a ``data:`` URI, fetched under rules that keep a request from
+turning the service into a proxy into the network it sits in.
+
+* http and https only; at most ``max_redirects`` redirects, each new location checked like the first URL.
+* The host name is resolved once and every address it resolves to is checked; the connection then goes to that
+  checked address (a second lookup could answer differently). Loopback, private, link-local, multicast, reserved
+  and other not globally routable addresses are refused unless the policy allows them.
+* A time limit for the whole fetch and a byte cap (Content-Length is checked first, then the bytes read).
+* What arrives must decode as an image (Pillow), within a pixel cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http.client
+import io
+import ipaddress
+import socket
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from ..hosted import sniff_image_kind
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_PIXELS = 64 * 1024 * 1024  # larger images are refused before they are decoded
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Iterable[str]]
+
+
+class FetchError(ValueError):
+    """The image could not be used; the message names the URL (shortened) and what to do."""
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    allow_private: bool = False  # allow loopback / private / link-local addresses (--allow-private-urls)
+    allowed_networks: tuple = ()  # ip_network objects allowed even when allow_private is off
+    timeout: float = 30.0  # seconds for the whole fetch, redirects included
+    max_bytes: int = 32 * 1024 * 1024
+    max_redirects: int = 5
+    user_agent: str = field(default="framepack-service")
+
+
+def refusal_reason(address: str | IpAddress) -> str | None:
+    """Why an address is not a public internet address ("loopback", "private", "link-local", ...), or None when
+    it is globally routable. IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for name, test in (("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback),
+                       ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+                       ("private", ip.is_private), ("reserved", ip.is_reserved)):
+        if test:
+            return name
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def check_address(address: str, policy: UrlPolicy) -> None:
+    """Raises FetchError when the policy refuses ``address``."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    reason = refusal_reason(ip)
+    if reason is None or policy.allow_private or any(ip in net for net in policy.allowed_networks
+                                                     if net.version == ip.version):
+        return
+    raise FetchError(f"it resolves to {ip}, a {reason} address, which the service does not fetch from (start it "
+                     "with --allow-private-urls or --allow-url-network CIDR to allow it), or send the image as a "
+                     "data: URI")
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise FetchError(f"the host {host!r} cannot be resolved ({err.strerror})") from err
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to an address chosen beforehand (the checked one), whatever the host name says."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def short(url: str, limit: int = 120) -> str:
+    return url if len(url) <= limit else url[:limit] + "..."
+
+
+def _split(url: str) -> tuple[str, str, int, str]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise FetchError("only http and https URLs are fetched")
+    try:
+        host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+    except ValueError as err:
+        raise FetchError(f"the URL's port is not valid ({err})") from err
+    if not host:
+        raise FetchError("the URL has no host; give a full http(s)://host/path URL")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return scheme, host, port, target
+
+
+def fetch_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> bytes:
+    """The body of ``url`` under ``policy`` (see the module docstring); FetchError otherwise."""
+    deadline = time.monotonic() + policy.timeout
+    for _ in range(policy.max_redirects + 1):
+        scheme, host, port, target = _split(url)
+        addresses = list(resolver(host, port))
+        if not addresses:
+            raise FetchError(f"the host {host!r} resolves to no address")
+        for address in addresses:
+            check_address(address, policy)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchError(f"no answer within {policy.timeout:g} s")
+        kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
+        conn = kind(host, port, addresses[0], timeout=remaining)
+        try:
+            conn.request("GET", target, headers={"User-Agent": policy.user_agent, "Accept": "image/*"})
+            response = conn.getresponse()
+            if response.status in REDIRECTS:
+                location = response.getheader("Location")
+                if not location:
+                    raise FetchError(f"redirect {response.status} without a Location")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise FetchError(f"the server answered HTTP {response.status}")
+            length = response.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > policy.max_bytes:
+                raise FetchError(f"it is {int(length)} bytes; the limit is {policy.max_bytes} bytes")
+            chunks, size = [], 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise FetchError(f"the download took longer than {policy.timeout:g} s")
+                chunk = response.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > policy.max_bytes:
+                    raise FetchError(f"it is larger than the limit of {policy.max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except (OSError, http.client.HTTPException) as err:
+            raise FetchError(f"the download failed ({err or type(err).__name__})") from err
+        finally:
+            conn.close()
+    raise FetchError(f"more than {policy.max_redirects} redirects")
+
+
+def decode_data_uri(uri: str, max_bytes: int) -> bytes:
+    """The bytes of a ``data:[<type>][;base64],<data>`` URI (base64 or percent-encoded), capped."""
+    head, sep, payload = uri.partition(",")
+    if not sep:
+        raise FetchError("a data: URI needs a comma before its data (data:image/png;base64,...)")
+    if len(payload) > max_bytes * 4 // 3 + 8:
+        raise FetchError(f"the data: URI holds more than the limit of {max_bytes} bytes")
+    if head.lower().endswith(";base64"):
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise FetchError(f"the data: URI is not valid base64 ({err})") from err
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise FetchError(f"the data: URI holds more than the limit of {max_bytes} bytes")
+    return data
+
+
+def check_image(data: bytes) -> str:
+    """The image kind ("png", "jpeg", ...) when ``data`` decodes as an image; FetchError otherwise."""
+    kind = sniff_image_kind(data[:16])
+    if kind is None:
+        raise FetchError("it is not a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise FetchError(f"it is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels")
+            image.load()
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, FetchError):
+            raise
+        raise FetchError(f"it does not decode as an image ({err})") from err
+    return kind
+
+
+def is_image_source(value: object) -> bool:
+    return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://", "data:"))
+
+
+def load_image(value: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> tuple[bytes, str]:
+    """(bytes, kind) of an image given as an http(s) URL or a data: URI; FetchError says why not."""
+    if value[:5].lower() == "data:":
+        data = decode_data_uri(value, policy.max_bytes)
+    else:
+        data = fetch_url(value, policy, resolver)
+    return data, check_image(data)
