@@ -242,10 +242,16 @@ class _SectionRunner:
         caches = {b: TeaCache(req.steps, req.teacache_threshold) if req.teacache_threshold > 0 else None for b in texts}
         guidance = torch.full((1,), req.guidance_scale * 1000.0, device=dev)
 
+        # Text goes to the device (in the compute dtype, which the model would convert it to anyway) once per
+        # section, not at every model call.
+        dtype = getattr(model, "compute_dtype", None)
+        texts = {b: (t.tokens.to(device=dev, dtype=dtype), t.pooled.to(device=dev, dtype=dtype))
+                 for b, t in texts.items()}
+
         def predict_velocity(x, timestep, branch):
-            text = texts[branch]
-            return model(x, timestep.to(dev), text.tokens.to(dev), None, text.pooled.to(dev), guidance,
-                         context=contexts[branch], teacache=caches[branch])
+            tokens, pooled = texts[branch]
+            return model(x, timestep.to(dev), tokens, None, pooled, guidance, context=contexts[branch],
+                         teacache=caches[branch])
 
         denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)
         pins = self._section_pins(section, dev)

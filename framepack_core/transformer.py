@@ -169,6 +169,7 @@ class FramePackTransformer(nn.Module):
         joint = torch.cat([tokens, encoder], dim=1)
         # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
         joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
+        del tokens, encoder  # the joint sequence holds them; keeping them alive would add to the peak
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
