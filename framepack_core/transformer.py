@@ -128,6 +128,7 @@ class FramePackTransformer(nn.Module):
         noisy = self.x_embedder.proj(hidden_states.to(device=device, dtype=dtype)).flatten(1, 3)
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
+        del noisy
 
         # Rounded to the compute dtype as the original does (bf16: guidance 10 reaches the model as 9984).
         timestep = timestep.to(device=device, dtype=dtype)

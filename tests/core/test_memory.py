@@ -11,7 +11,8 @@ from framepack_core import RELEASED, TINY, FramePackTransformer
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.layers import rms_norm_rope
-from framepack_core.memory import PeakTracker, fused_attention_on_meta
+from framepack_core.memory import (PeakTracker, default_reserve_bytes, fused_attention_on_meta, image_tokens,
+                                   measure_peak_activations, peak_activation_bytes)
 
 MiB = 2 ** 20
 
@@ -100,3 +101,58 @@ def test_text_tokens_are_converted_once_per_section():
     sections = len(result.plan.sections)
     assert sections >= 2
     assert counter.copies == sections  # not sections * steps
+
+
+def _meta_model(config, dtype):
+    with torch.device("meta"):
+        model = FramePackTransformer(config)
+    model.compute_dtype = dtype
+    return model
+
+
+# The peak is inside one block, so two blocks of each kind at the released widths measure what 60 do (one
+# full-depth case below checks that).
+SHALLOW = dataclasses.replace(RELEASED, num_layers=2, num_single_layers=2, num_refiner_layers=2)
+
+
+@pytest.mark.parametrize("dtype,frames,h,w,text,teacache", [
+    (torch.bfloat16, 9, 80, 76, 256, False),  # 640x608
+    (torch.bfloat16, 9, 90, 160, 256, True),  # 1280x720
+    (torch.bfloat16, 1, 60, 106, 256, False),  # 848x480, one latent per section
+    (torch.float32, 33, 60, 106, 40, True),
+    (torch.float32, 4, 80, 76, 16, False),
+])
+def test_peak_activation_formula_matches_the_measurement(dtype, frames, h, w, text, teacache):
+    measured = measure_peak_activations(_meta_model(SHALLOW, dtype), frames, h, w, text_tokens=text, teacache=teacache)
+    tokens = image_tokens(SHALLOW, frames, h, w)
+    formula = peak_activation_bytes(SHALLOW, tokens, text, torch.finfo(dtype).bits // 8, teacache)
+    assert abs(formula - measured) <= 0.01 * measured, (formula / 2 ** 30, measured / 2 ** 30)
+
+
+def test_peak_activations_at_full_depth_640x608():
+    measured = measure_peak_activations(_meta_model(RELEASED, torch.bfloat16), 9, 80, 76)
+    assert abs(peak_activation_bytes(RELEASED, image_tokens(RELEASED, 9, 80, 76)) - measured) <= 0.005 * measured
+    assert 1.3 * 2 ** 30 < measured < 1.5 * 2 ** 30  # 1.385 GiB
+
+
+def test_image_tokens_match_what_the_model_packs():
+    """17,500 at 640x608 (the count the model itself gives for the benchmark's inputs), and the tiny model's packing
+    at odd sizes (padded 2x/4x slots)."""
+    assert image_tokens(RELEASED, 9, 80, 76) == 17_500
+    model = FramePackTransformer(TINY)
+    for frames, h, w in [(3, 8, 12), (2, 10, 6), (9, 14, 18)]:
+        g = torch.Generator().manual_seed(0)
+        r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+        context = model.prepare((1, 16, frames, h, w), torch.arange(frames), r(1, 3, TINY.image_proj_dim),
+                                r(1, 16, 2, h, w), torch.tensor([0, 1]), r(1, 16, 2, h, w), torch.tensor([2, 3]),
+                                r(1, 16, 16, h, w), torch.arange(4, 20))
+        noisy = frames * (h // 2) * (w // 2)
+        assert image_tokens(TINY, frames, h, w) == noisy + context.history_tokens.shape[1]
+
+
+@pytest.mark.parametrize("frames,h,w", [(9, 80, 76), (1, 8, 8), (9, 16, 16), (33, 60, 106)])
+def test_default_reserve_covers_the_measured_peak_with_teacache_on_both_branches(frames, h, w):
+    measured = measure_peak_activations(_meta_model(SHALLOW, torch.bfloat16), frames, h, w, teacache=True)
+    negative_branch_cache = 2 * image_tokens(SHALLOW, frames, h, w) * SHALLOW.inner_dim * 2  # its input, residual
+    reserve = default_reserve_bytes(SHALLOW, frames, h, w, teacache_branches=2)
+    assert measured + negative_branch_cache <= reserve <= 1.25 * (measured + negative_branch_cache) + 512 * MiB
