@@ -158,12 +158,14 @@ class FramePackTransformer(nn.Module):
                          t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
 
     def _run_blocks(self, tokens, encoder, temb, rope, key_mask, teacache):
+        run = self.block_runner or (lambda block, fn: fn())
         if teacache is not None:
-            modulated = self.transformer_blocks[0].norm1(tokens, temb)[0]
+            # through the runner: a streamed first block is then fetched once for both uses
+            first = self.transformer_blocks[0]
+            modulated = run(first, lambda: first.norm1(tokens, temb)[0])
             if not teacache.should_compute(modulated):
                 return tokens + teacache.residual
             before = tokens
-        run = self.block_runner or (lambda block, fn: fn())
         for block in self.transformer_blocks:
             tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
         n = tokens.shape[1]
