@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError
 from .transformer import FramePackTransformer
@@ -278,6 +279,7 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
         raise InputError(f"compute dtype {compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
     if storage not in STORAGE_CHOICES:
         raise InputError(f"storage {storage!r} is not one of {', '.join(STORAGE_CHOICES)}")
+    attention_backend = resolve_backend(attention_backend)
     source = resolve_source(path)
     found, prefix = read_shapes(source)
     config = source.config or infer_config(found, source.label)
