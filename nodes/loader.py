@@ -10,11 +10,12 @@ from comfy_api.latest import io
 
 from ..framepack_core.attention import BACKENDS
 from ..framepack_core.errors import InputError
-from ..framepack_core.loading import STORAGE_CHOICES, detect_variant, load_framepack_model
+from ..framepack_core.loading import FP16_COMPUTE_REFUSED, STORAGE_CHOICES, detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
 log = logging.getLogger("FramePack")
+COMPUTE_CHOICES = ["bf16", "fp32"]
 INDEX_SUFFIX = ".safetensors.index.json"
 
 
@@ -56,7 +57,9 @@ class FramePackModelLoader(io.ComfyNode):
                 io.Combo.Input("variant", options=["auto", "I2V_HY", "F1"], default="auto",
                                tooltip="auto: F1 when the name contains 'F1', else FramePackI2V_HY. I2V_HY samples "
                                        "sections backwards (anti-drifting), F1 forwards."),
-                io.Combo.Input("compute_dtype", options=["bf16", "fp16", "fp32"], default="bf16"),
+                io.Combo.Input("compute_dtype", options=COMPUTE_CHOICES, default="bf16",
+                               tooltip="bf16; fp32 doubles the activation memory (and the weights', unless fp8). No "
+                                       "fp16: HunyuanVideo-family activations exceed its range (fp16 FILES load fine)"),
                 io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default="auto",
                                tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
                                        "the block weights in fp8 (half the memory), upcast at each matmul"),
@@ -72,8 +75,10 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, variant, compute_dtype, weight_storage, attention):
+        if compute_dtype == "fp16":
+            return FP16_COMPUTE_REFUSED
         return check_choices(variant=(variant, ["auto", "I2V_HY", "F1"]),
-                             compute_dtype=(compute_dtype, ["bf16", "fp16", "fp32"]),
+                             compute_dtype=(compute_dtype, COMPUTE_CHOICES),
                              weight_storage=(weight_storage, list(STORAGE_CHOICES)), attention=(attention, list(BACKENDS)))
 
     @classmethod
