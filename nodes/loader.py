@@ -12,6 +12,7 @@ from ..framepack_core.attention import BACKENDS
 from ..framepack_core.errors import InputError
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, STORAGE_CHOICES, detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
+from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
 log = logging.getLogger("FramePack")
@@ -65,9 +66,16 @@ class FramePackModelLoader(io.ComfyNode):
                                        "the block weights in fp8 (half the memory), upcast at each matmul"),
                 io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
                                tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
-                io.Float.Input("vram_reserve_gb", default=6.0, min=0.0, max=128.0, step=0.5,
+                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=128.0, step=0.5,
                                tooltip="GPU memory kept free for activations; blocks that do not fit are streamed "
-                                       "from CPU memory (raise it if you get out-of-memory errors)"),
+                                       "from CPU memory. 0 = auto: derived from each job's resolution and window "
+                                       "(about 2.4 GB at 640x608, 4.9 GB at 1280x720); raise it if you get "
+                                       "out-of-memory errors"),
+                io.Boolean.Input("pin_memory", default=False,
+                                 tooltip="Page-locks the CPU copy of the blocks that stream, so their copies to "
+                                         "the GPU overlap compute. Costs RAM: those blocks' bytes are locked (up to "
+                                         "24 GB in bf16, 12 GB in fp8) and cannot be swapped out; leave off with "
+                                         "less than 64 GB of RAM"),
                 FramePackLora.Input("lora", optional=True),
             ],
             outputs=[FramePackModel.Output(display_name="model")],
@@ -82,7 +90,8 @@ class FramePackModelLoader(io.ComfyNode):
                              weight_storage=(weight_storage, list(STORAGE_CHOICES)), attention=(attention, list(BACKENDS)))
 
     @classmethod
-    def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, lora=None):
+    def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, pin_memory,
+                lora=None):
         path = resolve_model_path(model)
         transformer = load_framepack_model(path, compute_dtype=compute_dtype, storage=weight_storage,
                                            attention_backend=attention)
@@ -92,7 +101,8 @@ class FramePackModelLoader(io.ComfyNode):
             report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])
             log.info("FramePack LoRA: %s", report)
         log.info("FramePack: loaded %s as %s (%s compute, %s storage)", model, chosen, compute_dtype, weight_storage)
-        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras))
+        patcher = FramePackPatcher(transformer, model, pin_memory=pin_memory)
+        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras, patcher))
 
 
 class FramePackLoraSelect(io.ComfyNode):

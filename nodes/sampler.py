@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
 from ..framepack_core.config import VAE_SCALING_FACTOR
@@ -12,7 +13,8 @@ from ..framepack_core.generate import MAX_SEED, GenerationRequest, generate_vide
 from ..framepack_core.planning import MAX_FRAMES, MIN_FRAMES, plan_video
 from ..framepack_core.samplers import SAMPLERS
 from .conditioning import schedule_to_core
-from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
+from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
+                      raise_if_interrupted, text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")
@@ -81,12 +83,19 @@ class FramePackSampler(io.ComfyNode):
             window=window_size)
         plan = plan_video(num_frames, mode, window_size)
         progress = SamplingProgress(len(plan.sections), num_inference_steps)
+        latent_hw = tuple(conditioning.start.latent.shape[-2:])
+        reserve = activation_reserve_bytes(model, plan, latent_hw, teacache_threshold > 0, cfg_scale != 1.0,
+                                           mode == "forward" and conditioning.end is not None
+                                           and conditioning.strength > 0)
         try:
-            with model_on_device(model) as device:
-                result = generate_video(transformer, request, device=device, on_step=progress,
-                                        interrupt=interrupt_requested)
+            device = model_on_device(model, reserve)
+            result = generate_video(transformer, request, device=device, on_step=progress,
+                                    interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
+        except torch.cuda.OutOfMemoryError as err:
+            size = f"{latent_hw[1] * 8}x{latent_hw[0] * 8}, window {window_size}"
+            raise out_of_memory(model, "sampling", reserve, size, err) from err
         log.info("FramePack: %s, seed %d", result.plan.summary()["description"], result.seed)
         latent = {"samples": result.latents / VAE_SCALING_FACTOR,
                   "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": plan.fps,

@@ -32,6 +32,17 @@ def output_path(prefix: str, width: int, height: int) -> tuple[str, str, str]:
     return os.path.join(folder, file), file, subfolder
 
 
+def _decode(vae, latents, width: int, height: int):
+    try:
+        return vae.decode(latents)
+    except torch.cuda.OutOfMemoryError as err:
+        # ComfyUI's VAE already retried in tiles before this escapes; still an OutOfMemoryError, so ComfyUI
+        # unloads its models afterwards
+        raise torch.cuda.OutOfMemoryError(
+            f"decoding {width}x{height} frames ran out of GPU memory, even in tiles. Fixes: a smaller resolution, "
+            f"'Unload models' before decoding, or ComfyUI's --lowvram. ({err})") from err
+
+
 class FramePackVideoCombine(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -86,7 +97,7 @@ class FramePackVideoCombine(io.ComfyNode):
 
         try:
             for chunk in chunks:
-                pixels = vae.decode(samples[:, :, chunk.latent_start:chunk.latent_end])
+                pixels = _decode(vae, samples[:, :, chunk.latent_start:chunk.latent_end], width, height)
                 emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
                 bar.update(1)  # also the interrupt point between chunks
             emit(blender.flush())
