@@ -56,7 +56,8 @@ def model_on_device(handle, reserve_bytes: int) -> torch.device:
     return place(handle.patcher, reserve_bytes)
 
 
-def out_of_memory(handle, stage: str, reserve_bytes: int, size: str, err: BaseException) -> torch.cuda.OutOfMemoryError:
+def out_of_memory(handle, stage: str, reserve_bytes: int, size: str,
+                  err: BaseException) -> torch.cuda.OutOfMemoryError:
     """The error to raise instead of a bare CUDA out-of-memory: what ran out and the fixes, after giving the
     transformer's GPU memory back so that the next job starts clean. It stays an OutOfMemoryError, so ComfyUI
     also unloads its other models."""

@@ -49,7 +49,8 @@ def _reference(q, k, v):
 def test_hopper_prefers_cudnn_and_reports_what_runs(monkeypatch, caplog, usable, reported):
     monkeypatch.setattr(attention, "_capability", lambda device: (9, 0))
     asked = []
-    monkeypatch.setattr(attention, "_usable", lambda name, *a: (asked.append(name), name in usable or name == "math")[1])
+    monkeypatch.setattr(attention, "_usable",
+                        lambda name, *a: (asked.append(name), name in usable or name == "math")[1])
     q, k, v = _qkv(torch.bfloat16)
     with caplog.at_level(logging.INFO, logger=attention.__name__):
         out = attention.attention(q, k, v)
@@ -66,7 +67,8 @@ def test_turing_bf16_runs_attention_in_fp16_with_one_warning(monkeypatch, caplog
     q, k, v = _qkv(torch.bfloat16)
     seen = []
     real = F.scaled_dot_product_attention
-    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: (seen.append(a[0].dtype), real(*a, **kw))[1])
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: (seen.append(a[0].dtype), real(*a, **kw))[1])
     with caplog.at_level(logging.WARNING, logger=attention.__name__):
         out = attention.attention(q, k, v)
         attention.attention(q, k, v)

@@ -91,7 +91,8 @@ def test_text_tokens_are_converted_once_per_section():
     model.compute_dtype = torch.bfloat16
     g = torch.Generator().manual_seed(0)
     text_len = 7
-    start = ImageConditioning(torch.randn(1, 16, 1, 8, 8, generator=g), torch.randn(1, 3, TINY.image_proj_dim, generator=g))
+    start = ImageConditioning(torch.randn(1, 16, 1, 8, 8, generator=g),
+                              torch.randn(1, 3, TINY.image_proj_dim, generator=g))
     text = TextConditioning(torch.randn(1, text_len, TINY.text_embed_dim, generator=g),
                             torch.randn(1, TINY.pooled_projection_dim, generator=g))
     steps = 4
