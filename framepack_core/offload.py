@@ -128,6 +128,10 @@ class CudaCopies:
         """Work queued on the compute stream from now on runs after every copy queued so far."""
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
 
+    def synchronize(self) -> None:
+        """Waits until every copy and kernel queued so far has finished (before host memory is unpinned)."""
+        torch.cuda.synchronize(self.device)
+
 
 class InlineCopies:
     """Other devices and the CPU: a copy is complete when copy_ returns, as far as later work can tell."""
@@ -144,6 +148,9 @@ class InlineCopies:
         return None
 
     def drain(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
         pass
 
 
@@ -374,6 +381,8 @@ class BlockStreamer:
             _swap_in(module, originals)
         self._placed.clear()
         self._resident = 0
+        if self._pinned:
+            self.copies.synchronize()  # no copy may still be reading a buffer when it is unpinned
         for host in self._pinned:
             _host_unregister(host)
         self._pinned.clear()
