@@ -50,9 +50,11 @@ def _cached_nodes(result) -> set[str]:
 
 def test_placement_is_kept_between_jobs_and_given_back_on_unload(comfy, comfy_server, model_name):
     placed, released = f"FramePack: {model_name} placed on", f"FramePack: {model_name} released"
+    loads = _count(comfy_server, "Requested to load FramePackTransformer")  # model management's own log line
     first = comfy.run(_graph(model_name, seed=1), timeout=300)
     assert first.ok, first.error_message
     assert _count(comfy_server, placed) == 1
+    assert _count(comfy_server, "Requested to load FramePackTransformer") == loads + 1
 
     second = comfy.run(_graph(model_name, seed=2), timeout=300)
     assert second.ok, second.error_message
