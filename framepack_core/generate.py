@@ -70,6 +70,10 @@ class GenerationRequest:
     window: int = DEFAULT_WINDOW
     fps: int = FPS
 
+    def plan(self) -> SectionPlan:
+        """The section plan (pure arithmetic): callers size memory and progress from it before sampling."""
+        return plan_video(self.num_frames, self.mode, self.window, self.fps)
+
     def validate(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
@@ -119,7 +123,7 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
     """`device`: where the model computes. A caller that streams weights (offload.BlockStreamer) passes the device
     it streams to; without one the model's first parameter says where it lives."""
     request.validate()
-    plan = plan_video(request.num_frames, request.mode, request.window, request.fps)
+    plan = request.plan()
     seed = resolve_seed(request.seed)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     # One CPU generator for the whole job: the same seed gives the same video on any device.
@@ -263,11 +267,17 @@ class _SectionRunner:
         caches = {b: TeaCache(req.steps, req.teacache_threshold) if req.teacache_threshold > 0 else None for b in texts}
         guidance = torch.full((1,), req.guidance_scale * 1000.0, device=dev)
 
+        # Text goes to the device (in the compute dtype, which the model would convert it to anyway) once per
+        # section, not at every model call.
+        dtype = getattr(model, "compute_dtype", None)
+        texts = {b: (t.tokens.to(device=dev, dtype=dtype), t.pooled.to(device=dev, dtype=dtype))
+                 for b, t in texts.items()}
+
         def predict_velocity(x, timestep, branch):
-            text = texts[branch]
+            tokens, pooled = texts[branch]
             # the prompts were cropped to their valid tokens, so no attention mask is needed
-            return model(hidden_states=x, timestep=timestep.to(dev), encoder_hidden_states=text.tokens.to(dev),
-                         encoder_attention_mask=None, pooled_projections=text.pooled.to(dev), guidance=guidance,
+            return model(hidden_states=x, timestep=timestep.to(dev), encoder_hidden_states=tokens,
+                         encoder_attention_mask=None, pooled_projections=pooled, guidance=guidance,
                          context=contexts[branch], teacache=caches[branch])
 
         denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)

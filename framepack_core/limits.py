@@ -38,7 +38,9 @@ VARIANTS = ("I2V_HY", "F1")  # FramePackI2V_HY and FramePack_F1_I2V_HY_20250503
 VARIANT_MODES = {"I2V_HY": Mode.INVERTED, "F1": Mode.FORWARD}
 VARIANT_CHOICES = (AUTO, *VARIANTS)
 MODE_CHOICES = (AUTO, *MODES)
-COMPUTE_DTYPE_NAMES = ("bf16", "fp16", "fp32")
+# The dtypes the model may compute in. No fp16: HunyuanVideo-family activations exceed its range (fp16 files
+# still load; their weights are converted).
+COMPUTE_DTYPE_NAMES = ("bf16", "fp32")
 DEFAULT_COMPUTE_DTYPE = "bf16"
 # auto: fp8 files stay fp8, others take the compute dtype; compute: always the compute dtype; fp8_*: block weights
 # stored in that fp8 format

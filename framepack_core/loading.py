@@ -22,9 +22,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError, NotFramePackError
-from .limits import COMPUTE_DTYPE_NAMES, STORAGE_CHOICES
+from .limits import STORAGE_CHOICES
 from .safetensors_file import FP8_DTYPES, FP8_STORAGE, check_file, is_pickle_name, unreadable
 from .transformer import FramePackTransformer
 
@@ -32,8 +33,13 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "model.")
 CONFIG_METADATA_KEY = "framepack_config"
-COMPUTE_DTYPES = dict(zip(COMPUTE_DTYPE_NAMES, (torch.bfloat16, torch.float16, torch.float32)))
+# Names of the dtypes weights may be converted to; the model computes only in limits.COMPUTE_DTYPE_NAMES.
+COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _FIX = "Download the real .safetensors version of the model instead."
+# fp16 files load fine (their weights are converted); fp16 as the dtype the model COMPUTES in is refused.
+FP16_COMPUTE_REFUSED = ("compute dtype fp16 is not supported: HunyuanVideo-family activations exceed fp16's range "
+                        "(ComfyUI itself runs these models only in bf16 or fp32). Use bf16 (fp32 also works; fp16 "
+                        "weight files load fine with either)")
 
 # Only the big matmul weights inside the blocks may be stored in fp8; norms, biases, embedders, the output head
 # stay in the compute dtype (they are small and precision-sensitive).
@@ -250,16 +256,20 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
                          attention_backend: str = "sdpa", device: str | torch.device = "cpu") -> FramePackTransformer:
     """Loads a FramePack transformer.
 
-    compute_dtype: "bf16" | "fp16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in.
+    compute_dtype: "bf16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in (fp16 is refused:
+    FP16_COMPUTE_REFUSED says why).
     storage: "auto" keeps fp8 files in fp8 and stores everything else in the compute dtype; "compute" stores all in
     the compute dtype (an fp8 file is upcast: more memory, no precision regained); "fp8_e4m3fn"/"fp8_e5m2" store the
     block matmul weights in fp8, upcast one layer at a time at the matmul.
     """
     compute = COMPUTE_DTYPES.get(compute_dtype, compute_dtype) if isinstance(compute_dtype, str) else compute_dtype
+    if compute == torch.float16:
+        raise InputError(FP16_COMPUTE_REFUSED)
     if compute not in COMPUTE_DTYPES.values():
         raise InputError(f"compute dtype {compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
     if storage not in STORAGE_CHOICES:
         raise InputError(f"storage {storage!r} is not one of {', '.join(STORAGE_CHOICES)}")
+    attention_backend = resolve_backend(attention_backend)
     source = resolve_source(path)
     found, prefix = read_shapes(source)
     config = source.config or infer_config(found, source.label)

@@ -58,8 +58,9 @@ def to_complex(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
 
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """x [B, N, H, D] with channel pairs (2i, 2i+1) rotated by the complex freqs [N, D/2]: (a + ib)(cos + i sin),
-    i.e. the pair becomes (a cos - b sin, b cos + a sin). Computed in float32, returned in x's dtype."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs[None, :, None, :]).flatten(-2).to(x.dtype)
+def rotate_in_place(xf: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """RoPE on a contiguous float32 xf [B, N, H, D], written into xf itself: channel pairs (2i, 2i+1) viewed as
+    complex numbers are multiplied by the complex freqs [N, D/2], (a + ib)(cos + i sin), i.e. the pair becomes
+    (a cos - b sin, b cos + a sin)."""
+    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(freqs[None, :, None, :])
+    return xf

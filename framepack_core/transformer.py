@@ -124,6 +124,7 @@ class FramePackTransformer(nn.Module):
         noisy = self.x_embedder.proj(hidden_states.to(device=device, dtype=dtype)).flatten(1, 3)
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
+        del noisy
 
         # Rounded to the compute dtype as the original does (bf16: guidance 10 reaches the model as 9984).
         timestep = timestep.to(device=device, dtype=dtype)
@@ -153,18 +154,21 @@ class FramePackTransformer(nn.Module):
                          t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
 
     def _run_blocks(self, tokens, encoder, temb, rope, key_mask, teacache):
+        run = self.block_runner or (lambda block, fn: fn())
         if teacache is not None:
-            modulated = self.transformer_blocks[0].norm1(tokens, temb)[0]
+            # through the runner: a streamed first block is then fetched once for both uses
+            first = self.transformer_blocks[0]
+            modulated = run(first, lambda: first.norm1(tokens, temb)[0])
             if not teacache.should_compute(modulated):
                 return tokens + teacache.residual
             before = tokens
-        run = self.block_runner or (lambda block, fn: fn())
         for block in self.transformer_blocks:
             tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
         n = tokens.shape[1]
         joint = torch.cat([tokens, encoder], dim=1)
         # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
         joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
+        del tokens, encoder  # the joint sequence holds them; keeping them alive would add to the peak
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]

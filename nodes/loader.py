@@ -11,8 +11,9 @@ from comfy_api.latest import io
 from ..framepack_core.attention import BACKENDS
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.limits import AUTO, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES, VARIANT_CHOICES
-from ..framepack_core.loading import detect_variant, load_framepack_model
+from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
+from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
 log = logging.getLogger("FramePack")
@@ -67,15 +68,24 @@ class FramePackModelLoader(io.ComfyNode):
                 io.Combo.Input("variant", options=list(VARIANT_CHOICES), default=AUTO,
                                tooltip="auto: F1 when the name contains 'F1', else FramePackI2V_HY. I2V_HY samples "
                                        "sections backwards (anti-drifting), F1 forwards."),
-                io.Combo.Input("compute_dtype", options=list(COMPUTE_DTYPE_NAMES), default=DEFAULT_COMPUTE_DTYPE),
+                io.Combo.Input("compute_dtype", options=list(COMPUTE_DTYPE_NAMES), default=DEFAULT_COMPUTE_DTYPE,
+                               tooltip="bf16; fp32 doubles the activation memory (and the weights', unless fp8). No "
+                                       "fp16: HunyuanVideo-family activations exceed its range (fp16 FILES load fine)"),
                 io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default=AUTO,
                                tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
                                        "the block weights in fp8 (half the memory), upcast at each matmul"),
                 io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
                                tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
-                io.Float.Input("vram_reserve_gb", default=6.0, min=0.0, max=128.0, step=0.5,
+                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=128.0, step=0.5,
                                tooltip="GPU memory kept free for activations; blocks that do not fit are streamed "
-                                       "from CPU memory (raise it if you get out-of-memory errors)"),
+                                       "from CPU memory. 0 = auto: derived from each job's resolution and window "
+                                       "(about 2.4 GB at 640x608, 4.9 GB at 1280x720); raise it if you get "
+                                       "out-of-memory errors"),
+                io.Boolean.Input("pin_memory", default=False,
+                                 tooltip="Page-locks the CPU copy of the blocks that stream, so their copies to "
+                                         "the GPU overlap compute. Costs RAM: those blocks' bytes are locked (up to "
+                                         "24 GB in bf16, 12 GB in fp8) and cannot be swapped out; leave off with "
+                                         "less than 64 GB of RAM"),
                 FramePackLora.Input("lora", optional=True),
             ],
             outputs=[FramePackModel.Output(display_name="model")],
@@ -83,11 +93,14 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, variant, compute_dtype, weight_storage, attention):
+        if compute_dtype == "fp16":
+            return FP16_COMPUTE_REFUSED
         return check_choices(variant=(variant, VARIANT_CHOICES), compute_dtype=(compute_dtype, COMPUTE_DTYPE_NAMES),
                              weight_storage=(weight_storage, STORAGE_CHOICES), attention=(attention, BACKENDS))
 
     @classmethod
-    def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, lora=None):
+    def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, pin_memory,
+                lora=None):
         path = resolve_model_path(model)
         transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
                                        attention_backend=attention)
@@ -97,7 +110,8 @@ class FramePackModelLoader(io.ComfyNode):
             report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])
             log.info("FramePack LoRA: %s", report)
         log.info("FramePack: loaded %s as %s (%s compute, %s storage)", model, chosen, compute_dtype, weight_storage)
-        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras))
+        patcher = FramePackPatcher(transformer, model, pin_memory=pin_memory)
+        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras, patcher))
 
 
 class FramePackLoraSelect(io.ComfyNode):

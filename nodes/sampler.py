@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
 from ..framepack_core.errors import Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
 from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
-                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES)
+                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, Mode)
 from ..framepack_core.samplers import SAMPLERS
-from .runtime import (SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, schedule_to_core,
-                      text_from_conditioning)
+from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
+                      raise_if_interrupted, schedule_to_core, text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")
@@ -82,12 +83,20 @@ class FramePackSampler(io.ComfyNode):
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
             window=window_size)
+        latent_hw = tuple(conditioning.start.latent.shape[-2:])
+        plan = request.plan()
+        reserve = activation_reserve_bytes(model, plan, latent_hw, teacache_threshold > 0, cfg_scale != 1.0,
+                                           mode == Mode.FORWARD and conditioning.end is not None
+                                           and conditioning.strength > 0)
         try:
-            with model_on_device(model) as device:
-                result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
-                                        interrupt=interrupt_requested)
+            device = model_on_device(model, reserve)
+            result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
+                                    interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
+        except torch.cuda.OutOfMemoryError as err:
+            size = f"{latent_hw[1] * VAE_SPATIAL_FACTOR}x{latent_hw[0] * VAE_SPATIAL_FACTOR}, window {window_size}"
+            raise out_of_memory(model, "sampling", reserve, size, err) from err
         summary = result.plan.summary()
         log.info("FramePack: %s, seed %d", summary["description"], result.seed)
         latent = {"samples": result.latents / VAE_SCALING_FACTOR,

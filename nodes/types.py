@@ -19,13 +19,15 @@ CATEGORY = "FramePack"
 
 @dataclass
 class ModelHandle:
-    """A loaded transformer plus how to run it. Weights stay in CPU memory between runs; the sampler moves
-    what fits to the GPU for the duration of a generation."""
+    """A loaded transformer plus how to run it. Its weights live in CPU memory; the sampler places what fits on the
+    GPU through ComfyUI's model management (`patcher`), and the placement stays between runs until ComfyUI needs
+    the memory."""
     transformer: object  # framepack_core.FramePackTransformer
     variant: str  # one of limits.VARIANTS
     name: str
-    vram_reserve_gb: float
+    vram_reserve_gb: float  # 0 = derived from each job's resolution and window
     loras: list = field(default_factory=list)
+    patcher: object = None  # nodes.placement.FramePackPatcher
 
     @property
     def default_mode(self) -> Mode:

@@ -8,6 +8,7 @@ import logging
 import os
 
 import folder_paths
+import torch
 from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
@@ -29,6 +30,17 @@ def output_path(prefix: str, width: int, height: int) -> tuple[str, str, str]:
         prefix, folder_paths.get_output_directory(), width, height)
     file = f"{name}_{counter:05}.mp4"
     return os.path.join(folder, file), file, subfolder
+
+
+def _decode(vae, latents, width: int, height: int):
+    try:
+        return vae.decode(latents)
+    except torch.cuda.OutOfMemoryError as err:
+        # ComfyUI's VAE already retried in tiles before this escapes; still an OutOfMemoryError, so ComfyUI
+        # unloads its models afterwards
+        raise torch.cuda.OutOfMemoryError(
+            f"decoding {width}x{height} frames ran out of GPU memory, even in tiles. Fixes: a smaller resolution, "
+            f"'Unload models' before decoding, or ComfyUI's --lowvram. ({err})") from err
 
 
 class FramePackVideoCombine(io.ComfyNode):
@@ -68,7 +80,7 @@ class FramePackVideoCombine(io.ComfyNode):
         metadata = {}
         if cls.hidden.prompt is not None:
             metadata["prompt"] = json.dumps(cls.hidden.prompt)
-        images = write_mp4(path, plan, samples, vae.decode, crf=crf, metadata=metadata, keep_frames=return_frames,
+        images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf, metadata=metadata, keep_frames=return_frames,
                            on_chunk=Progress().update)
         log.info("FramePack: wrote %s (%d frames, %dx%d)", path, plan.output_frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),

@@ -48,7 +48,7 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> di
     g = {
         "1": ("FramePackModelLoader", "Load FramePack Model", {
             "model": model_file, "variant": "auto", "compute_dtype": "bf16", "weight_storage": "auto",
-            "attention": "sdpa", "vram_reserve_gb": 6.0}),
+            "attention": "sdpa", "vram_reserve_gb": 0.0, "pin_memory": False}),
         "2": ("DualCLIPLoader", "DualCLIPLoader", {
             "clip_name1": TEXT_ENCODER_1, "clip_name2": TEXT_ENCODER_2, "type": "hunyuan_video", "device": "default"}),
         "3": ("CLIPTextEncode", TITLE_POSITIVE, {"text": PROMPT, "clip": ["2", 0]}),

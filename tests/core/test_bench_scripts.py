@@ -23,11 +23,20 @@ def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     tokens = forward["tokens"]
     # grid (3, 8, 8), 2x2 patches: 3 * 4 * 4 noisy tokens; history 1x 2*16, 2x 1*2*2 (pooled), 4x 4*1*1 (padded)
     assert tokens == {"image": 48 + 40, "noisy": 48, "history": 32 + 4 + 4, "siglip": 729, "text": 16}
-    assert forward["resident"]["streamed_blocks"] == 0
-    assert forward["low_vram"]["streamed_blocks"] == TINY.num_layers + TINY.num_single_layers
-    assert forward["resident"]["s_per_step"] > 0 and forward["low_vram"]["s_per_step"] > 0
+    assert forward["resident"]["streamed_blocks"] == 0 and forward["resident"]["s_per_step"] > 0
+    assert forward["resident"]["formula_gb"] > 0 and forward["attention_kernels"] == {"cpu bfloat16": "default"}
 
     section = json.loads((tmp_path / "section.json").read_text())["dry_run"]
-    assert set(section) == {"teacache_off", "teacache_0.15"}
+    assert set(section) == {"warm_up_s", "teacache_off", "teacache_0.15"}
     assert section["teacache_off"]["teacache_skipped_steps"] == 0
-    assert all(run["seconds"] > 0 for run in section.values())
+    assert section["warm_up_s"] > 0 and all(section[k]["seconds"] > 0 for k in ("teacache_off", "teacache_0.15"))
+
+    blocks = TINY.num_layers + TINY.num_single_layers
+    streaming = json.loads((tmp_path / "streaming.json").read_text())["dry_run"]
+    assert set(streaming) == {"allocator", "h2d_gb_per_s", "pageable", "pinned", "mmap"}
+    for variant in ("pageable", "pinned", "mmap"):
+        assert streaming[variant]["streamed_blocks"] == blocks and streaming[variant]["s_per_step"] > 0
+    assert streaming["mmap"]["file_write_s"] >= 0
+    under_async = json.loads((tmp_path / "streaming_async.json").read_text())["dry_run"]
+    assert under_async["allocator"] == "backend:cudaMallocAsync" and set(under_async) == {"allocator", "h2d_gb_per_s",
+                                                                                          "pageable"}

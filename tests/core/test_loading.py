@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from framepack_core import TINY, CheckpointError, FramePackConfig, FramePackTransformer
+from framepack_core import TINY, CheckpointError, FramePackConfig, FramePackTransformer, InputError
 from framepack_core.errors import NotFramePackError
 from framepack_core.loading import detect_variant, is_fp8_eligible, load_framepack_model, save_framepack_model
 
@@ -90,6 +90,17 @@ def test_bf16_file_and_dtypes(tmp_path, reference):
     assert out.dtype == torch.float32  # float32 output head
     rel = ((out - _run(reference)).norm() / _run(reference).norm()).item()
     assert rel < 0.05, rel
+
+
+def test_fp16_file_loads_but_fp16_compute_is_refused(tmp_path, reference):
+    """fp16 activations overflow in HunyuanVideo-family models: the compute dtype is refused with the reason and the
+    fix; an fp16 weight file still loads into bf16 compute."""
+    [path] = save_framepack_model(reference, tmp_path / "m_fp16.safetensors", storage="fp16")
+    for dtype in ("fp16", torch.float16):
+        with pytest.raises(InputError, match="fp16 is not supported.*Use bf16"):
+            load_framepack_model(path, compute_dtype=dtype)
+    model = load_framepack_model(path, compute_dtype="bf16")
+    assert model.transformer_blocks[0].attn.to_q.weight.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("fp8", ["fp8_e4m3fn", "fp8_e5m2"])

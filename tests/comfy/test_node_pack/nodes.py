@@ -12,6 +12,7 @@ import comfy.model_management
 import comfy.utils
 
 from .describe import describe
+from .faults import FramePackTestOutOfMemoryOnce
 from .stand_ins import MAX_TEXT_TOKENS, StandInClip, StandInClipVision, text_conditioning
 
 CATEGORY = "FramePack/testing"
@@ -187,4 +188,4 @@ class FramePackTestDescribe(io.ComfyNode):
 class FramePackTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [FramePackTestTextEncode, FramePackTestCLIPLoader, FramePackTestClipVisionLoader, FramePackTestSlowPassthrough,
-                FramePackTestInterruptAtProgress, FramePackTestDescribe]
+                FramePackTestInterruptAtProgress, FramePackTestDescribe, FramePackTestOutOfMemoryOnce]
