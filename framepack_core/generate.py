@@ -39,7 +39,7 @@ from .guidance import FlowDenoiser
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
-from .teacache import TeaCache
+from .stepcache import calibration_of, calibration_summary, new_step_cache, section_stats, validate_cache
 
 HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
 CONTEXT_LATENTS = sum(HISTORY_SLOTS)
@@ -65,6 +65,11 @@ class GenerationRequest:
     sampler: str = "unipc_bh1"
     shift: float | None = None  # None: resolution-dependent (capped at 7.0)
     teacache_threshold: float = 0.0  # 0 = off; the original's default when on is 0.15
+    # -- step cache (stepcache.py): "teacache" uses teacache_threshold; "magcache" magcache_threshold and
+    # magcache_ratios (None: the published ratios of the mode's model); "magcache_calibrate" records ratios
+    cache: str = "teacache"
+    magcache_threshold: float = 0.1  # 0 = off
+    magcache_ratios: tuple[float, ...] | None = None
     window: int = 9
     fps: int = 30
 
@@ -81,8 +86,7 @@ class GenerationRequest:
             raise InputError(f"cfg_scale {self.cfg_scale} must be >= 0 (1 = off, the default)")
         if not 0.0 <= self.end_strength <= 1.0:
             raise InputError(f"strength {self.end_strength} must be between 0 and 1 (0.8 is the default)")
-        if self.teacache_threshold < 0:
-            raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
+        validate_cache(self.cache, self.teacache_threshold, self.magcache_threshold, self.magcache_ratios)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
             raise InputError(f"seed {self.seed!r} must be an integer from -1 (random) to {MAX_SEED}")
         for key in self.keyframes:
@@ -120,7 +124,10 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
     generator = torch.Generator("cpu").manual_seed(seed)
     runner = _SectionRunner(model, request, plan, device)
     finished: list[tuple[int, torch.Tensor]] = []
-    stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0}
+    stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0, "magcache_skipped": 0,
+             "magcache_computed": 0}
+    cache_kind = "magcache" if request.cache.startswith("magcache") else "teacache"  # -- step cache stats
+    calibration: list[list[float]] = []
     for section in plan.sections:
         t0 = time.perf_counter()
         noise = torch.randn((1, 16, section.num_latents, *runner.latent_hw), generator=generator, dtype=torch.float32)
@@ -139,8 +146,12 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
             finished.append((section.time_index, latents))
         stats["sections"].append({"index": section.sampling_index, "latents": section.num_latents,
                                   "seconds": round(time.perf_counter() - t0, 3), **runner.last_teacache})
-        stats["teacache_skipped"] += runner.last_teacache.get("skipped", 0)
-        stats["teacache_computed"] += runner.last_teacache.get("computed", 0)
+        stats[f"{cache_kind}_skipped"] += runner.last_teacache.get("skipped", 0)
+        stats[f"{cache_kind}_computed"] += runner.last_teacache.get("computed", 0)
+        if runner.last_calibration is not None:
+            calibration.append(runner.last_calibration)
+    if calibration:
+        stats["magcache_calibration"] = calibration_summary(calibration)
     video = torch.cat([lat for _, lat in sorted(finished, key=lambda p: p[0])], dim=2) if keep_latents else None
     return GenerationResult(video, seed, plan, stats)
 
@@ -171,7 +182,8 @@ class _SectionRunner:
         zeros = torch.zeros((1, 16, CONTEXT_LATENTS, *self.latent_hw))
         # inverted: the latents right AFTER the next window (time order); forward: the latents right BEFORE it
         self.context = zeros if request.mode == "inverted" else torch.cat([zeros[:, :, 1:], start], dim=2)
-        self.last_teacache: dict = {}
+        self.last_teacache: dict = {}  # computed/skipped steps of the last section's step cache
+        self.last_calibration: list[float] | None = None
 
     def _pins(self) -> dict[int, tuple[torch.Tensor, float]]:
         pins = {}
@@ -239,13 +251,13 @@ class _SectionRunner:
         if self.negative is not None:
             contexts["negative"] = contexts["positive"]  # the packed context does not depend on the prompt
             texts["negative"] = self.negative
-        caches = {b: TeaCache(req.steps, req.teacache_threshold) if req.teacache_threshold > 0 else None for b in texts}
+        caches = {b: new_step_cache(req) for b in texts}
         guidance = torch.full((1,), req.guidance_scale * 1000.0, device=dev)
 
         def predict_velocity(x, timestep, branch):
             text = texts[branch]
             return model(x, timestep.to(dev), text.tokens.to(dev), None, text.pooled.to(dev), guidance,
-                         context=contexts[branch], teacache=caches[branch])
+                         context=contexts[branch], cache=caches[branch])
 
         denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)
         pins = self._section_pins(section, dev)
@@ -255,8 +267,7 @@ class _SectionRunner:
         sampler = get_sampler(req.sampler)
         with torch.no_grad():
             out = sampler(model_fn, noise.to(dev), sigmas, callback=step_cb, interrupt=interrupt)
-        self.last_teacache = {k: sum(getattr(c, f"{k}_steps") for c in caches.values() if c)
-                              for k in ("computed", "skipped")} if any(caches.values()) else {}
+        self.last_teacache, self.last_calibration = section_stats(caches), calibration_of(caches)
         return out.float().cpu()
 
     def _section_pins(self, section: Section, dev) -> list[tuple[int, torch.Tensor, float]]:

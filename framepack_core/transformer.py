@@ -19,6 +19,7 @@ from .errors import InputError
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
                      OutputNorm, PatchEmbed, SingleStreamBlock, TokenRefiner)
 from .rope import pad_to_multiple, pooled_rope_grid, rope_grid, to_complex
+from .magcache import MagCache
 from .teacache import TeaCache
 
 
@@ -109,13 +110,16 @@ class FramePackTransformer(nn.Module):
                 guidance: torch.Tensor | None = None, latent_indices: torch.Tensor | None = None,
                 clean_latents=None, clean_latent_indices=None, clean_latents_2x=None, clean_latent_2x_indices=None,
                 clean_latents_4x=None, clean_latent_4x_indices=None, image_embeddings: torch.Tensor | None = None,
-                context: SectionContext | None = None, teacache: TeaCache | None = None) -> torch.Tensor:
+                context: SectionContext | None = None, cache: TeaCache | MagCache | None = None,
+                teacache: TeaCache | None = None) -> torch.Tensor:
         """Predicts the flow velocity of `hidden_states` [B, C, T, H, W]; returns float32 [B, C_out, T, H, W].
 
         timestep and guidance are [B] (sigma*1000 and distilled guidance*1000). encoder_attention_mask is an
         optional bool [B, L] over the LLaMA tokens. Pass `context` from `prepare` to skip re-embedding the
-        step-invariant inputs; otherwise they are embedded here.
+        step-invariant inputs; otherwise they are embedded here. `cache` is a step cache (TeaCache, MagCache or
+        MagCacheCalibration) deciding whether the block stack runs this step; `teacache` is its older name.
         """
+        cache = cache if cache is not None else teacache
         b, _, t, hh, ww = hidden_states.shape
         if context is None:
             context = self.prepare(hidden_states.shape, latent_indices, image_embeddings, clean_latents,
@@ -148,7 +152,7 @@ class FramePackTransformer(nn.Module):
             ones = torch.ones(b, tokens.shape[1] + image_tokens.shape[1], dtype=torch.bool, device=device)
             key_mask = torch.cat([ones, mask], dim=1)
 
-        tokens = self._run_blocks(tokens, encoder, temb, context.rope, key_mask, teacache)
+        tokens = self._run_blocks(tokens, encoder, temb, context.rope, key_mask, cache)
 
         out = self.norm_out(tokens[:, -n_noisy:], temb)
         out = self.proj_out(out.float())  # float32 head, as the original's high_quality_fp32_output_for_inference
@@ -156,11 +160,11 @@ class FramePackTransformer(nn.Module):
         return rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
                          t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
 
-    def _run_blocks(self, tokens, encoder, temb, rope, key_mask, teacache):
-        if teacache is not None:
-            modulated = self.transformer_blocks[0].norm1(tokens, temb)[0]
-            if not teacache.should_compute(modulated):
-                return tokens + teacache.residual
+    def _run_blocks(self, tokens, encoder, temb, rope, key_mask, cache):
+        if cache is not None:
+            probe = self.transformer_blocks[0].norm1(tokens, temb)[0] if cache.needs_probe else None
+            if not cache.should_compute(probe):
+                return tokens + cache.residual
             before = tokens
         run = self.block_runner or (lambda block, fn: fn())
         for block in self.transformer_blocks:
@@ -172,6 +176,6 @@ class FramePackTransformer(nn.Module):
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
-        if teacache is not None:
-            teacache.residual = tokens - before
+        if cache is not None:
+            cache.store_residual(tokens - before)
         return tokens
