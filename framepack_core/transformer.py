@@ -14,12 +14,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .compile import mark_token_dims
 from .config import FramePackConfig
 from .errors import InputError
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
                      OutputNorm, PatchEmbed, SingleStreamBlock, TokenRefiner)
-from .rope import pad_to_multiple, pooled_rope_grid, rope_grid, to_complex
 from .magcache import MagCache
+from .rope import pad_to_multiple, pooled_rope_grid, rope_grid, to_complex
 from .teacache import TeaCache
 
 
@@ -56,6 +57,7 @@ class FramePackTransformer(nn.Module):
         self.proj_out = Linear(dim, pt * p * p * config.out_channels)
         # Optional hook set by offload.BlockStreamer: called around every block so weights can be streamed.
         self.block_runner = None
+        self.compile_mode: str | None = None  # set by compile.compile_blocks
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -167,12 +169,16 @@ class FramePackTransformer(nn.Module):
                 return tokens + cache.residual
             before = tokens
         run = self.block_runner or (lambda block, fn: fn())
+        if self.compile_mode:
+            mark_token_dims((tokens, 1), (encoder, 1), (rope, 0), (key_mask, 1))
         for block in self.transformer_blocks:
             tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
         n = tokens.shape[1]
         joint = torch.cat([tokens, encoder], dim=1)
         # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
         joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
+        if self.compile_mode:
+            mark_token_dims((joint, 1), (joint_rope, 0))
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
