@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fp8
 from .attention import attention
 from .rope import apply_rope
 
@@ -21,7 +22,8 @@ class Linear(nn.Linear):
 
     This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
     live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
-    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding.
+    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding. `fp8_matmul`
+    (set by fp8.select_fp8_matmul) multiplies an fp8 weight in fp8 instead of upcasting it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -29,11 +31,10 @@ class Linear(nn.Linear):
         # a ModuleList so the adapters' tensors move with the layer (offload); non-persistent, so the
         # state dict keeps exactly the checkpoint's keys
         self.lora = nn.ModuleList()
+        self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        out = F.linear(x, weight, bias)
+        out = fp8.linear(x, self.weight, self.bias, self.fp8_matmul)
         for delta in self.lora:
             out = out + delta(x)
         return out
@@ -57,11 +58,13 @@ class LoraDelta(nn.Module):
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
     """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
     the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
-    if any(len(layer.lora) for layer in layers):
+    if any(len(layer.lora) for layer in layers) or len({layer.weight.dtype for layer in layers}) > 1:
         return [layer(x) for layer in layers]
-    weight = torch.cat([layer.weight.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
+    # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
+    weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
-    return list(F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1))
+    out = fp8.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
+    return list(out.split([layer.out_features for layer in layers], dim=-1))
 
 
 class RMSNorm(nn.Module):
@@ -334,11 +337,10 @@ class SingleStreamBlock(nn.Module):
         """proj_out(cat(attn, mlp)) without materialising the concatenation: two matmuls on the weight's halves."""
         if len(self.proj_out.lora):
             return self.proj_out(torch.cat([attn, mlp], dim=2))
-        weight = self.proj_out.weight.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
-        bias = self.proj_out.bias.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
-        d = attn.shape[-1]
-        out = F.linear(mlp, weight[:, d:], bias)
-        out += F.linear(attn, weight[:, :d])
+        weight = self.proj_out.weight.to(device=attn.device, non_blocking=True)  # storage dtype, as fp8.linear takes
+        d, scaled = attn.shape[-1], self.proj_out.fp8_matmul
+        out = fp8.linear(mlp, weight[:, d:], self.proj_out.bias, scaled)
+        out += fp8.linear(attn, weight[:, :d], None, scaled)
         return out
 
 
