@@ -32,11 +32,32 @@ log = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
-def compile_blocks(model, mode: str = "default", backend="inductor") -> None:
+def unavailable_reason(device: torch.device | str) -> str | None:
+    """Why inductor cannot compile for `device` (None when it can): it generates Triton kernels for NVIDIA GPUs
+    and C++ for the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+        if not has_triton():
+            return "torch.compile on NVIDIA GPUs needs Triton (pip install triton; on Windows triton-windows)"
+    elif device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            get_cpp_compiler()
+        except Exception as err:  # any failure to find one means the same thing to the user
+            return f"torch.compile on the CPU needs a C++ compiler ({err})"
+    return None
+
+
+def compile_blocks(model, mode: str = "default", backend="inductor", device: torch.device | str | None = None) -> None:
     """Compiles each transformer block in place (lazily: the first forward pays the compilation).
-    `backend` is torch.compile's (a name or a callable; tests pass a counting one)."""
+    `backend` is torch.compile's (a name or a callable; tests pass a counting one); with `device`, inductor's
+    needs for it are checked first, so a missing compiler is an error here rather than at the first step."""
     if mode not in COMPILE_MODES:
         raise InputError(f"compile mode {mode!r} must be one of {', '.join(COMPILE_MODES)}")
+    reason = unavailable_reason(device) if device is not None and backend == "inductor" else None
+    if reason:
+        raise InputError(f"torch_compile is on, but {reason}; install it or turn torch_compile off")
     for block in model.blocks:
         block.compile(backend=backend, mode=None if mode == "default" else mode)
     model.compile_mode = mode

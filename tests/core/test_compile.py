@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from framepack_core import TINY, FramePackTransformer, InputError, Interrupted
-from framepack_core.compile import COMPILE_MODES, compile_blocks
+from framepack_core.compile import COMPILE_MODES, compile_blocks, unavailable_reason
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.lora import apply_loras, load_lora_file
@@ -168,3 +168,17 @@ def test_unknown_mode_is_refused():
     assert "default" in COMPILE_MODES and "reduce-overhead" not in COMPILE_MODES
     with pytest.raises(InputError, match="compile mode"):
         compile_blocks(_model(), "fastest")
+
+
+def test_a_missing_compiler_is_a_clear_error_before_any_step(monkeypatch):
+    assert unavailable_reason("cpu") is None  # inductor's C++ compiler is installed here
+    import torch.utils._triton
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    assert "Triton" in unavailable_reason("cuda")
+    model = _model()
+    with pytest.raises(InputError, match="needs Triton"):
+        compile_blocks(model, "default", device="cuda")
+    assert model.compile_mode is None
+    import torch._inductor.cpp_builder
+    monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", lambda: (_ for _ in ()).throw(RuntimeError("none")))
+    assert "C++ compiler" in unavailable_reason("cpu")
