@@ -60,12 +60,12 @@ def to_complex(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """x [B, N, H, D] with channel pairs (2i, 2i+1) rotated by the complex freqs [N, D/2]: (a + ib)(cos + i sin),
-    i.e. the pair becomes (a cos - b sin, b cos + a sin). Computed in float32, returned in x's dtype."""
-    if torch.compiler.is_compiling():
-        # Inductor generates no code for complex tensors (it would fall back to eager kernels between its fused
-        # ones); the same rotation in real arithmetic fuses with the surrounding norm and cast.
+    i.e. the pair becomes (a cos - b sin, b cos + a sin). Computed in float32, returned in x's dtype.
+    `freqs` may also be its real view [N, D/2, 2] (cos, sin), which the compiled blocks get: inductor generates no
+    code for complex tensors, while the same rotation in real arithmetic fuses with the norm and cast around it."""
+    if not freqs.is_complex():
         a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-        cos, sin = torch.view_as_real(freqs)[None, :, None].unbind(-1)
+        cos, sin = freqs[None, :, None].unbind(-1)
         return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).to(x.dtype)
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * freqs[None, :, None, :]).flatten(-2).to(x.dtype)

@@ -169,15 +169,17 @@ class FramePackTransformer(nn.Module):
                 return tokens + cache.residual
             before = tokens
         run = self.block_runner or (lambda block, fn: fn())
+        block_rope = torch.view_as_real(rope) if self.compile_mode else rope  # compiled blocks take real RoPE
         if self.compile_mode:
-            mark_token_dims((tokens, 1), (encoder, 1), (rope, 0), (key_mask, 1))
+            mark_token_dims((tokens, 1), (encoder, 1), (block_rope, 0), (key_mask, 1))
         for block in self.transformer_blocks:
-            tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
+            tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, block_rope, key_mask))
         n = tokens.shape[1]
         joint = torch.cat([tokens, encoder], dim=1)
         # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
         joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
         if self.compile_mode:
+            joint_rope = torch.view_as_real(joint_rope)
             mark_token_dims((joint, 1), (joint_rope, 0))
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))

@@ -73,7 +73,8 @@ def test_no_graph_break_inside_either_block_kind():
     tokens, text, temb = (torch.randn(*s, generator=g) for s in ((1, 48, 32), (1, 9, 32), (1, 32)))
     cos, sin = rope_grid(torch.arange(3), 4, 4, TINY.rope_axes_dim, TINY.rope_theta)
     rope = to_complex(cos, sin)
-    joint_rope = torch.cat([rope, torch.ones(9, rope.shape[1], dtype=rope.dtype)])
+    joint_rope = torch.view_as_real(torch.cat([rope, torch.ones(9, rope.shape[1], dtype=rope.dtype)]))
+    rope = torch.view_as_real(rope)  # the form the compiled blocks get
     with torch.no_grad():
         dual = torch._dynamo.explain(model.transformer_blocks[0])(tokens, text, temb, rope, None)
         single = torch._dynamo.explain(model.single_transformer_blocks[0])(torch.cat([tokens, text], 1), temb,
