@@ -2,8 +2,9 @@
 # The GPU checks of issues 2 and 3 as one command for a lent GPU machine (its python3 has torch, einops,
 # safetensors and numpy; nothing else is needed):
 #     device run: command "bash bench/device_checks.sh", timeout_s 540
-# Writes gpu.txt, transformer.json and section.json to $OUT (or ./bench_out). Expected: under 4 minutes on an
-# H100/H200 (the released-size model is filled with random bf16 weights on the GPU in about a second).
+# Writes gpu.txt, transformer.json, section.json and speed.json to $OUT (or ./bench_out). Expected: about 7
+# minutes on an H100/H200 (the released-size model is filled with random bf16 weights on the GPU in about a second;
+# the speed checks' torch.compile takes a minute or two of that).
 # DRY_RUN=1 runs the same scripts' GPU code on the CPU with the tiny model (tests/core/test_bench_scripts.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +24,14 @@ fi
 timeout 240 "$python" bench/bench_transformer.py "${mode[@]}" --repeats 3 | tee "$out/transformer.json" || status=1
 # one 33-frame section, 25 steps, TeaCache off and on (issue 3)
 timeout 240 "$python" bench/bench_section.py "${mode[@]}" | tee "$out/section.json" || status=1
+
+# --- speed options (issue 12): torch.compile, TeaCache vs MagCache, fp8 matmul ---------------------------------
+# eager vs compiled s/step + compile time, TFLOP/s against the bound; one 25-step section with no cache, TeaCache
+# 0.15 and MagCache default; fp8 matmul and fp8 upcast vs bf16 (s/step, relative L2 error of one forward)
+speed_checks() {
+    timeout 300 "$python" bench/bench_speed.py "${mode[@]}" --repeats 3 | tee "$out/speed.json"
+}
+speed_checks || status=1
+# --- end of speed options ----------------------------------------------------------------------------------------
+
 exit $status
