@@ -6,9 +6,11 @@
 # reserved VRAM, activation peak against framepack_core.memory's formula, SDPA kernel used); section.json (a warm-up
 # section, then one 33-frame section with TeaCache off and on); streaming.json (every block streamed from host
 # memory: pageable, pinned, and loaded from a memory-mapped safetensors file, with the host-to-device GB/s);
-# streaming_async.json (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs).
-# Expected: about 5 minutes on an H100/H200 (the released-size model is drawn with random bf16 weights on the GPU
-# in about a second; the memory-mapped variant writes a 26 GB file to TMPDIR).
+# streaming_async.json (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs);
+# speed.json (eager vs torch.compile s/step and compile time, one 25-step section with no cache, TeaCache 0.15 and
+# MagCache, fp8 matmul and fp8 upcast vs bf16).
+# Expected: about 8 minutes on an H100/H200 (the released-size model is drawn with random bf16 weights on the GPU
+# in about a second; the memory-mapped variant writes a 26 GB file to TMPDIR; torch.compile takes a minute or two).
 # DRY_RUN=1 runs the same scripts' GPU code on the CPU with the tiny model (tests/core/test_bench_scripts.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +36,7 @@ timeout 240 "$python" bench/bench_section.py "${mode[@]}" | tee "$out/section.js
 timeout 300 "$python" bench/bench_streaming.py "${stream_mode[@]}" | tee "$out/streaming.json" || status=1
 PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync timeout 120 "$python" bench/bench_streaming.py "${stream_mode[@]}" \
     --variants pageable | tee "$out/streaming_async.json" || status=1
+# torch.compile (eager vs compiled s/step, compile time), a 25-step section with no cache, TeaCache 0.15 and
+# MagCache, fp8 matmul and fp8 upcast vs bf16 (s/step, relative L2 error of one forward)
+timeout 300 "$python" bench/bench_speed.py "${mode[@]}" --repeats 3 | tee "$out/speed.json" || status=1
 exit $status

@@ -43,7 +43,7 @@ from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CFG, DEFAULT_END_ST
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
-from .teacache import TeaCache
+from .stepcache import calibration_of, calibration_summary, new_step_cache, section_stats, validate_cache
 
 HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
 CONTEXT_LATENTS = sum(HISTORY_SLOTS)
@@ -67,6 +67,11 @@ class GenerationRequest:
     sampler: str = "unipc_bh1"
     shift: float | None = None  # None: resolution-dependent (capped at 7.0)
     teacache_threshold: float = 0.0  # 0 = off; the original's default when on is 0.15
+    # the step cache (stepcache.py): "teacache" uses teacache_threshold; "magcache" magcache_threshold and
+    # magcache_ratios (None: the published ratios of the mode's model); "magcache_calibrate" records ratios
+    cache: str = "teacache"
+    magcache_threshold: float = 0.1  # 0 = off
+    magcache_ratios: tuple[float, ...] | None = None
     window: int = DEFAULT_WINDOW
     fps: int = FPS
 
@@ -89,8 +94,7 @@ class GenerationRequest:
         if not 0.0 <= self.end_strength <= 1.0:
             raise InputError(f"strength {self.end_strength} must be between 0 and 1 ({DEFAULT_END_STRENGTH:g} is the "
                              "default)")
-        if self.teacache_threshold < 0:
-            raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
+        validate_cache(self.cache, self.teacache_threshold, self.magcache_threshold, self.magcache_ratios)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
             raise InputError(f"seed {self.seed!r} must be an integer from -1 (random) to {MAX_SEED}")
         for key in self.keyframes:
@@ -130,7 +134,10 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
     generator = torch.Generator("cpu").manual_seed(seed)
     runner = _SectionRunner(model, request, plan, device)
     finished: list[tuple[int, torch.Tensor]] = []
-    stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0}
+    stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0, "magcache_skipped": 0,
+             "magcache_computed": 0}
+    cache_kind = "magcache" if request.cache.startswith("magcache") else "teacache"
+    calibration: list[list[float]] = []
     for section in plan.sections:
         t0 = time.perf_counter()
         noise = torch.randn((1, LATENT_CHANNELS, section.num_latents, *runner.latent_hw), generator=generator,
@@ -138,7 +145,7 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
         step_cb = None
         if on_step is not None:
             step_cb = lambda j, n, x, x0, s=section: on_step(s.sampling_index, len(plan.sections), j, n, x0)  # noqa: E731
-        latents, teacache = runner.sample(section, noise, step_cb, interrupt)
+        latents, cache_stats, section_calibration = runner.sample(section, noise, step_cb, interrupt)
         # The context remembers only sampled latents: F1's buffer already holds the start latent (as the original's
         # does), so remembering the video's copy of it would put it twice into the second section's 4x slot.
         runner.remember(latents)
@@ -149,9 +156,13 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
         if keep_latents:
             finished.append((section.time_index, latents))
         stats["sections"].append({"index": section.sampling_index, "latents": section.num_latents,
-                                  "seconds": round(time.perf_counter() - t0, 3), **teacache})
-        stats["teacache_skipped"] += teacache.get("skipped", 0)
-        stats["teacache_computed"] += teacache.get("computed", 0)
+                                  "seconds": round(time.perf_counter() - t0, 3), **cache_stats})
+        stats[f"{cache_kind}_skipped"] += cache_stats.get("skipped", 0)
+        stats[f"{cache_kind}_computed"] += cache_stats.get("computed", 0)
+        if section_calibration is not None:
+            calibration.append(section_calibration)
+    if calibration:
+        stats["magcache_calibration"] = calibration_summary(calibration)
     video = torch.cat([lat for _, lat in sorted(finished, key=lambda p: p[0])], dim=2) if keep_latents else None
     return GenerationResult(video, seed, plan, stats)
 
@@ -253,9 +264,9 @@ class _SectionRunner:
         weights = prompt_weights(self.plan, self.prompt_starts)[section.sampling_index]
         return blend_text(self.prompts, weights)
 
-    def sample(self, section: Section, noise: torch.Tensor, step_cb, interrupt) -> tuple[torch.Tensor, dict]:
-        """The section's sampled latents (float32, CPU) and its TeaCache counts ({"computed", "skipped"}; empty
-        when TeaCache is off)."""
+    def sample(self, section: Section, noise: torch.Tensor, step_cb, interrupt):
+        """The section's sampled latents (float32, CPU), its step-cache counts ({"computed", "skipped"}; empty when
+        no cache is on) and, when calibrating MagCache, the section's measured ratios (else None)."""
         req, model, dev = self.request, self.model, self.device
         layout = self._layout(section).to(dev)
         embeds = self._image_embeds(section).to(dev)
@@ -264,7 +275,7 @@ class _SectionRunner:
         if self.negative is not None:
             contexts["negative"] = contexts["positive"]  # the packed context does not depend on the prompt
             texts["negative"] = self.negative
-        caches = {b: TeaCache(req.steps, req.teacache_threshold) if req.teacache_threshold > 0 else None for b in texts}
+        caches = {b: new_step_cache(req) for b in texts}
         guidance = torch.full((1,), req.guidance_scale * 1000.0, device=dev)
 
         # Text goes to the device (in the compute dtype, which the model would convert it to anyway) once per
@@ -278,7 +289,7 @@ class _SectionRunner:
             # the prompts were cropped to their valid tokens, so no attention mask is needed
             return model(hidden_states=x, timestep=timestep.to(dev), encoder_hidden_states=tokens,
                          encoder_attention_mask=None, pooled_projections=pooled, guidance=guidance,
-                         context=contexts[branch], teacache=caches[branch])
+                         context=contexts[branch], cache=caches[branch])
 
         denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)
         pins = self._section_pins(section, dev)
@@ -288,9 +299,7 @@ class _SectionRunner:
         sampler = get_sampler(req.sampler)
         with torch.no_grad():
             out = sampler(model_fn, noise.to(dev), sigmas, callback=step_cb, interrupt=interrupt)
-        teacache = {k: sum(getattr(c, f"{k}_steps") for c in caches.values() if c)
-                    for k in ("computed", "skipped")} if any(caches.values()) else {}
-        return out.float().cpu(), teacache
+        return out.float().cpu(), section_stats(caches), calibration_of(caches)
 
     def _section_pins(self, section: Section, dev) -> list[tuple[int, torch.Tensor, float]]:
         first = section.latent_start

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fp8
 from .attention import attention
-from .rope import rotate_in_place
+from .rope import rotate_float32
 
 
 class Linear(nn.Linear):
@@ -21,7 +22,8 @@ class Linear(nn.Linear):
 
     This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
     live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
-    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding.
+    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding. `fp8_matmul`
+    (set by fp8.select_fp8_matmul) multiplies an fp8 weight in fp8 instead of upcasting it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -29,11 +31,10 @@ class Linear(nn.Linear):
         # a ModuleList so the adapters' tensors move with the layer (offload); non-persistent, so the
         # state dict keeps exactly the checkpoint's keys
         self.lora = nn.ModuleList()
+        self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        out = F.linear(x, weight, bias)
+        out = fp8.linear(x, self.weight, self.bias, self.fp8_matmul)
         for delta in self.lora:
             out = out + delta(x)
         return out
@@ -57,16 +58,17 @@ class LoraDelta(nn.Module):
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
     """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
     the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
-    if any(len(layer.lora) for layer in layers):
+    if any(len(layer.lora) for layer in layers) or len({layer.weight.dtype for layer in layers}) > 1:
         return [layer(x) for layer in layers]
     return list(fused_projection(x, layers).split([layer.out_features for layer in layers], dim=-1))
 
 
 def fused_projection(x: torch.Tensor, layers: list[Linear]) -> torch.Tensor:
-    """The outputs of LoRA-free Linears side by side in one tensor, from one matmul."""
-    weight = torch.cat([layer.weight.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
+    """The outputs of LoRA-free Linears of one storage dtype side by side in one tensor, from one matmul."""
+    # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
+    weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
-    return F.linear(x, weight, bias)
+    return fp8.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
 
 
 class RMSNorm(nn.Module):
@@ -89,10 +91,10 @@ class RMSNorm(nn.Module):
 
 
 def rms_norm_rope(x: torch.Tensor, norm: RMSNorm, freqs: torch.Tensor) -> torch.Tensor:
-    """norm(x) rotated by RoPE (rope.rotate_in_place) in one float32 copy of x, rounded once to x's dtype: q and k are
+    """norm(x) rotated by RoPE (rope.rotate_float32) in one float32 copy of x, rounded once to x's dtype: q and k are
     the largest tensors of a block, and separate norm and RoPE steps would each make float32 copies of them."""
     xf = norm.normalized_float32(x)
-    return rotate_in_place(xf, freqs).to(x.dtype)
+    return rotate_float32(xf, freqs).to(x.dtype)
 
 
 def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -343,7 +345,8 @@ class SingleStreamBlock(nn.Module):
     def forward(self, h, temb, rope, key_mask):
         nh, (gate,) = self.norm(h, temb)
         layers = [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp]
-        if any(len(layer.lora) for layer in [*layers, self.proj_out]):
+        mixed_storage = len({layer.weight.dtype for layer in layers}) > 1
+        if mixed_storage or any(len(layer.lora) for layer in [*layers, self.proj_out]):
             q, k, v, mlp = (layer(nh) for layer in layers)
             del nh
             joint = torch.cat([self.attn(q, k, v, rope, key_mask), F.gelu(mlp, approximate="tanh")], dim=-1)

@@ -129,7 +129,7 @@ def measure_peak_activations(model, latent_frames: int, latent_h: int, latent_w:
         cache = TeaCache(2, 0.15) if teacache else None
         with PeakTracker() as tracker, torch.no_grad():
             for _ in range(2 if teacache else 1):
-                model(x, timestep, text, None, pooled, guidance, context=context, teacache=cache)
+                model(x, timestep, text, None, pooled, guidance, context=context, cache=cache)
     return tracker.peak
 
 

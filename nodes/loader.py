@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 
+import comfy.model_management as mm
 import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core.attention import BACKENDS
+from ..framepack_core.compile import COMPILE_MODES, compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
+from ..framepack_core.fp8 import select_fp8_matmul
 from ..framepack_core.limits import AUTO, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES, VARIANT_CHOICES
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
@@ -73,7 +76,9 @@ class FramePackModelLoader(io.ComfyNode):
                                        "fp16: HunyuanVideo-family activations exceed its range (fp16 FILES load fine)"),
                 io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default=AUTO,
                                tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
-                                       "the block weights in fp8 (half the memory), upcast at each matmul"),
+                                       "the block weights in fp8 (half the memory). On GPUs of compute capability "
+                                       "8.9+ (RTX 40xx, H100) e4m3fn weights multiply in fp8, elsewhere they are "
+                                       "upcast at each matmul"),
                 io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
                                tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
                 io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=128.0, step=0.5,
@@ -87,20 +92,29 @@ class FramePackModelLoader(io.ComfyNode):
                                          "24 GB in bf16, 12 GB in fp8) and cannot be swapped out; leave off with "
                                          "less than 64 GB of RAM"),
                 FramePackLora.Input("lora", optional=True),
+                # optional, so workflows saved before they existed load unchanged (compile off)
+                io.Boolean.Input("torch_compile", default=False, optional=True,
+                                 tooltip="Compile the transformer blocks with torch.compile: faster steps after a "
+                                         "one-time compilation of about a minute (2 graphs, reused by all 60 blocks "
+                                         "and every section); needs Triton on NVIDIA GPUs"),
+                io.Combo.Input("compile_mode", options=list(COMPILE_MODES), default="default", optional=True,
+                               tooltip="default: quick to compile. max-autotune-no-cudagraphs: benchmarks kernel "
+                                       "choices, longer compilation, sometimes faster steps"),
             ],
             outputs=[FramePackModel.Output(display_name="model")],
         )
 
     @classmethod
-    def validate_inputs(cls, variant, compute_dtype, weight_storage, attention):
+    def validate_inputs(cls, variant, compute_dtype, weight_storage, attention, compile_mode="default"):
         if compute_dtype == "fp16":
             return FP16_COMPUTE_REFUSED
         return check_choices(variant=(variant, VARIANT_CHOICES), compute_dtype=(compute_dtype, COMPUTE_DTYPE_NAMES),
-                             weight_storage=(weight_storage, STORAGE_CHOICES), attention=(attention, BACKENDS))
+                             weight_storage=(weight_storage, STORAGE_CHOICES), attention=(attention, BACKENDS),
+                             compile_mode=(compile_mode, COMPILE_MODES))
 
     @classmethod
     def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, pin_memory,
-                lora=None):
+                lora=None, torch_compile=False, compile_mode="default"):
         path = resolve_model_path(model)
         transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
                                        attention_backend=attention)
@@ -109,7 +123,12 @@ class FramePackModelLoader(io.ComfyNode):
         if loras:
             report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])
             log.info("FramePack LoRA: %s", report)
-        log.info("FramePack: loaded %s as %s (%s compute, %s storage)", model, chosen, compute_dtype, weight_storage)
+        device = mm.get_torch_device()
+        select_fp8_matmul(transformer, device)
+        if torch_compile:
+            compile_blocks(transformer, compile_mode, device=device)
+        log.info("FramePack: loaded %s as %s (%s compute, %s storage, compile %s)", model, chosen, compute_dtype,
+                 weight_storage, compile_mode if torch_compile else "off")
         patcher = FramePackPatcher(transformer, model, pin_memory=pin_memory)
         return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras, patcher))
 

@@ -14,6 +14,8 @@ from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
                                      MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, Mode)
 from ..framepack_core.samplers import SAMPLERS
+from ..framepack_core.stepcache import CACHE_CHOICES
+from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
 from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
                       raise_if_interrupted, schedule_to_core, text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
@@ -47,7 +49,8 @@ class FramePackSampler(io.ComfyNode):
                 io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Sigma shift; 0 = FramePack's resolution-dependent rule (7.0 at usual sizes)"),
                 io.Float.Input("teacache_threshold", default=0.15, min=0.0, max=1.0, step=0.01,
-                               tooltip="TeaCache: 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, not lossless"),
+                               tooltip="TeaCache (cache = teacache): 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, "
+                                       "not lossless"),
                 io.Int.Input("window_size", default=DEFAULT_WINDOW, min=MIN_WINDOW, max=MAX_WINDOW,
                              tooltip="Latent frames per section (9 = 33 frames, the trained setting)"),
                 io.Combo.Input("mode", options=list(MODE_CHOICES), default=AUTO,
@@ -55,13 +58,26 @@ class FramePackSampler(io.ComfyNode):
                 io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01),
                 FramePackPrompts.Input("prompts", optional=True,
                                        tooltip="Timestamped prompts; when connected they replace 'positive'"),
+                # -- step cache choice (optional, so workflows saved before it load with TeaCache as they ran)
+                io.Combo.Input("cache", options=list(CACHE_CHOICES), default="teacache", optional=True,
+                               tooltip="Skip denoising steps whose result is predictable. teacache: uses "
+                                       "teacache_threshold. magcache: uses magcache_threshold and magcache_ratios "
+                                       "(0.1: 12 of 25 steps computed, ~2x faster). magcache_calibrate: computes every step and "
+                                       "saves this run's ratios to models/framepack_magcache. none: every step."),
+                io.Float.Input("magcache_threshold", default=0.1, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="MagCache: accumulated error allowed while skipping; 0 = off, 0.1 = the "
+                                       "authors' setting, higher is faster and less faithful"),
+                io.Combo.Input("magcache_ratios", options=ratio_choices(), default=PUBLISHED, optional=True,
+                               tooltip="published: the MagCache authors' ratios for this model (25 steps, resampled "
+                                       "for other step counts); or a file made by a magcache_calibrate run"),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Int.Output(display_name="seed")],
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, mode):
-        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, MODE_CHOICES))
+    def validate_inputs(cls, sampler, mode, cache="teacache", magcache_ratios=PUBLISHED):
+        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, MODE_CHOICES),
+                             cache=(cache, list(CACHE_CHOICES)), magcache_ratios=(magcache_ratios, ratio_choices()))
 
     @classmethod
     def fingerprint_inputs(cls, seed, **_):
@@ -70,7 +86,8 @@ class FramePackSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
-                cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None):
+                cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None,
+                cache="teacache", magcache_threshold=0.1, magcache_ratios=PUBLISHED):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
@@ -82,10 +99,13 @@ class FramePackSampler(io.ComfyNode):
             end=conditioning.end, end_strength=conditioning.strength, keyframes=conditioning.keyframes,
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
-            window=window_size)
+            window=window_size, cache=cache, magcache_threshold=magcache_threshold,
+            magcache_ratios=load_ratios(magcache_ratios, model.variant) if cache == "magcache" else None)
         latent_hw = tuple(conditioning.start.latent.shape[-2:])
         plan = request.plan()
-        reserve = activation_reserve_bytes(model, plan, latent_hw, teacache_threshold > 0, cfg_scale != 1.0,
+        # a step cache keeps one residual per guidance branch on the device
+        step_cache_on = (cache == "teacache" and teacache_threshold > 0) or cache.startswith("magcache")
+        reserve = activation_reserve_bytes(model, plan, latent_hw, step_cache_on, cfg_scale != 1.0,
                                            mode == Mode.FORWARD and conditioning.end is not None
                                            and conditioning.strength > 0)
         try:
@@ -103,6 +123,13 @@ class FramePackSampler(io.ComfyNode):
                   "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
                                 "seed": result.seed}}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
-        report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
+        text = f"seed: {result.seed}\n{summary['description']}"
+        if "magcache_calibration" in result.stats:
+            saved = save_calibration(result.stats["magcache_calibration"], model.variant, num_inference_steps,
+                                     model=model.name, mode=mode, sampler=sampler, window=window_size)
+            result.stats["magcache_calibration"]["file"] = saved
+            text += f"\nMagCache calibration saved as models/framepack_magcache/{saved}"
+            log.info("FramePack: MagCache calibration saved as models/framepack_magcache/%s", saved)
+        report = {"text": [text],
                   "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
         return io.NodeOutput(latent, result.seed, ui=report)

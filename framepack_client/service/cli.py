@@ -14,7 +14,7 @@ DEFAULT_PORT = 8000
 DEFAULT_DATA_DIR = "~/.cache/framepack-service"
 KEY_ENV = "FRAMEPACK_API_KEY"
 
-EPILOG = f"""\
+EPILOG = """\
 examples:
   framepack-video serve --comfy http://127.0.0.1:8188
   FRAMEPACK_API_KEY=secret framepack-video serve --host 0.0.0.0 --port 8000 \\

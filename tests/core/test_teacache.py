@@ -55,7 +55,7 @@ def test_high_threshold_skips_and_reuses_residual():
     x = r(1, 16, 2, 8, 8)
     cache = TeaCache(num_steps=4, rel_l1_threshold=100.0)
     with torch.no_grad():
-        outs = [model(x, torch.tensor([t]), teacache=cache, **kw) for t in (900.0, 800.0, 700.0, 600.0)]
+        outs = [model(x, torch.tensor([t]), cache=cache, **kw) for t in (900.0, 800.0, 700.0, 600.0)]
         plain = model(x, torch.tensor([800.0]), **kw)
     assert cache.computed_steps == 2 and cache.skipped_steps == 2  # first and last only
     assert not torch.equal(outs[1], plain)  # step 2 reused step 1's residual instead of running the blocks
@@ -63,5 +63,5 @@ def test_high_threshold_skips_and_reuses_residual():
     cache = TeaCache(num_steps=4, rel_l1_threshold=0.0)
     with torch.no_grad():
         for t in (900.0, 800.0):
-            out = model(x, torch.tensor([t]), teacache=cache, **kw)
+            out = model(x, torch.tensor([t]), cache=cache, **kw)
     assert torch.equal(out, plain)
