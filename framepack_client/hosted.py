@@ -294,10 +294,11 @@ class HostedParams:
                 if value is None:
                     out.append(f"{name} is required with resolution custom (a multiple of {SIDE_STEP} from "
                                f"{MIN_SIDE} to {MAX_SIDE})")
-                elif isinstance(value, int) and not isinstance(value, bool) and value % SIDE_STEP:
+                elif isinstance(value, int) and not isinstance(value, bool) and MIN_SIDE <= value <= MAX_SIDE \
+                        and value % SIDE_STEP:
+                    # out of range is already reported; in range, both neighbouring multiples are in range too
                     out.append(f"{name} {value} is not a multiple of {SIDE_STEP}; use "
-                               f"{max(MIN_SIDE, value // SIDE_STEP * SIDE_STEP)} or "
-                               f"{min(MAX_SIDE, (value // SIDE_STEP + 1) * SIDE_STEP)}")
+                               f"{value // SIDE_STEP * SIDE_STEP} or {(value // SIDE_STEP + 1) * SIDE_STEP}")
         elif self.width is not None or self.height is not None:
             out.append(f"width and height are used only with resolution custom (resolution is "
                        f"{self.resolution!r}); set resolution to custom or remove them")
@@ -325,7 +326,8 @@ class HostedParams:
             if name in values:
                 problems.append(f"{name} is given twice (as {name} and {key}); keep one")
             elif name in known:
-                values[name] = value
+                if value is not None:  # JSON null means "not given": the default applies
+                    values[name] = value
             else:
                 problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
         for name in ("image", "end_image"):

@@ -75,7 +75,6 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("num_frames", 30.0, "drop the fraction"),
     ("num_frames", "30", "text, not a number"),
     ("num_frames", True, "a boolean"),
-    ("num_frames", None, None),  # None means "not given": the default applies, no error
     ("num_inference_steps", 0, "from 4 to 50"),
     ("num_inference_steps", 3, "from 4 to 50"),
     ("num_inference_steps", 51, "from 4 to 50"),
@@ -97,17 +96,77 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("prompt", "", "prompt is empty"),
     ("prompt", "   \n", "prompt is empty"),
     ("prompt", 5, "must be text"),
-    ("negative_prompt", None, None),
     ("negative_prompt", 3, "must be text"),
 ])
 def test_bad_values_are_named_with_the_fix(start_png, field, value, says):
-    if says is None:
-        make(start_png, **{field: value})
-        return
     problems = problems_of(start_png, **{field: value})
     assert len(problems) == 1, problems
     assert problems[0].startswith(field), problems
     assert says in problems[0], problems
+
+
+# Both edges of every range: the last accepted value, and the first refused one with its whole message.
+RANGE_EDGES = [
+    # field, lowest accepted, first refused below, highest accepted, first refused above, "from .. to .."
+    ("num_frames", 30, 29, 1800, 1801, "from 30 to 1800"),
+    ("num_inference_steps", 4, 3, 50, 51, "from 4 to 50"),
+    ("guidance_scale", 0, -0.01, 32, 32.01, "from 0 to 32"),
+    ("cfg_scale", 0, -0.01, 7, 7.01, "from 0 to 7"),
+    ("seed", -1, -2, 2147483647, 2147483648, "from -1 to 2147483647"),
+    ("strength", 0, -0.01, 1, 1.01, "from 0 to 1"),
+    ("width", 64, 48, 2048, 2064, "from 64 to 2048"),
+    ("height", 64, 48, 2048, 2064, "from 64 to 2048"),
+]
+
+
+def _with(field, value, end_png) -> dict:
+    """What a value of `field` needs beside it: strength an end image, width/height the custom resolution."""
+    if field == "strength":
+        return {"end_image": str(end_png), "strength": value}
+    if field in ("width", "height"):
+        return {"resolution": "custom", "width": 64, "height": 64, field: value}
+    return {field: value}
+
+
+@pytest.mark.parametrize("field,low,below,high,above,range_text", RANGE_EDGES, ids=[e[0] for e in RANGE_EDGES])
+def test_both_edges_of_every_range_with_exact_messages(start_png, end_png, field, low, below, high, above,
+                                                       range_text):
+    for value in (low, high):
+        assert getattr(make(start_png, **_with(field, value, end_png)), field) == value
+    for value in (below, above):
+        assert problems_of(start_png, **_with(field, value, end_png)) == [
+            f"{field} {value} is out of range; use a value {range_text}"]
+
+
+def test_prompt_length_edge_with_exact_message(start_png):
+    assert make(start_png, prompt="x" * 500).prompt == "x" * 500
+    assert problems_of(start_png, prompt="x" * 501) == ["prompt has 501 characters; the limit is 500: shorten it"]
+
+
+@pytest.mark.parametrize("field", ["width", "height"])
+@pytest.mark.parametrize("value,message", [
+    (63, "{field} 63 is out of range; use a value from 64 to 2048"),  # out of range: no "multiple" advice
+    (65, "{field} 65 is not a multiple of 16; use 64 or 80"),
+    (72, "{field} 72 is not a multiple of 16; use 64 or 80"),
+    (79, "{field} 79 is not a multiple of 16; use 64 or 80"),
+    (2040, "{field} 2040 is not a multiple of 16; use 2032 or 2048"),
+    (2049, "{field} 2049 is out of range; use a value from 64 to 2048"),
+])
+def test_custom_sides_must_be_multiples_of_16(start_png, end_png, field, value, message):
+    assert problems_of(start_png, **_with(field, value, end_png)) == [message.format(field=field)]
+    for fine in (80, 2032):
+        assert getattr(make(start_png, **_with(field, fine, end_png)), field) == fine
+
+
+@pytest.mark.parametrize("field", ["negative_prompt", "aspect_ratio", "resolution", "num_frames", "num_inference_steps",
+                                   "guidance_scale", "cfg_scale", "seed", "enable_safety_checker", "end_image",
+                                   "strength", "width", "height"])
+def test_a_null_parameter_is_not_given(start_png, field):
+    """JSON null means "not given": the default applies, as when the key is absent, also in the filled workflow."""
+    given = make(start_png, **{field: None})
+    assert given == make(start_png)
+    assert build_prompt(given, shipped("framepack_i2v")) == build_prompt(make(start_png), shipped("framepack_i2v"))
+    assert make(start_png).frames == 180 and make(start_png).negative_prompt == ""
 
 
 def test_strength_needs_an_end_image(start_png, end_png):
