@@ -33,8 +33,14 @@ from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAU
                                    MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE,
                                    MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-API_WORKFLOWS_DIR = REPO_ROOT / "workflows" / "api"
+def _api_workflows_dir() -> Path:
+    """The shipped API workflows: the package's own copy when pip-installed (pyproject maps workflows/api there),
+    else the checkout's workflows/api."""
+    installed = Path(__file__).resolve().parent / "api_workflows"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "workflows" / "api"
+
+
+API_WORKFLOWS_DIR = _api_workflows_dir()
 
 WORKFLOW_I2V, WORKFLOW_FLF2V, WORKFLOW_F1 = "framepack_i2v", "framepack_first_last_frame", "framepack_f1"
 TITLE_START, TITLE_END = "Start image", "End image"

@@ -37,12 +37,17 @@ def x264_params() -> dict[str, str]:
 
 
 class Mp4Writer:
+    """``metadata``: container tags, string values. They are written as the MP4's own key/value tags
+    (movflags=use_metadata_tags, as ComfyUI's SaveVideo writes them), which keeps keys such as "prompt" and
+    "workflow" that the plain MP4 muxer drops; ComfyUI restores the graph from "workflow" when the file is dropped
+    on its canvas."""
+
     def __init__(self, path: str, width: int, height: int, fps: int = 30, crf: int = 19, metadata: dict | None = None):
         import av
 
         self._av = av
         self.path = path
-        self.container = av.open(path, mode="w")
+        self.container = av.open(path, mode="w", options={"movflags": "use_metadata_tags"})
         for key, value in (metadata or {}).items():
             self.container.metadata[key] = value
         self.stream = self.container.add_stream("libx264", rate=Fraction(fps, 1))

@@ -1,9 +1,9 @@
 """Start and stop a REAL ComfyUI server (for the tests and scripts/demo.py) in a throw-away base directory.
 
-The server runs ``main.py --cpu`` on a free loopback port with ``--base-directory`` pointing at a temp
+The server runs ``main.py`` (with ``--cpu`` unless told otherwise) on a free loopback port with ``--base-directory`` pointing at a temp
 folder laid out like a ComfyUI install (models/..., input/, output/, temp/, user/, custom_nodes/).
 custom_nodes/ holds symlinks to this repository (as "comfyui-framepack", the pack under test) and to
-tests/comfy/test_node_pack (as "framepack_test_nodes"), and nothing else, so a user's own packs never
+framepack_dev/stand_in_nodes (as "framepack_stand_in_nodes"), and nothing else, so a user's own packs never
 interfere.
 
 Which ComfyUI: ``COMFYUI_DIR`` + ``COMFYUI_PYTHON`` when set (the user's own install), otherwise the
@@ -32,12 +32,13 @@ if TYPE_CHECKING:  # imported when used, so that finding out whether a ComfyUI i
     from framepack_client.server_api import ComfyClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The test pack's stand-in encoders are what the demo's smoke run on tiny weights uses too.
-TEST_NODE_PACK = REPO_ROOT / "tests" / "comfy" / "test_node_pack"
+# The stand-in encoders (and the tests' probe nodes) for runs on tiny weights: the tests and the demo's smoke run.
+STAND_IN_PACK = REPO_ROOT / "framepack_dev" / "stand_in_nodes"
 PACK_LINK_NAME = "comfyui-framepack"
-TEST_PACK_LINK_NAME = "framepack_test_nodes"
+STAND_IN_LINK_NAME = "framepack_stand_in_nodes"
 MODEL_FOLDERS = ("diffusion_models", "vae", "loras", "clip_vision", "text_encoders")
-BASE_ARGS = ("--cpu", "--disable-auto-launch", "--disable-api-nodes", "--database-url", "sqlite:///:memory:")
+BASE_ARGS = ("--disable-auto-launch", "--disable-api-nodes")
+CPU_ARGS = ("--cpu",)
 
 # ComfyUI logs "  0.1 seconds (IMPORT FAILED): /path/custom_nodes/<name>" for every pack that failed.
 _IMPORT_FAILED = re.compile(r"\(IMPORT FAILED\):\s*(?P<path>.+?)\s*$", re.MULTILINE)
@@ -82,6 +83,13 @@ def locate_comfyui() -> ComfyInstall:
     return install
 
 
+def database_args(user_dir: Path) -> tuple[str, ...]:
+    """ComfyUI's SQLite database as a file in this server's own user/ folder. ComfyUI's default is a file inside
+    the ComfyUI folder, which servers sharing that folder would share; an in-memory database instead fails in
+    ComfyUI's other threads (sqlite3.ProgrammingError tracebacks in the log)."""
+    return ("--database-url", f"sqlite:///{Path(user_dir).resolve() / 'comfyui.db'}")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -105,18 +113,20 @@ class ComfyServer:
     ``base_dir``: where models/, input/, output/... live (a new temp dir, removed by :meth:`cleanup`,
     if None). ``extra_args``: appended to main.py's arguments (e.g. ``["--cache-none"]``).
     ``node_packs``: custom_nodes/ entries as {link name: target folder}; defaults to this repo and the
-    test pack. Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    stand-in pack. ``device_args``: main.py's device arguments, ``--cpu`` by default (the tests); the demo passes
+    framepack_dev.device's choice. Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
     def __init__(self, base_dir: str | Path | None = None, extra_args: list[str] | tuple[str, ...] = (),
                  node_packs: dict[str, Path] | None = None, install: ComfyInstall | None = None,
-                 start_timeout: float = 180.0):
+                 start_timeout: float = 180.0, device_args: tuple[str, ...] | list[str] = CPU_ARGS):
         self.install = install or locate_comfyui()
         self._owns_base_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="framepack-comfy-"))
         self.extra_args = list(extra_args)
+        self.device_args = list(device_args)
         self.node_packs = dict(node_packs) if node_packs is not None else {
-            PACK_LINK_NAME: REPO_ROOT, TEST_PACK_LINK_NAME: TEST_NODE_PACK}
+            PACK_LINK_NAME: REPO_ROOT, STAND_IN_LINK_NAME: STAND_IN_PACK}
         self.start_timeout = start_timeout
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -172,7 +182,8 @@ class ComfyServer:
 
     def command(self) -> list[str]:
         return [str(self.install.python), "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
-                "--base-directory", str(self.base_dir), *BASE_ARGS, *self.extra_args]
+                "--base-directory", str(self.base_dir), *database_args(self.user_dir), *BASE_ARGS,
+                *self.device_args, *self.extra_args]
 
     def start(self) -> "ComfyServer":
         """Start the server and wait until ``/system_stats`` answers; raise ComfyStartError otherwise."""

@@ -3,7 +3,7 @@ run).
 
 Everything from our loader to the MP4 is real: a random-init FramePack transformer with the released
 architecture and key names (tiny sizes) saved as .safetensors and loaded by our loader, a random TAEHV loaded by
-ComfyUI's native VAELoader. Only the 8B text encoder and SigLIP are replaced, by the test pack's stand-ins
+ComfyUI's native VAELoader. Only the 8B text encoder and SigLIP are replaced, by the stand-in nodes (framepack_dev/stand_in_nodes)
 (FramePackTestCLIPLoader feeds the native CLIPTextEncode; FramePackTestClipVisionLoader), at the tiny model's sizes.
 """
 

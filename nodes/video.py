@@ -9,6 +9,7 @@ import os
 
 import folder_paths
 import torch
+from comfy.cli_args import args as comfy_args
 from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
@@ -65,6 +66,18 @@ class FramePackVideoCombine(io.ComfyNode):
         )
 
     @classmethod
+    def file_metadata(cls) -> dict[str, str]:
+        """What ComfyUI's SaveVideo stores in the file: every extra_pnginfo entry (the UI "workflow", from which
+        dropping the MP4 on ComfyUI restores the graph) and the API "prompt", each as JSON; none with
+        --disable-metadata."""
+        if comfy_args.disable_metadata:
+            return {}
+        metadata = dict(cls.hidden.extra_pnginfo or {})
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = cls.hidden.prompt
+        return {key: json.dumps(value) for key, value in metadata.items()}
+
+    @classmethod
     def execute(cls, latent, vae, filename_prefix, crf, return_frames):
         samples = latent["samples"]
         meta = latent.get("framepack")
@@ -77,11 +90,8 @@ class FramePackVideoCombine(io.ComfyNode):
         check_video_latents(plan, samples)
         width, height = video_size(samples)
         path, file, subfolder = output_path(filename_prefix, width, height)
-        metadata = {}
-        if cls.hidden.prompt is not None:
-            metadata["prompt"] = json.dumps(cls.hidden.prompt)
-        images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf, metadata=metadata, keep_frames=return_frames,
-                           on_chunk=Progress().update)
+        images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf,
+                           metadata=cls.file_metadata(), keep_frames=return_frames, on_chunk=Progress().update)
         log.info("FramePack: wrote %s (%d frames, %dx%d)", path, plan.output_frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

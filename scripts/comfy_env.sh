@@ -6,6 +6,10 @@
 #   bash scripts/comfy_env.sh python        # print the test interpreter (the venv's python)
 #   bash scripts/comfy_env.sh comfy-python  # print the interpreter that runs ComfyUI
 #   bash scripts/comfy_env.sh comfy-dir     # print the ComfyUI folder (the one holding main.py)
+#   bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu]
+#                                           # the pinned ComfyUI with this pack, in the background, on the GPU
+#                                           # when its torch sees one; returns once it answers (scripts/comfy_service.py)
+#   bash scripts/comfy_env.sh stop          # stop the ComfyUI that start started
 #
 # What `install` makes (under $FRAMEPACK_CACHE, default ~/.cache/framepack-comfy):
 #   venv/      Python 3.11 venv with the pinned lock scripts/requirements.lock: ComfyUI 0.3.75's
@@ -138,5 +142,8 @@ case "${1:-}" in
   python) echo "$VENV/bin/python" ;;
   comfy-python) comfy_python ;;
   comfy-dir) comfy_dir ;;
-  *) echo "usage: $0 install|python|comfy-python|comfy-dir" >&2; exit 2 ;;
+  start|stop)
+    [ -x "$VENV/bin/python" ] || die "no venv at $VENV: run \`bash scripts/demo.sh\` (or \`bash $0 install\`) first"
+    exec "$VENV/bin/python" "$HERE/comfy_service.py" "$@" ;;
+  *) echo "usage: $0 install|python|comfy-python|comfy-dir|start|stop" >&2; exit 2 ;;
 esac

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from framepack_client.server_api import ComfyClient, PromptRejected
-from framepack_dev.comfy_server import PACK_LINK_NAME, REPO_ROOT, TEST_PACK_LINK_NAME, ComfyServer
+from framepack_dev.comfy_server import PACK_LINK_NAME, REPO_ROOT, STAND_IN_LINK_NAME, ComfyServer
 from framepack_dev.tiny_vae import write_tiny_taehv
-from tests.comfy.test_node_pack.describe import describe
-from tests.comfy.test_node_pack.stand_ins import text_conditioning, text_token_count, vision_features
+from framepack_dev.stand_in_nodes.describe import describe
+from framepack_dev.stand_in_nodes.stand_ins import text_conditioning, text_token_count, vision_features
 
 TEST_NODES = ("FramePackTestTextEncode", "FramePackTestCLIPLoader", "FramePackTestClipVisionLoader",
               "FramePackTestSlowPassthrough", "FramePackTestDescribe")
@@ -80,13 +80,13 @@ def test_server_answers_and_lists_the_test_nodes(comfy_server: ComfyServer, comf
     assert {"EmptyImage", "SaveImage", "VAELoader", "VAEEncode", "VAEDecode", "CLIPVisionEncode"} <= info.keys()
     for node in TEST_NODES:
         assert info[node]["category"] == "FramePack/testing"
-        assert info[node]["python_module"] == f"custom_nodes.{TEST_PACK_LINK_NAME}"
+        assert info[node]["python_module"] == f"custom_nodes.{STAND_IN_LINK_NAME}"
     single = comfy.object_info("FramePackTestTextEncode")["FramePackTestTextEncode"]
     assert single["input"]["required"]["token_dim"][1]["default"] == 32
     assert single["input"]["required"]["text"][1]["multiline"] is True
     assert single["output"] == ["CONDITIONING"]
     assert comfy.object_info("NoSuchNodeType") == {}
-    assert TEST_PACK_LINK_NAME not in comfy_server.import_failures()
+    assert STAND_IN_LINK_NAME not in comfy_server.import_failures()
     assert (comfy_server.custom_nodes_dir / PACK_LINK_NAME).resolve() == REPO_ROOT
 
 

@@ -109,6 +109,24 @@ def test_api_workflow_end_to_end(comfy, name, num_frames, size):
     assert len(sampler_progress) >= report["sections"] * steps
 
 
+def test_mp4_carries_the_ui_workflow_and_the_api_prompt(comfy):
+    """As ComfyUI's SaveVideo does: the UI workflow the frontend sends (extra_pnginfo) and the API prompt are tags of
+    the MP4, so dropping the file on ComfyUI restores the graph."""
+    ui_workflow = json.loads((build_workflows.WORKFLOWS_DIR / "framepack_i2v.json").read_text())
+    graph = tiny_workflow("framepack_i2v", seed=5, prefix=unique_prefix("metadata"))
+    result = comfy.run(graph, timeout=600, extra_data={"extra_pnginfo": {"workflow": ui_workflow}})
+    result.prompt_graph = graph
+    assert result.ok, result.error_message
+    data, _ = mp4_of(comfy, result)
+    with av.open(io.BytesIO(data)) as container:
+        tags = dict(container.metadata)
+    assert json.loads(tags["workflow"]) == ui_workflow
+    stored = json.loads(tags["prompt"])
+    for node in stored.values():  # the server's own cache key, which ComfyUI adds to the prompt it runs
+        node.pop("is_changed", None)
+    assert stored == graph
+
+
 def test_random_seed_is_reported(comfy):
     graph = tiny_workflow("framepack_i2v", seed=-1, prefix=unique_prefix("seed"))
     result = run(comfy, graph)

@@ -1,6 +1,7 @@
 """The GPU checks are run rarely (only when a GPU is lent), so their code is run here on the CPU in dry-run mode:
-bench/device_checks.sh with DRY_RUN=1 runs the GPU parts of the benchmark scripts with the tiny model. This
-measures nothing; it makes sure the one prepared GPU command works before device time is spent on it."""
+bench/device_checks.sh with DRY_RUN=1 runs the GPU parts of the benchmark scripts and the correctness checks
+(bench/gpu_correctness.py) with the tiny model. This measures nothing; it makes sure the one prepared GPU command
+works before device time is spent on it."""
 
 import json
 import os
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
     done = subprocess.run(["bash", str(REPO / "bench" / "device_checks.sh")], capture_output=True, text=True,
-                          env=env, timeout=600)
+                          env=env, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
 
     forward = json.loads((tmp_path / "transformer.json").read_text())["dry_run"]
@@ -50,3 +51,15 @@ def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     fp8 = speed["fp8"]
     assert fp8["fp8_upcast"]["layers"] == 0 and fp8["fp8_matmul"]["layers"] > 0  # the scaled path really ran
     assert 0 < fp8["fp8_matmul"]["rel_l2_vs_bf16"] < 0.1
+
+    correctness = json.loads((tmp_path / "correctness.json").read_text())["dry_run"]
+    checks = correctness["checks"]
+    assert correctness["ok"] and all(check["ok"] for check in checks.values())
+    assert 0 < checks["bf16_vs_fp32_cpu"]["rel_l2"] <= checks["bf16_vs_fp32_cpu"]["bound"]  # bf16 really ran
+    assert checks["streamed_vs_resident"]["bitwise"]
+    assert checks["streamed_vs_resident"]["streamed_blocks"] == TINY.num_layers + TINY.num_single_layers
+    assert "torch.float8_e4m3fn" in checks["fp8_e4m3fn_vs_bf16"]["weight_dtypes"]
+    assert 0 < checks["fp8_e4m3fn_vs_bf16"]["rel_l2"] <= checks["fp8_e4m3fn_vs_bf16"]["bound"]
+    interrupt = checks["interrupt_mid_section"]
+    assert interrupt["raised"] and interrupt["steps_before"] == interrupt["expected_steps"] and interrupt["rerun_bitwise"]
+    assert {"flash_attn", "sage"} <= checks["attention_backends"].keys()

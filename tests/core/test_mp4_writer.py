@@ -68,3 +68,30 @@ def test_same_frames_give_identical_packets_whatever_the_heap_holds(tmp_path):
     assert [r["frames"] for r in results] == [61, 61, 61]
     assert len({r["packets"] for r in results}) == 1, results
     assert (results[0]["colorspace"], results[0]["color_range"], results[0]["primaries"]) == (1, 1, 1)  # BT.709, tv
+
+
+def test_prompt_and_workflow_tags_are_read_back_from_the_file(tmp_path):
+    """Keys other than the MP4's standard tags ("prompt", "workflow": what ComfyUI reads when the file is dropped
+    on its canvas) survive, as ComfyUI's own SaveVideo writes them, and the same frames and tags give the same
+    bytes."""
+    import av
+    import torch
+
+    from framepack_core.mp4 import Mp4Writer
+
+    workflow = {"last_node_id": 3, "nodes": [{"id": 1, "type": "FramePackSampler", "widgets_values": ["é ✓"]}]}
+    tags = {"prompt": json.dumps({"1": {"class_type": "FramePackSampler", "inputs": {}}}),
+            "workflow": json.dumps(workflow)}
+    frames = torch.from_numpy(_moving_scene(5, 64, 96))
+    files = []
+    for name in ("a.mp4", "b.mp4"):
+        writer = Mp4Writer(str(tmp_path / name), 96, 64, metadata=tags)
+        writer.write(frames)
+        writer.close()
+        files.append((tmp_path / name).read_bytes())
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        read = dict(container.metadata)
+        assert sum(1 for _ in container.decode(video=0)) == 5
+    assert json.loads(read["workflow"]) == workflow
+    assert read["prompt"] == tags["prompt"]
+    assert files[0] == files[1]

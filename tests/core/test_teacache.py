@@ -105,7 +105,7 @@ def test_a_skipped_step_adds_the_last_computed_residual_to_its_own_input():
     cache = TeaCache(num_steps=4, rel_l1_threshold=100.0)
     with torch.no_grad():
         for x, t in zip(xs, (900.0, 800.0, 700.0, 600.0)):
-            model(x, torch.tensor([t]), teacache=cache, **kw)
+            model(x, torch.tensor([t]), cache=cache, **kw)
     assert (cache.computed_steps, cache.skipped_steps) == (2, 2)
     # computed steps call norm1 twice (TeaCache's probe, then block 0), skipped steps once
     inputs = [stack_in[0], stack_in[2], stack_in[3], stack_in[4]]

@@ -1,4 +1,4 @@
-"""V3 node classes of the test-only pack (imported by ComfyUI only, through ``comfy_entrypoint``)."""
+"""V3 node classes of the stand-in pack (imported by ComfyUI only, through ``comfy_entrypoint``)."""
 
 from __future__ import annotations
 

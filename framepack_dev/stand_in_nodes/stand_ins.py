@@ -1,7 +1,7 @@
 """Deterministic stand-ins for encoders too big to run in tests (torch only; no comfy imports).
 
 Tests may import this module directly to compute exactly what the test nodes give ComfyUI:
-``tests.comfy.test_node_pack.stand_ins`` (the package's ``__init__`` imports nothing from ComfyUI).
+``framepack_dev.stand_in_nodes.stand_ins`` (the package's ``__init__`` imports nothing from ComfyUI).
 
 * :func:`text_conditioning` mimics CLIPTextEncode with the ``hunyuan_video`` DualCLIPLoader, whose
   CONDITIONING is ``[[llama hidden states [1, N<=256, 4096], {"pooled_output": CLIP-L pooled [1, 768]}]]``.
