@@ -72,3 +72,8 @@ RESOLUTION_CHOICES = (*RESOLUTION_SIZES, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION)
 SIDE_STEP = 16  # 8x VAE downsampling, then 2x2 patches
 MIN_SIDE, MAX_SIDE = 64, 2048
 DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
+
+# -- bounds on what a workflow, a file or a server hands us (README "Security") -------------------------------------
+# Every one of these is checked before the work it bounds starts, with an error that names the limit.
+MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
+MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
