@@ -77,3 +77,6 @@ DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
 # Every one of these is checked before the work it bounds starts, with an error that names the limit.
 MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
 MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
+MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts once, its strengths added)
+MAX_ALPHA_PATTERNS = 4096  # alpha_pattern entries in a LoRA's PEFT metadata (module names)
+MAX_ALPHA_PATTERN_CHARS = 256  # one alpha_pattern entry: a module name is far shorter
