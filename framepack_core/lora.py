@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
 from .errors import CheckpointError, InputError
 from .limits import MAX_ALPHA_PATTERN_CHARS, MAX_ALPHA_PATTERNS, MAX_LORAS
 from .layers import Linear, LoraDelta
-from .safetensors_file import FP8_DTYPES, check_file, unreadable
+from .safetensors_file import FP8_DTYPES, UNREADABLE, check_file, unreadable
 
 # diffusers writes the PEFT LoraConfig (r, lora_alpha, alpha_pattern, use_rslora) under this metadata key
 PEFT_METADATA_KEY = "lora_adapter_metadata"
@@ -196,7 +196,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except UNREADABLE as exc:
         raise unreadable(path, exc, "LoRA", _FIX) from exc
     return tensors, metadata
 
