@@ -74,3 +74,22 @@ RESOLUTION_CHOICES = (*RESOLUTION_SIZES, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION)
 SIDE_STEP = 16  # 8x VAE downsampling, then 2x2 patches
 MIN_SIDE, MAX_SIDE = 64, 2048
 DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
+
+# -- bounds on what a workflow, a file or a server hands us (README "Security") -------------------------------------
+# Every one of these is checked before the work it bounds starts, with an error that names the limit.
+MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
+MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
+MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts once, its strengths added)
+MAX_ALPHA_PATTERNS = 4096  # alpha_pattern entries in a LoRA's PEFT metadata (module names)
+MAX_ALPHA_PATTERN_CHARS = 256  # one alpha_pattern entry: a module name is far shorter
+MAX_CHECKPOINT_JSON_BYTES = 16 * 1024 * 1024  # a model folder's config.json or shard index (real ones: < 200 KB)
+# Model config fields from a file (config.json or safetensors metadata): (low, high), inclusive. The released
+# checkpoints sit well inside (20 / 40 / 2 layers, 24 heads of 128, widths 4096 / 768 / 1152); the bounds keep a
+# hostile config from building a huge model before the weights are compared with it.
+MODEL_CONFIG_BOUNDS = {
+    "in_channels": (1, 64), "out_channels": (1, 64), "num_attention_heads": (1, 128), "attention_head_dim": (2, 512),
+    "num_layers": (1, 128), "num_single_layers": (0, 256), "num_refiner_layers": (0, 16), "mlp_ratio": (0.25, 16.0),
+    "patch_size": (1, 8), "patch_size_t": (1, 4), "text_embed_dim": (1, 16384), "pooled_projection_dim": (1, 16384),
+    "image_proj_dim": (1, 16384), "rope_theta": (1.0, 1e9),
+}
+MAX_MODEL_INNER_DIM = 16384  # num_attention_heads x attention_head_dim (released: 3072)

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError, NotFramePackError
-from .limits import STORAGE_CHOICES
-from .safetensors_file import FP8_DTYPES, FP8_STORAGE, check_file, is_pickle_name, unreadable
+from .limits import MAX_CHECKPOINT_JSON_BYTES, STORAGE_CHOICES
+from .safetensors_file import (FP8_DTYPES, FP8_STORAGE, UNREADABLE, check_file, describe_error, is_pickle_name,
+                              unreadable)
 from .transformer import FramePackTransformer
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,56 @@ def resolve_source(path: str | Path) -> CheckpointSource:
     config = None
     metadata = _read_metadata(path)
     if metadata and CONFIG_METADATA_KEY in metadata:
-        config = FramePackConfig.from_json_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+        try:
+            data = json.loads(metadata[CONFIG_METADATA_KEY])
+        except ValueError as err:
+            raise CheckpointError(f"{path.name}: the config in its safetensors metadata is not valid JSON ({err}); "
+                                  "download the file again") from err
+        config = _config_from(data, path.name, "safetensors metadata")
     return CheckpointSource(path, [path], config, path.name)
+
+
+def _config_from(data: object, label: str, where: str) -> FramePackConfig:
+    try:
+        return FramePackConfig.from_json_dict(data)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{label}: its config ({where}) is not usable: {err}. It does not describe a FramePack "
+                              "transformer: download the model again (or remove a config.json that belongs to "
+                              "another model, so the sizes are read from the weights)") from err
+
+
+def _read_json(path: Path, label: str) -> object:
+    """A config.json or shard index, refused unread when larger than any real one."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CHECKPOINT_JSON_BYTES:
+            raise CheckpointError(f"{label}: {path.name} is larger than {MAX_CHECKPOINT_JSON_BYTES >> 20} MiB "
+                                  f"({size} bytes); real ones are a few KB: download it again")
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:
+        detail = err.strerror if isinstance(err, OSError) else err
+        raise CheckpointError(f"{label}: {path.name} is not valid JSON ({detail}); download it again") from err
+
+
+def _is_plain_name(name: object) -> bool:
+    """A file name with no folder part, as the shards of a diffusers folder are: the index cannot reach outside."""
+    return (isinstance(name, str) and name.lower().endswith(".safetensors") and name not in (".", "..")
+            and not any(c in name for c in "/\\:") and not any(ord(c) < 32 or ord(c) == 127 for c in name))
+
+
+def _shard_names(index: object, index_name: str, label: str) -> list[str]:
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{label}: the index {index_name} is not a diffusers weight index (an object whose "
+                              "weight_map maps tensor names to shard files); download it again")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if not _is_plain_name(name):
+            raise CheckpointError(f"{label}: the index {index_name} names the shard {name!r}, which is not a plain file "
+                                  "name in the folder (shards are .safetensors files next to the index, e.g. "
+                                  "diffusion_pytorch_model-00001-of-00003.safetensors); download the index again")
+    return names
 
 
 def _resolve_folder(folder: Path) -> CheckpointSource:
@@ -90,23 +139,22 @@ def _resolve_folder(folder: Path) -> CheckpointSource:
         folder = folder / "transformer"  # a whole diffusers pipeline repo was given
     config = None
     if (folder / "config.json").is_file():
-        config = FramePackConfig.from_json_dict(json.loads((folder / "config.json").read_text()))
+        config = _config_from(_read_json(folder / "config.json", folder.name), folder.name, "config.json")
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
-        index = json.loads(indexes[0].read_text())
-        shard_names = sorted(set(index.get("weight_map", {}).values()))
+        shard_names = _shard_names(_read_json(indexes[0], folder.name), indexes[0].name, folder.name)
         missing = [n for n in shard_names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(
                 f"{folder.name}: the index {indexes[0].name} lists {len(shard_names)} shards but {len(missing)} are "
-                f"missing: {', '.join(missing)}. Download the missing shard files into {folder}.")
+                f"missing: {', '.join(missing)}. Download the missing shard files into the folder {folder.name}.")
         files = [folder / n for n in shard_names]
     else:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             pickles = [p.name for p in folder.iterdir() if is_pickle_name(p)]
             hint = f" (found pickle files {', '.join(pickles)}, which are refused)" if pickles else ""
-            raise CheckpointError(f"folder {folder} holds no .safetensors weights{hint}")
+            raise CheckpointError(f"folder {folder.name} holds no .safetensors weights{hint}")
     for f in files:
         check_file(f, "model", _FIX)
     return CheckpointSource(folder, files, config, folder.name)
@@ -116,7 +164,7 @@ def _read_metadata(path: Path) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata()
-    except (SafetensorError, OSError, ValueError) as err:
+    except UNREADABLE as err:
         raise _unreadable(path, err) from err
 
 
@@ -137,7 +185,7 @@ def read_shapes(source: CheckpointSource) -> tuple[dict[str, tuple[tuple[int, ..
                 for key in f.keys():
                     sl = f.get_slice(key)
                     entries[key] = (tuple(sl.get_shape()), sl.get_dtype(), file)
-        except (SafetensorError, OSError, ValueError) as err:
+        except UNREADABLE as err:
             raise _unreadable(file, err) from err
     prefix = _strip_prefix(list(entries))
     return {k[len(prefix):]: v for k, v in entries.items()}, prefix
@@ -199,6 +247,14 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
     else:
         raise CheckpointError(f"{label}: head dim {head_dim} is not the released 128 and the file carries no config "
                               "(config.json or safetensors metadata) giving its RoPE axes")
+    try:
+        return _inferred(shape, count, shapes, dim, in_channels, head_dim, rope)
+    except ValueError as err:
+        raise CheckpointError(f"{label}: the sizes its tensors give are not a FramePack transformer's ({err}); use "
+                              "the FramePackI2V_HY or FramePack F1 transformer files") from err
+
+
+def _inferred(shape, count, shapes, dim, in_channels, head_dim, rope) -> FramePackConfig:
     return FramePackConfig(
         in_channels=in_channels, out_channels=shape("proj_out.weight")[0] // 4,
         num_attention_heads=dim // head_dim, attention_head_dim=head_dim,
@@ -208,6 +264,36 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
         text_embed_dim=shape("context_embedder.proj_in.weight")[1],
         pooled_projection_dim=shape("time_text_embed.text_embedder.linear_1.weight")[1],
         image_proj_dim=shape("image_projection.up.weight")[1], rope_axes_dim=rope)
+
+
+def _check_config_matches(config: FramePackConfig, shapes: dict[str, tuple], label: str) -> None:
+    """Compares a config with the weights' own layer counts and widths before any model is built from it, so a
+    config cannot make the loader build a model the file does not hold."""
+    if "x_embedder.proj.weight" not in shapes:
+        return  # not FramePack's tensors at all: _check_keys says what the file looks like
+
+    def held(prefix: str, part: int) -> int:
+        return len({k.split(".")[part] for k in shapes if k.startswith(prefix)})
+
+    fix = ("the config belongs to another model: download the model's own config.json (or remove it, so the sizes "
+           "are read from the weights)")
+    for field, what, prefix, part in (("num_layers", "transformer_blocks", "transformer_blocks.", 1),
+                                      ("num_single_layers", "single_transformer_blocks", "single_transformer_blocks.", 1),
+                                      ("num_refiner_layers", "token refiner blocks",
+                                       "context_embedder.token_refiner.refiner_blocks.", 3)):
+        count = held(prefix, part)
+        if getattr(config, field) != count:
+            raise CheckpointError(f"{label}: its config says {field} {getattr(config, field)} but the weights hold "
+                                  f"{count} {what}; {fix}")
+    width = shapes["x_embedder.proj.weight"][0][0]
+    if config.inner_dim != width:
+        raise CheckpointError(f"{label}: its config says num_attention_heads {config.num_attention_heads} x "
+                              f"attention_head_dim {config.attention_head_dim} (inner width {config.inner_dim}) but "
+                              f"the weights hold inner width {width}; {fix}")
+    norm = shapes.get("transformer_blocks.0.attn.norm_q.weight")
+    if norm is not None and norm[0][0] != config.attention_head_dim:
+        raise CheckpointError(f"{label}: its config says attention_head_dim {config.attention_head_dim} but the "
+                              f"weights hold heads of width {norm[0][0]}; {fix}")
 
 
 def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str) -> None:
@@ -273,6 +359,7 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
     source = resolve_source(path)
     found, prefix = read_shapes(source)
     config = source.config or infer_config(found, source.label)
+    _check_config_matches(config, found, source.label)
     with torch.device("meta"):
         model = FramePackTransformer(config, attention_backend)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -291,9 +378,9 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
                     key = raw_key[len(prefix):]
                     tensor = f.get_tensor(raw_key)
                     state[key] = _convert(tensor, _storage_dtype(key, tensor.dtype, compute, storage)).to(device)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: {err}); "
-                                  "download it again.") from err
+        except UNREADABLE as err:
+            raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: "
+                                  f"{describe_error(err, file)}); download it again.") from err
     model.load_state_dict(state, strict=True, assign=True)
     model.compute_dtype = compute
     model.requires_grad_(False).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import CheckpointError
 
@@ -22,6 +23,9 @@ FP8_DTYPES = frozenset(getattr(torch, name) for name in ("float8_e4m3fn", "float
                                                          "float8_e5m2fnuz") if hasattr(torch, name))
 # The smallest valid safetensors file: an 8-byte header length.
 _MIN_BYTES = 8
+# What opening or reading a damaged file can raise (safetensors' own error, mmap and read failures, a header that
+# asks for more memory than there is); each becomes a CheckpointError naming the file.
+UNREADABLE = (SafetensorError, OSError, ValueError, RuntimeError, BufferError, MemoryError)
 
 
 def is_pickle_name(path: Path) -> bool:
@@ -39,24 +43,38 @@ def check_file(path: Path, what: str, fix: str) -> None:
     """A .safetensors candidate that exists and is long enough to hold a header; pickles are refused first."""
     refuse_pickle(path, what, fix)
     if not path.is_file():
-        raise CheckpointError(f"{what} file {path} does not exist")
+        raise CheckpointError(f"{what} file {path.name} does not exist")
     size = path.stat().st_size
     if size < _MIN_BYTES:
         raise CheckpointError(f"{path.name} is empty or truncated ({size} bytes); download it again.")
 
 
 def _starts_like_pickle(head: bytes) -> bool:
-    """A zip archive (what torch.save writes) or a raw pickle of protocol 2 to 5."""
-    return head[:2] == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+    """A zip archive (what torch.save writes) or a raw pickle of protocol 2 to 5. A safetensors file starts with
+    its header length (8 bytes, little endian) and then "{": lengths such as 640 (80 02) or 19280 ("PK") begin
+    like a pickle, so the bytes after the length decide."""
+    if head[8:9] == b"{":
+        return False
+    return head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def describe_error(err: BaseException, path: Path) -> str:
+    """An error's text with the file named by its name only: messages reach API callers, who need not learn where
+    the models live."""
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return text.replace(str(path), path.name)
 
 
 def unreadable(path: Path, err: Exception, what: str, fix: str) -> CheckpointError:
     """The error for a file safetensors could not open. Its first bytes are looked at only now, because a valid
     header length may start with the same bytes as a pickle."""
-    with open(path, "rb") as f:
-        head = f.read(2)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        head = b""
     if _starts_like_pickle(head):
         return CheckpointError(f"{path.name} is a PyTorch zip/pickle checkpoint renamed to .safetensors; it is "
                                f"refused (pickle files can run code when opened). {fix}")
-    return CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
-                           f"download it again, or use another .safetensors {what} file.")
+    return CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: "
+                           f"{describe_error(err, path)}); download it again, or use another .safetensors {what} file.")
