@@ -55,12 +55,18 @@ class FrameSource:
     def read_tail(self, count: int) -> torch.Tensor:
         """The last `count` frames, uint8 [count, H, W, 3], reading the whole source but keeping only those."""
         first, seen, kept = self.frames - count, 0, []
-        for chunk in self.iter_rgb24():
+        for chunk in self._unfitted_chunks():
             if seen + len(chunk) > first:
-                kept.append(chunk[max(0, first - seen):])
+                kept.append(self._fit(chunk[max(0, first - seen):]))
             seen += len(chunk)
         self.check_unchanged(seen)
         return torch.cat(kept)
+
+    def _unfitted_chunks(self) -> Iterator[torch.Tensor]:
+        return self.iter_rgb24()
+
+    def _fit(self, chunk: torch.Tensor) -> torch.Tensor:
+        return chunk
 
     def check_unchanged(self, seen: int) -> None:
         if seen != self.frames:
@@ -166,9 +172,15 @@ class Fitted(FrameSource):
 
     def iter_rgb24(self) -> Iterator[torch.Tensor]:
         for chunk in self.inner.iter_rgb24():
-            if self.resized:
-                chunk = to_rgb24(resize_and_center_crop(chunk.float() / 255, self.width, self.height))
-            yield chunk
+            yield self._fit(chunk)
+
+    def _unfitted_chunks(self) -> Iterator[torch.Tensor]:
+        return self.inner.iter_rgb24()  # the tail alone is resized
+
+    def _fit(self, chunk: torch.Tensor) -> torch.Tensor:
+        if not self.resized:
+            return chunk
+        return to_rgb24(resize_and_center_crop(chunk.float() / 255, self.width, self.height))
 
 
 def _reason(err: Exception) -> str:

@@ -7,11 +7,11 @@ import logging
 from comfy_api.latest import io
 
 from ..framepack_core.config import VAE_SCALING_FACTOR
-from ..framepack_core.errors import Interrupted
+from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
 from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
-                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES)
+                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, VARIANT_MODES)
 from ..framepack_core.samplers import SAMPLERS
 from .runtime import (SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, schedule_to_core,
                       text_from_conditioning)
@@ -20,13 +20,27 @@ from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPro
 log = logging.getLogger("FramePack")
 
 
+def check_continuation_mode(variant: str, mode: str) -> None:
+    """A continuation runs only in the mode its weights were trained for: F1 forwards from the input's history,
+    FramePackI2V_HY inverted from the input's last frame (framepack_core/starts.py)."""
+    if mode == VARIANT_MODES[variant]:
+        return
+    if variant == "F1":
+        raise InputError("continuing a video with F1 runs in forward mode (set mode to auto or forward): F1 was "
+                         "trained to sample forwards from its history, which is what keeps the input's motion")
+    raise InputError("FramePackI2V_HY continues a video only in inverted mode (set mode to auto or inverted): it "
+                     "was never trained on a forward history. Load FramePack F1 for a continuation that keeps the "
+                     "input's motion")
+
+
 class FramePackSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="FramePackSampler", display_name="FramePack Sampler", category=CATEGORY,
             description="Samples the video section by section (FramePackI2V_HY: from the end backwards; F1: "
-                        "forwards) and returns exactly num_frames frames of latents at 30 fps.",
+                        "forwards) and returns exactly num_frames frames of latents at 30 fps (new frames, after a "
+                        "continued video or a blank text-to-video start).",
             inputs=[
                 FramePackModel.Input("model"),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with DualCLIPLoader type hunyuan_video"),
@@ -73,6 +87,9 @@ class FramePackSampler(io.ComfyNode):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
+        continues = conditioning.continuation
+        if continues is not None:
+            check_continuation_mode(model.variant, mode)
         schedule = schedule_to_core(prompts, text_dim) if prompts is not None else \
             [(0.0, text_from_conditioning(positive, text_dim, "positive"))]
         request = GenerationRequest(
@@ -81,7 +98,8 @@ class FramePackSampler(io.ComfyNode):
             end=conditioning.end, end_strength=conditioning.strength, keyframes=conditioning.keyframes,
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
-            window=window_size)
+            window=window_size, start_in_output=conditioning.start_in_output,
+            continuation=continues.continuation if continues is not None else None)
         try:
             with model_on_device(model) as device:
                 result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
@@ -90,10 +108,16 @@ class FramePackSampler(io.ComfyNode):
             raise_if_interrupted(err)
         summary = result.plan.summary()
         log.info("FramePack: %s, seed %d", summary["description"], result.seed)
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
-                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
-                                "seed": result.seed}}
+        meta = {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
+                "seed": result.seed, "start_in_output": result.plan.start_in_output, "lead_latents": result.lead_latents}
+        if continues is not None:  # Video Combine writes the input (or not) before the continuation
+            meta["continues"] = {"source": continues.source, "keep_input": continues.keep_input}
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR, "framepack": meta}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
+        if continues is not None:
+            summary["input_frames"] = continues.continuation.input_frames
+            summary["description"] = (f"continues a {summary['input_frames']}-frame video: "
+                                      f"{summary['description']}")
         report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
                   "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
         return io.NodeOutput(latent, result.seed, ui=report)

@@ -156,3 +156,11 @@ def test_continuing_refuses_an_input_of_another_size_or_one_that_changed(tmp_pat
     with pytest.raises(InputError, match="changed"):
         write_mp4(str(tmp_path / "b.mp4"), plan, _latents(plan, 4), fake_vae, lead_latents=4, continues=source)
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_a_fitted_tail_is_the_tail_of_the_fitted_video(tmp_path):
+    path, _ = _video(tmp_path, 40, size=(64, 48))
+    fitted = Fitted(VideoFile(str(path)), 32, 32)
+    whole = torch.cat(list(fitted.iter_rgb24()))
+    assert whole.shape == (40, 32, 32, 3)
+    assert torch.equal(fitted.read_tail(9), whole[-9:])
