@@ -111,15 +111,22 @@ def resize_and_center_crop(images: torch.Tensor, width: int, height: int) -> tor
 # chunk that begins `ov` latents before the previous chunk's end b shares frames [4(b - ov), 4b - 3) with it:
 # exactly 4*ov - 3 frames. This is the original's soft append (2W latents decoded, 4W-3 frames overlapped),
 # streamed in time order with the decoder context taken from BEFORE each section, where a causal decoder wants it.
+#
+# Lead latents and the seam. The latents handed to the decoder start with `lead_latents` latents at indices
+# 1 - lead .. 0: the start latent alone (lead 1), or a continued video's history, whose last latent ends on the
+# input's last frame (frame 0 of the chain; negative frames are the input's earlier frames, frame -k being input
+# frame N-1-k). A continuation joins the input the way sections join each other (`seam=True`): its first chunk
+# starts c = min(overlap, lead) latents early, so the decoder has the input's own latents as context, and its
+# first 4c - 3 frames are cross-faded with the input's last 4c - 3 frames. Input frames before those pass through.
 
 @dataclass(frozen=True)
 class DecodeChunk:
     """Latents [latent_start, latent_end) to decode together; the first overlap_frames decoded frames cover the
-    same time as the last overlap_frames frames of the chunks before it."""
+    same time as the last overlap_frames frames of the chunks before it (or of the input, at a seam)."""
 
-    latent_start: int  # first latent to decode (includes the overlap context)
+    latent_start: int  # first latent to decode (includes the overlap context); <= 0 at a seam
     latent_end: int  # one past the last latent
-    overlap_frames: int  # 4 * context_latents - 3; 0 for the first chunk
+    overlap_frames: int  # 4 * context_latents - 3; 0 for the first chunk without a seam
 
     @property
     def first_frame(self) -> int:
@@ -131,16 +138,23 @@ class DecodeChunk:
         return 4 * (self.latent_end - self.latent_start) - 3
 
 
-def decode_chunks(plan: SectionPlan, overlap_latents: int | None = None) -> list[DecodeChunk]:
+def decode_chunks(plan: SectionPlan, overlap_latents: int | None = None, lead_latents: int = 1,
+                  seam: bool = False) -> list[DecodeChunk]:
     """One chunk per section in time order: its latents (the first chunk also latent 0) plus up to overlap_latents
     (default: the plan's window, as the original) latents before it as decoder context. At least one latent of
-    context is needed: without it the section's first latent would decode to 1 frame instead of 4."""
+    context is needed: without it the section's first latent would decode to 1 frame instead of 4. With `seam`,
+    the first chunk also takes up to overlap_latents of the lead latents as context (comment above)."""
     overlap = plan.window if overlap_latents is None else overlap_latents
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
         raise ValueError(f"overlap_latents must be a whole number >= 1, got {overlap_latents!r}")
+    if isinstance(lead_latents, bool) or not isinstance(lead_latents, int) or lead_latents < 1:
+        raise ValueError(f"lead_latents must be a whole number >= 1, got {lead_latents!r}")
     chunks = []
     for section in plan.sections_in_time_order:
-        if section.is_next_to_start:
+        if section.is_next_to_start and seam:
+            context = min(overlap, lead_latents)
+            chunks.append(DecodeChunk(1 - context, section.latent_end, 4 * context - 3))
+        elif section.is_next_to_start:
             chunks.append(DecodeChunk(0, section.latent_end, 0))
         else:
             context = min(overlap, section.latent_start)
@@ -153,26 +167,50 @@ class StreamingBlender:
 
     Overlaps are cross-faded linearly, output = w * previous + (1 - w) * current with w = linspace(1, 0, overlap)
     (the original's soft append; the chunk's first, image-like frame gets weight 0). The plan's dropped frames
-    are removed. Only the frames the next chunk will blend into are held back (one overlap tail, 4*overlap-3
-    frames), so memory does not grow with the video's length.
+    are removed, and frame 0 when the plan leaves the start out. Only the frames the next chunk will blend into are
+    held back (one overlap tail, 4*overlap-3 frames), so memory does not grow with the video's length.
+
+    A continuation passes `seam_frames`, the input's last frames (float, as many as the first chunk overlaps), and
+    `lead_latents`: the first chunk blends into them. The blended frames take the place of the input's last frames
+    and are output first when `emit_seam` (the video keeps its input), not at all otherwise (new frames only).
     """
 
-    def __init__(self, plan: SectionPlan, overlap_latents: int | None = None):
+    def __init__(self, plan: SectionPlan, overlap_latents: int | None = None, *, lead_latents: int = 1,
+                 seam_frames: torch.Tensor | None = None, emit_seam: bool = True):
         self.plan = plan
-        self.chunks = decode_chunks(plan, overlap_latents)
+        seam = seam_frames is not None
+        self.chunks = decode_chunks(plan, overlap_latents, lead_latents, seam)
         self.dropped = frozenset(plan.dropped_frames)
         self.pushed = 0  # chunks received
         self.emitted = 0  # frames returned so far
         self.tail: torch.Tensor | None = None  # blended frames the next chunk still overlaps
         self.tail_start = 0  # generated index of tail[0]
         self._empty = torch.empty(0)  # becomes a [0, H, W, C] slice of the decoded frames
+        self.seam_output = 0  # input frames (blended at the seam) that are output
+        if seam:
+            first = self.chunks[0]
+            if plan.start_in_output:
+                raise ValueError("a seam joins a continuation, whose start frame is the input's last frame: plan it "
+                                 "with start_in_output=False")
+            if len(seam_frames) != first.overlap_frames:
+                raise ValueError(f"the seam needs the input's last {first.overlap_frames} frames, got "
+                                 f"{len(seam_frames)}")
+            self.tail, self.tail_start = seam_frames.float(), first.first_frame
+            self.seam_output = first.overlap_frames if emit_seam else 0
+        self._emit_from = first.first_frame if seam and emit_seam else plan.first_output_frame
 
     @property
     def held_frames(self) -> int:
         return 0 if self.tail is None else len(self.tail)
 
+    @property
+    def output_frames(self) -> int:
+        """Frames this blender hands out in all: the plan's, plus the seam's input frames when they are output."""
+        return self.plan.output_frames + self.seam_output
+
     def _emit(self, frames: torch.Tensor, first_index: int) -> torch.Tensor:
-        keep = [i for i in range(len(frames)) if first_index + i not in self.dropped]
+        keep = [i for i in range(len(frames))
+                if first_index + i >= self._emit_from and first_index + i not in self.dropped]
         out = frames if len(keep) == len(frames) else frames[keep]
         self.emitted += len(out)
         return out
@@ -191,7 +229,7 @@ class StreamingBlender:
         if self.tail is None:
             sequence, start = frames, chunk.first_frame
         else:
-            # decode_chunks aligned it: the tail held back by the previous push is exactly this overlap
+            # decode_chunks aligned it: the tail held back by the previous push (or the seam) is exactly this overlap
             assert len(self.tail) == o and self.tail_start == chunk.first_frame
             w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device).view(-1, *[1] * (frames.ndim - 1))
             sequence = torch.cat([w * self.tail + (1 - w) * frames[:o], frames[o:]])
@@ -207,7 +245,7 @@ class StreamingBlender:
         video would silently come out short."""
         if self.pushed != len(self.chunks):
             raise ValueError(f"only {self.pushed} of {len(self.chunks)} chunks were pushed")
-        assert self.tail is None and self.emitted == self.plan.output_frames
+        assert self.tail is None and self.emitted == self.output_frames
         return self._empty
 
 
@@ -227,27 +265,32 @@ def video_size(latents: torch.Tensor) -> tuple[int, int]:
     return latents.shape[-1] * VAE_SPATIAL_FACTOR, latents.shape[-2] * VAE_SPATIAL_FACTOR
 
 
-def check_video_latents(plan: SectionPlan, latents: torch.Tensor) -> None:
-    """latents must be [B, C, T, h, w] with the plan's T."""
+def check_video_latents(plan: SectionPlan, latents: torch.Tensor, lead_latents: int = 1) -> None:
+    """latents must be [B, C, T, h, w] with the plan's T (its latents after the start, plus the lead latents)."""
     if latents.ndim != 5:
         raise InputError(f"expected video latents shaped [batch, channels, time, height, width], got "
                          f"{list(latents.shape)}")
-    if latents.shape[2] != plan.total_latents:
-        raise InputError(f"the latent has {latents.shape[2]} frames but its plan expects {plan.total_latents}")
+    expected = plan.total_latents - 1 + lead_latents
+    if latents.shape[2] != expected:
+        raise InputError(f"the latent has {latents.shape[2]} frames but its plan expects {expected}")
 
 
 def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
                  on_frames: Callable[[torch.Tensor], None], *, on_chunk: Callable[[int, int], None] | None = None,
-                 overlap_latents: int | None = None) -> int:
+                 overlap_latents: int | None = None, lead_latents: int = 1, seam_frames: torch.Tensor | None = None,
+                 emit_seam: bool = True) -> int:
     """Decodes a sampled video section by section and hands its final frames to on_frames, in order, as they are
-    ready; returns how many there were (plan.output_frames).
+    ready; returns how many there were (plan.output_frames, plus the seam's input frames when they are output).
 
-    latents: [B, C, plan.total_latents, h, w]. decode_fn maps a slice of them (one decode_chunks chunk) to its
-    frames [..., H, W, C] (leading dimensions are flattened into time, so a video VAE's [B, T, H, W, C] works).
-    The frames pass through StreamingBlender as float32 on the CPU, so only one overlap is held back at a time.
-    on_chunk(done, total) runs after each chunk (a caller's progress and interrupt point)."""
-    check_video_latents(plan, latents)
-    blender = StreamingBlender(plan, overlap_latents)
+    latents: [B, C, lead_latents - 1 + plan.total_latents, h, w]. decode_fn maps a slice of them (one decode_chunks
+    chunk) to its frames [..., H, W, C] (leading dimensions are flattened into time, so a video VAE's
+    [B, T, H, W, C] works). The frames pass through StreamingBlender as float32 on the CPU, so only one overlap is
+    held back at a time. on_chunk(done, total) runs after each chunk (a caller's progress and interrupt point).
+    seam_frames / emit_seam: a continuation's join to its input (StreamingBlender)."""
+    check_video_latents(plan, latents, lead_latents)
+    blender = StreamingBlender(plan, overlap_latents, lead_latents=lead_latents, seam_frames=seam_frames,
+                               emit_seam=emit_seam)
+    shift = lead_latents - 1  # tensor index of latent 0
     emitted = 0
 
     def emit(frames: torch.Tensor) -> None:
@@ -257,7 +300,7 @@ def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[
             emitted += len(frames)
 
     for done, chunk in enumerate(blender.chunks, start=1):
-        pixels = decode_fn(latents[:, :, chunk.latent_start:chunk.latent_end])
+        pixels = decode_fn(latents[:, :, chunk.latent_start + shift:chunk.latent_end + shift])
         emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
         if on_chunk is not None:
             on_chunk(done, len(blender.chunks))

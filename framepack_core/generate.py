@@ -20,6 +20,9 @@ End image and `end_strength` s in [0, 1] (the hosted FLF2V APIs' `strength`, def
 s = 0 disables the end image entirely, so the result is bit-for-bit the plain image-to-video result.
 Keyframes use the same pinning at the latent holding their time, with their own strength.
 
+Starts other than an image (text-to-video's blank image, the end of a video to continue) are described in starts.py;
+the runner takes them through `initial_context` and its `lead` latents.
+
 Memory: the context buffer holds at most 19 latents whatever the length; finished latents are handed to
 `on_section` as soon as a section is done and, unless `keep_latents=False`, also collected for the result.
 """
@@ -43,6 +46,7 @@ from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CFG, DEFAULT_END_ST
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
+from .starts import Continuation, initial_context
 from .stepcache import calibration_of, calibration_summary, new_step_cache, section_stats, validate_cache
 
 HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
@@ -74,10 +78,18 @@ class GenerationRequest:
     magcache_ratios: tuple[float, ...] | None = None
     window: int = DEFAULT_WINDOW
     fps: int = FPS
+    # -- starts (starts.py): a blank text-to-video start or a continuation is frame 0 but not an output frame
+    start_in_output: bool = True
+    continuation: Continuation | None = None
+
+    @property
+    def start_frame_is_output(self) -> bool:
+        return self.start_in_output and self.continuation is None
 
     def plan(self) -> SectionPlan:
         """The section plan (pure arithmetic): callers size memory and progress from it before sampling."""
-        return plan_video(self.num_frames, self.mode, self.window, self.fps)
+        return plan_video(self.num_frames, self.mode, self.window, self.fps,
+                          start_in_output=self.start_frame_is_output)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -103,14 +115,19 @@ class GenerationRequest:
                 raise InputError(f"keyframe strength {key.strength} must be between 0 and 1")
         if self.end is not None:
             check_same_size(self.start, self.end, "end image")
+        if self.continuation is not None and self.continuation.history.shape[-2:] != self.start.latent.shape[-2:]:
+            raise InputError(f"the input video's latents {list(self.continuation.history.shape)} do not match the "
+                             f"start latent {list(self.start.latent.shape)}; encode both at the same pixel size")
 
 
 @dataclass
 class GenerationResult:
-    latents: torch.Tensor | None  # [1, 16, total_latents, h, w] in model space (None when keep_latents=False)
+    # [1, 16, lead_latents - 1 + total_latents, h, w] in model space (None when keep_latents=False)
+    latents: torch.Tensor | None
     seed: int
     plan: SectionPlan
     stats: dict
+    lead_latents: int = 1  # latents up to the start in time: the start latent, or a continued video's history
 
 
 StepCallback = Callable[[int, int, int, int, torch.Tensor], None]  # section, sections, step, steps, x0
@@ -150,7 +167,7 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
         # does), so remembering the video's copy of it would put it twice into the second section's 4x slot.
         runner.remember(latents)
         if section.is_next_to_start:
-            latents = torch.cat([request.start.latent.float().cpu(), latents], dim=2)
+            latents = torch.cat([runner.lead, latents], dim=2)
         if on_section is not None:
             on_section(section, latents)
         if keep_latents:
@@ -164,7 +181,7 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
     if calibration:
         stats["magcache_calibration"] = calibration_summary(calibration)
     video = torch.cat([lat for _, lat in sorted(finished, key=lambda p: p[0])], dim=2) if keep_latents else None
-    return GenerationResult(video, seed, plan, stats)
+    return GenerationResult(video, seed, plan, stats, runner.lead.shape[2])
 
 
 @dataclass(frozen=True)
@@ -204,9 +221,11 @@ class _SectionRunner:
         if request.cfg_scale != 1.0:
             self.negative = (request.negative or request.prompts[0][1].zeros_like()).cropped()
         self.pins = self._pins()
-        zeros = torch.zeros((1, LATENT_CHANNELS, CONTEXT_LATENTS, *self.latent_hw))
         # inverted: the latents right AFTER the next window (time order); forward: the latents right BEFORE it
-        self.context = zeros if request.mode == Mode.INVERTED else torch.cat([zeros[:, :, 1:], start], dim=2)
+        self.context = initial_context(request.mode, start, request.continuation, CONTEXT_LATENTS)
+        # what precedes the first window in the finished video (and is decoded with it): the start latent, or the
+        # continued video's history, which the decoder joins to the input's frames (frames.py)
+        self.lead = start if request.continuation is None else request.continuation.history.float().cpu()
 
     def _pins(self) -> dict[int, tuple[torch.Tensor, float]]:
         pins = {}

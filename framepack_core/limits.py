@@ -55,6 +55,18 @@ MIN_WINDOW, MAX_WINDOW = 1, 33  # latents per section
 DEFAULT_WINDOW = 9  # 33 frames, the trained setting
 MAX_KEYFRAME_SECONDS = MAX_FRAMES / FPS
 
+# -- starts: an image, a blank (text-to-video) or the end of an input video -----------------------------------------
+START_IMAGE = "image"
+BLANK_KINDS = ("black", "white", "grey", "noise")  # text-to-video starts
+START_KINDS = (START_IMAGE, *BLANK_KINDS)
+# SigLIP embeddings of a blank start: the blank image's own, or zeros (README: text-to-video)
+BLANK_EMBEDDINGS = ("blank_image", "zero")
+MAX_CONTEXT_LATENTS = 19  # F1's history: 16 latents at 4x, 2 at 2x, 1 at 1x compression
+MIN_INPUT_FRAMES = 5  # one latent beyond the first frame: the least a video's context can be
+MAX_INPUT_FRAMES = 10_800  # 6 minutes at 30 fps: an input video is decoded twice, so its length is bounded
+MAX_INPUT_SIDE = 8192  # pixels; larger inputs are refused before any frame is decoded
+FPS_TOLERANCE = 0.05  # 29.97 (30000/1001) counts as 30
+
 # -- sampling ------------------------------------------------------------------------------------------------------
 MIN_STEPS, MAX_STEPS = 4, 50  # the nodes and the hosted APIs (module docstring)
 CORE_MIN_STEPS, CORE_MAX_STEPS = 1, 100  # the core's own check (module docstring)

@@ -19,8 +19,10 @@ from typing import Callable
 import torch
 
 from .color import rgb_to_yuv420p, to_rgb24
-from .frames import check_video_latents, decode_video, video_size
+from .errors import InputError
+from .frames import check_video_latents, decode_chunks, decode_video, video_size
 from .planning import SectionPlan
+from .video_input import FrameSource
 
 # FFmpeg's enum values: AVCOL_PRI_BT709 = AVCOL_TRC_BT709 = AVCOL_SPC_BT709 = 1, AVCOL_RANGE_MPEG (limited) = 1
 BT709, LIMITED_RANGE = 1, 1
@@ -61,7 +63,11 @@ class Mp4Writer:
 
     def write(self, frames: torch.Tensor) -> None:
         """frames: [T, H, W, 3] floats in [0, 1]."""
-        for frame in to_rgb24(frames):
+        self.write_rgb24(to_rgb24(frames))
+
+    def write_rgb24(self, frames: torch.Tensor) -> None:
+        """frames: [T, H, W, 3] uint8 RGB, encoded as they are (an input video's pass-through frames)."""
+        for frame in frames:
             picture = self._av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
             picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
             for packet in self.stream.encode(picture):
@@ -84,11 +90,16 @@ class Mp4Writer:
 
 def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
               *, crf: int = 19, metadata: dict | None = None, keep_frames: bool = True,
-              on_chunk: Callable[[int, int], None] | None = None) -> torch.Tensor:
+              on_chunk: Callable[[int, int], None] | None = None, lead_latents: int = 1,
+              continues: FrameSource | None = None, keep_input: bool = True) -> torch.Tensor:
     """Decodes a sampled video (frames.decode_video) straight into an MP4 at `path` and returns its frames
     [T, H, W, C]: all of them, or with keep_frames=False only the last, so a long video is never held in memory as
-    float frames. A failed or interrupted decode leaves no partial file."""
-    check_video_latents(plan, latents)
+    float frames. A failed or interrupted decode leaves no partial file.
+
+    A continuation passes the input it continues (`continues`, at the video's size) and its history's
+    `lead_latents`: with keep_input the input's frames before the seam go into the file unchanged as they are read,
+    then the seam (frames.StreamingBlender), then the new frames; without it only the new frames."""
+    check_video_latents(plan, latents, lead_latents)
     width, height = video_size(latents)
     writer = Mp4Writer(path, width, height, plan.fps, crf, metadata)
     kept: list[torch.Tensor] = []
@@ -101,12 +112,39 @@ def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Ca
         if keep_frames:
             kept.append(frames)
 
+    expected = plan.output_frames
     try:
-        decode_video(plan, latents, decode_fn, on_frames, on_chunk=on_chunk)
+        seam = {}
+        if continues is not None:
+            if (continues.width, continues.height) != (width, height):
+                raise InputError(f"the input video is {continues.width}x{continues.height} but the continuation "
+                                 f"{width}x{height}; fit the input to the video size")
+            overlap = decode_chunks(plan, lead_latents=lead_latents, seam=True)[0].overlap_frames
+            seam = dict(seam_frames=_pass_through(continues, overlap, writer, keep_input, kept if keep_frames else None),
+                        emit_seam=keep_input)
+            expected += continues.frames if keep_input else 0
+        decode_video(plan, latents, decode_fn, on_frames, on_chunk=on_chunk, lead_latents=lead_latents, **seam)
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    if writer.frames != plan.output_frames:
-        raise RuntimeError(f"wrote {writer.frames} frames, expected {plan.output_frames}")
+    if writer.frames != expected:
+        raise RuntimeError(f"wrote {writer.frames} frames, expected {expected}")
     return torch.cat(kept) if keep_frames else last
+
+
+def _pass_through(source: FrameSource, overlap: int, writer: Mp4Writer, keep_input: bool,
+                  kept: list[torch.Tensor] | None) -> torch.Tensor:
+    """Streams the input's frames before the seam into the writer (when the input is kept) and returns the last
+    `overlap` frames as floats for the seam."""
+    first_seam, seen, seam = source.frames - overlap, 0, []
+    for chunk in source.iter_rgb24():
+        before = chunk[:max(0, first_seam - seen)]
+        if keep_input and len(before):
+            writer.write_rgb24(before)
+            if kept is not None:
+                kept.append(before.float() / 255)
+        seam.append(chunk[len(before):])
+        seen += len(chunk)
+    source.check_unchanged(seen)
+    return torch.cat(seam).float() / 255

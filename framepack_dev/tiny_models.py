@@ -21,6 +21,7 @@ from framepack_core.loading import save_framepack_model
 
 from .random_weights import tiny_transformer
 from .tiny_vae import write_tiny_taehv
+from .videos import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -28,6 +29,7 @@ TINY_I2V = "FramePackI2V_HY_tiny.safetensors"
 TINY_F1 = "FramePack_F1_I2V_HY_tiny.safetensors"
 TINY_VAE = "taehv_tiny.safetensors"
 START_IMAGE, END_IMAGE = "tiny_start.png", "tiny_end.png"
+INPUT_VIDEO = "tiny_input.mov"  # written by install_tiny_models: 45 frames, 64x64, lossless
 # text/pooled/image widths of the TINY config, which the stand-in encoders are told to emit
 TEXT_DIM, POOLED_DIM, IMAGE_DIM, IMAGE_TOKENS = TINY.text_embed_dim, TINY.pooled_projection_dim, TINY.image_proj_dim, 16
 
@@ -52,6 +54,8 @@ def install_tiny_models(models_dir: Path, input_dir: Path) -> None:
         write_tiny_taehv(models_dir / "vae" / TINY_VAE)
     write_image(input_dir / START_IMAGE, 96, 64, seed=1)
     write_image(input_dir / END_IMAGE, 80, 80, seed=2)
+    if not (input_dir / INPUT_VIDEO).exists():
+        write_video(input_dir / INPUT_VIDEO, moving_frames(45, 64, 64, seed=3), 64, 64)
 
 
 def load_api_workflow(name: str) -> dict:
@@ -59,9 +63,11 @@ def load_api_workflow(name: str) -> dict:
 
 
 def tiny_workflow(name: str, *, num_frames: int = 30, steps: int = 4, width: int = 64, height: int = 64,
-                  seed: int = 1, prefix: str | None = None, teacache: float = 0.0, **sampler) -> dict:
+                  seed: int = 1, prefix: str | None = None, teacache: float = 0.0, video: str = INPUT_VIDEO,
+                  **sampler) -> dict:
     """A shipped API workflow rewritten to run on the tiny weights: model and VAE file names, the two encoder
-    loaders swapped for the test stand-ins (same socket types), a small custom resolution and few steps."""
+    loaders swapped for the test stand-ins (same socket types), a small custom resolution and few steps (and the
+    input video of an extension workflow)."""
     graph = copy.deepcopy(load_api_workflow(name))
     for node in graph.values():
         kind, inputs = node["class_type"], node["inputs"]
@@ -78,8 +84,10 @@ def tiny_workflow(name: str, *, num_frames: int = 30, steps: int = 4, width: int
             inputs["vae_name"] = TINY_VAE
         elif kind == "LoadImage":
             inputs["image"] = END_IMAGE if node["_meta"]["title"] == "End image" else START_IMAGE
-        elif kind == "FramePackImageConditioning":
+        elif kind in ("FramePackImageConditioning", "FramePackVideoConditioning"):
             inputs.update(resolution="custom", custom_width=width, custom_height=height)
+        elif kind == "LoadVideo":
+            inputs["file"] = video
         elif kind == "FramePackSampler":
             inputs.update(num_frames=num_frames, num_inference_steps=steps, seed=seed, teacache_threshold=teacache,
                           **sampler)

@@ -7,10 +7,12 @@ from .loader import FramePackLoraSelect, FramePackModelLoader
 from .safety import FramePackSafetyChecker
 from .sampler import FramePackSampler
 from .video import FramePackVideoCombine
+from .video_conditioning import FramePackVideoConditioning
 
 NODES: list[type[io.ComfyNode]] = [
     FramePackModelLoader, FramePackLoraSelect, FramePackImageConditioning, FramePackKeyframe,
     FramePackTimestampedPrompt, FramePackSampler, FramePackVideoCombine, FramePackSafetyChecker,
+    FramePackVideoConditioning,
 ]
 
 

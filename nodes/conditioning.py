@@ -1,18 +1,21 @@
-"""Image conditioning (start / end image, keyframes) and timestamped prompts, from ComfyUI's native VAE,
-CLIP vision (SigLIP) and text encoder."""
+"""Image conditioning (start / end image or a blank text-to-video start, keyframes) and timestamped prompts, from
+ComfyUI's native VAE, CLIP vision (SigLIP) and text encoder."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import torch
 from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, check_same_size, parse_timestamped_prompts
 from ..framepack_core.config import VAE_SCALING_FACTOR
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
-from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH,
-                                     MAX_KEYFRAME_SECONDS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
+from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, BLANK_EMBEDDINGS, DEFAULT_CUSTOM_SIZE,
+                                     DEFAULT_END_STRENGTH, MAX_KEYFRAME_SECONDS, MAX_SEED, MAX_SIDE, MIN_SIDE,
+                                     RESOLUTION_CHOICES, SIDE_STEP, START_IMAGE, START_KINDS)
+from ..framepack_core.starts import blank_image
 from .types import CATEGORY, FramePackConditioning, FramePackPrompts, ImageInputs, PromptSchedule, check_choices
 
 
@@ -27,15 +30,22 @@ def encode_image(pixels, vae, clip_vision) -> ImageConditioning:
     return ImageConditioning(latent[:, :, :1].float() * VAE_SCALING_FACTOR, embeds[:1].float())
 
 
+# A text-to-video start has no picture to follow: "auto" takes the 16:9 shape.
+T2V_NOMINAL_SIZE = (720, 1280)  # (height, width)
+
+
 class FramePackImageConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="FramePackImageConditioning", display_name="FramePack Image Conditioning", category=CATEGORY,
             description="Start image (and optional end image) to FramePack conditioning. The image is scaled to "
-                        "cover the output size and centre-cropped; the end image is fitted to the same size.",
+                        "cover the output size and centre-cropped; the end image is fitted to the same size. "
+                        "Text-to-video: leave start_image unconnected and choose a blank start_kind; the blank "
+                        "frame is never in the output.",
             inputs=[
-                io.Image.Input("start_image"),
+                io.Image.Input("start_image", optional=True,
+                               tooltip="The video's first frame; leave it unconnected for text-to-video"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (VAELoader)"),
                 io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
                 io.Combo.Input("aspect_ratio", options=list(ASPECT_RATIOS), default=AUTO,
@@ -50,6 +60,15 @@ class FramePackImageConditioning(io.ComfyNode):
                                tooltip="How strongly the last frame follows the end image (0 ignores it, 1 ends "
                                        "exactly on it). Unused without an end image."),
                 io.Image.Input("end_image", optional=True),
+                io.Combo.Input("start_kind", options=list(START_KINDS), default=START_IMAGE, optional=True,
+                               tooltip="image: start from start_image. black / white / grey / noise: text-to-video "
+                                       "from a blank start of that kind (not in the output; auto aspect = 16:9)"),
+                io.Int.Input("noise_seed", default=0, min=0, max=MAX_SEED, optional=True,
+                             tooltip="Seed of the noise start (start_kind noise)"),
+                io.Combo.Input("blank_embeddings", options=list(BLANK_EMBEDDINGS), default=BLANK_EMBEDDINGS[0],
+                               optional=True,
+                               tooltip="SigLIP embeddings of a blank start: the blank image's own (the kind of "
+                                       "input the model was trained on), or zeros"),
             ],
             outputs=[FramePackConditioning.Output(display_name="conditioning"),
                      io.Image.Output(display_name="start_image"),
@@ -57,16 +76,31 @@ class FramePackImageConditioning(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, aspect_ratio, resolution):
-        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES))
+    def validate_inputs(cls, aspect_ratio, resolution, start_kind=START_IMAGE, blank_embeddings=BLANK_EMBEDDINGS[0]):
+        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES),
+                             start_kind=(start_kind, START_KINDS), blank_embeddings=(blank_embeddings, BLANK_EMBEDDINGS))
 
     @classmethod
-    def execute(cls, start_image, vae, clip_vision, aspect_ratio, resolution, custom_width, custom_height,
-                strength, end_image=None):
-        width, height = output_size(start_image.shape[1], start_image.shape[2], aspect_ratio, resolution,
-                                    custom_width, custom_height)
-        start_px = resize_and_center_crop(start_image[:1, ..., :3], width, height)
-        inputs = ImageInputs(encode_image(start_px, vae, clip_vision), width, height, strength=strength)
+    def execute(cls, vae, clip_vision, aspect_ratio, resolution, custom_width, custom_height, strength,
+                start_image=None, end_image=None, start_kind=START_IMAGE, noise_seed=0,
+                blank_embeddings=BLANK_EMBEDDINGS[0]):
+        blank = start_kind != START_IMAGE
+        if blank and start_image is not None:
+            raise InputError(f"start_kind is {start_kind!r} (a blank text-to-video start) but a start_image is "
+                             "connected: disconnect start_image, or set start_kind to image")
+        if not blank and start_image is None:
+            raise InputError("no start image: connect start_image (LoadImage), or for text-to-video set start_kind "
+                             "to black, white, grey or noise")
+        image_hw = T2V_NOMINAL_SIZE if blank else (start_image.shape[1], start_image.shape[2])
+        width, height = output_size(*image_hw, aspect_ratio, resolution, custom_width, custom_height)
+        if blank:
+            start_px = blank_image(start_kind, height, width, noise_seed)
+        else:
+            start_px = resize_and_center_crop(start_image[:1, ..., :3], width, height)
+        start = encode_image(start_px, vae, clip_vision)
+        if blank and blank_embeddings == "zero":
+            start.embeds = torch.zeros_like(start.embeds)
+        inputs = ImageInputs(start, width, height, strength=strength, start_in_output=not blank)
         if end_image is not None:
             inputs.end = encode_image(resize_and_center_crop(end_image[:1, ..., :3], width, height), vae, clip_vision)
         return io.NodeOutput(inputs, start_px, width, height)

@@ -8,11 +8,11 @@ import torch
 from comfy_api.latest import io
 
 from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
-from ..framepack_core.errors import Interrupted
+from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
 from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
                                      DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
-                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, Mode)
+                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
 from ..framepack_core.stepcache import CACHE_CHOICES
 from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
@@ -23,13 +23,27 @@ from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPro
 log = logging.getLogger("FramePack")
 
 
+def check_continuation_mode(variant: str, mode: str) -> None:
+    """A continuation runs only in the mode its weights were trained for: F1 forwards from the input's history,
+    FramePackI2V_HY inverted from the input's last frame (framepack_core/starts.py)."""
+    if mode == VARIANT_MODES[variant]:
+        return
+    if variant == "F1":
+        raise InputError("continuing a video with F1 runs in forward mode (set mode to auto or forward): F1 was "
+                         "trained to sample forwards from its history, which is what keeps the input's motion")
+    raise InputError("FramePackI2V_HY continues a video only in inverted mode (set mode to auto or inverted): it "
+                     "was never trained on a forward history. Load FramePack F1 for a continuation that keeps the "
+                     "input's motion")
+
+
 class FramePackSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="FramePackSampler", display_name="FramePack Sampler", category=CATEGORY,
             description="Samples the video section by section (FramePackI2V_HY: from the end backwards; F1: "
-                        "forwards) and returns exactly num_frames frames of latents at 30 fps.",
+                        "forwards) and returns exactly num_frames frames of latents at 30 fps (new frames, after a "
+                        "continued video or a blank text-to-video start).",
             inputs=[
                 FramePackModel.Input("model"),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with DualCLIPLoader type hunyuan_video"),
@@ -91,6 +105,9 @@ class FramePackSampler(io.ComfyNode):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
+        continues = conditioning.continuation
+        if continues is not None:
+            check_continuation_mode(model.variant, mode)
         schedule = schedule_to_core(prompts, text_dim) if prompts is not None else \
             [(0.0, text_from_conditioning(positive, text_dim, "positive"))]
         request = GenerationRequest(
@@ -100,7 +117,9 @@ class FramePackSampler(io.ComfyNode):
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
             window=window_size, cache=cache, magcache_threshold=magcache_threshold,
-            magcache_ratios=load_ratios(magcache_ratios, model.variant) if cache == "magcache" else None)
+            magcache_ratios=load_ratios(magcache_ratios, model.variant) if cache == "magcache" else None,
+            start_in_output=conditioning.start_in_output,
+            continuation=continues.continuation if continues is not None else None)
         latent_hw = tuple(conditioning.start.latent.shape[-2:])
         plan = request.plan()
         # a step cache keeps one residual per guidance branch on the device
@@ -119,10 +138,16 @@ class FramePackSampler(io.ComfyNode):
             raise out_of_memory(model, "sampling", reserve, size, err) from err
         summary = result.plan.summary()
         log.info("FramePack: %s, seed %d", summary["description"], result.seed)
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
-                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
-                                "seed": result.seed}}
+        meta = {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
+                "seed": result.seed, "start_in_output": result.plan.start_in_output, "lead_latents": result.lead_latents}
+        if continues is not None:  # Video Combine writes the input (or not) before the continuation
+            meta["continues"] = {"source": continues.source, "keep_input": continues.keep_input}
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR, "framepack": meta}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
+        if continues is not None:
+            summary["input_frames"] = continues.continuation.input_frames
+            summary["description"] = (f"continues a {summary['input_frames']}-frame video: "
+                                      f"{summary['description']}")
         text = f"seed: {result.seed}\n{summary['description']}"
         if "magcache_calibration" in result.stats:
             saved = save_calibration(result.stats["magcache_calibration"], model.variant, num_inference_steps,

@@ -8,6 +8,8 @@ from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
 from ..framepack_core.limits import VARIANT_MODES, Mode
+from ..framepack_core.starts import Continuation
+from ..framepack_core.video_input import FrameSource
 
 FramePackModel = io.Custom("FRAMEPACK_MODEL")
 FramePackLora = io.Custom("FRAMEPACK_LORA")
@@ -42,15 +44,26 @@ class LoraEntry:
 
 
 @dataclass
+class VideoInputs:
+    """A video to continue: the core's Continuation (history latents), the input fitted to the video size (read
+    again when the MP4 is written) and whether the output keeps it."""
+    continuation: Continuation
+    source: FrameSource
+    keep_input: bool = True
+
+
+@dataclass
 class ImageInputs:
-    """What the image conditioning node hands to the sampler: start (and end, keyframes) in model space,
-    and the pixel size of the video."""
+    """What the conditioning nodes hand to the sampler: start (and end, keyframes) in model space, and the pixel
+    size of the video. A blank text-to-video start and a continued video's last frame are not output frames."""
     start: ImageConditioning
     width: int
     height: int
     end: ImageConditioning | None = None
     strength: float = 0.8
     keyframes: list[Keyframe] = field(default_factory=list)
+    start_in_output: bool = True
+    continuation: VideoInputs | None = None
 
 
 @dataclass

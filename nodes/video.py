@@ -50,7 +50,9 @@ class FramePackVideoCombine(io.ComfyNode):
         return io.Schema(
             node_id="FramePackVideoCombine", display_name="FramePack Video Combine", category=CATEGORY,
             description="Decodes FramePack latents section by section with FramePack's overlap blending, writes an "
-                        "H.264 MP4 at 30 fps while decoding, and outputs the frames and a VIDEO.",
+                        "H.264 MP4 at 30 fps while decoding, and outputs the frames and a VIDEO. A continued video "
+                        "is written as the input (its frames passed through as read) joined to the continuation, "
+                        "or the new frames only (FramePack Video Conditioning's keep_input).",
             inputs=[
                 io.Latent.Input("latent", tooltip="From FramePack Sampler"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (or TAEHV for quick drafts)"),
@@ -86,12 +88,18 @@ class FramePackVideoCombine(io.ComfyNode):
         if meta is None:
             raise InputError("this latent does not come from FramePack Sampler (no section plan); decode it with "
                              "VAE Decode instead")
-        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"])
-        check_video_latents(plan, samples)
+        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"],
+                          start_in_output=meta.get("start_in_output", True))
+        lead = meta.get("lead_latents", 1)
+        check_video_latents(plan, samples, lead)
+        continues = meta.get("continues") or {}
         width, height = video_size(samples)
         path, file, subfolder = output_path(filename_prefix, width, height)
+        source, keep_input = continues.get("source"), continues.get("keep_input", True)
         images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf,
-                           metadata=cls.file_metadata(), keep_frames=return_frames, on_chunk=Progress().update)
-        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, plan.output_frames, width, height)
+                           metadata=cls.file_metadata(), keep_frames=return_frames, on_chunk=Progress().update,
+                           lead_latents=lead, continues=source, keep_input=keep_input)
+        frames = plan.output_frames + (source.frames if source is not None and keep_input else 0)
+        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

@@ -33,18 +33,22 @@ VAE = "hunyuan_video_vae_bf16.safetensors"
 CLIP_VISION = "sigclip_vision_patch14_384.safetensors"
 START_IMAGE = "framepack_start.png"
 END_IMAGE = "framepack_end.png"
+INPUT_VIDEO = "framepack_input.mp4"
 PROMPT = "The girl dances gracefully, with clear movements, full of charm."
 NEGATIVE = ""
 
 # Titles the API client uses to find the nodes it fills (class_type + title).
 TITLE_START, TITLE_END = "Start image", "End image"
+TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
 TITLE_SAFETY = "Safety checker"
 NSFW_CLASSIFIER = "nsfw_image_detection"  # folder in models/nsfw_detector (README: where to get it)
 
 
-def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> dict:
-    """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills."""
+def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image") -> dict:
+    """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills. start: "image"
+    (LoadImage), "video" (LoadVideo into FramePack Video Conditioning: continue a video) or a blank kind
+    (text-to-video: no image)."""
     g = {
         "1": ("FramePackModelLoader", "Load FramePack Model", {
             "model": model_file, "variant": "auto", "compute_dtype": "bf16", "weight_storage": "auto",
@@ -71,6 +75,15 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> di
             "frames": ["10", 0], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
             "sample_frames": 8, "block": False}),
     }
+    if start == "video":
+        g["7"] = ("LoadVideo", TITLE_VIDEO, {"file": INPUT_VIDEO})
+        g["8"] = ("FramePackVideoConditioning", "FramePack Video Conditioning", {
+            "video": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "fps": 30.0, "context_latents": 19,
+            "keep_input": True, "aspect_ratio": "auto", "resolution": "480p", "custom_width": 832,
+            "custom_height": 480, "strength": 0.8})
+    elif start != "image":
+        del g["7"], g["8"][2]["start_image"]
+        g["8"][2].update(start_kind=start, noise_seed=0, blank_embeddings="blank_image")
     if end_image:
         g["11"] = ("LoadImage", TITLE_END, {"image": END_IMAGE})
         g["8"][2]["end_image"] = ["11", 0]
@@ -81,6 +94,9 @@ WORKFLOWS = {
     "framepack_i2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/i2v"),
     "framepack_first_last_frame": _graph(MODEL_I2V, end_image=True, num_frames=240, prefix="FramePack/flf2v"),
     "framepack_f1": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/f1"),
+    # F1 keeps the input's motion (framepack_core/starts.py); FramePackI2V_HY continues from its last frame only
+    "framepack_extend": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/extend", start="video"),
+    "framepack_t2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/t2v", start="black"),
 }
 
 # Left-to-right layout columns for the UI files (purely cosmetic).

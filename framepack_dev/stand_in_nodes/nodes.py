@@ -185,7 +185,86 @@ class FramePackTestDescribe(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewText(json.dumps(describe(value))))
 
 
+class _PrepareSpy:
+    """Stands in for a FramePack transformer: every call goes to the real one; prepare() also saves its tensor
+    arguments (the packed context of each section) to a safetensors file, call after call."""
+
+    def __init__(self, transformer, path: str):
+        self._inner, self._path, self._saved = transformer, path, {}
+
+    def prepare(self, *args, **kwargs):
+        index = len({k.split(".")[0] for k in self._saved})
+        for key, value in kwargs.items():
+            if isinstance(value, torch.Tensor):
+                self._saved[f"call{index}.{key}"] = value.detach().float().cpu().contiguous()
+        from safetensors.torch import save_file
+
+        save_file(self._saved, self._path)
+        return self._inner.prepare(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self._inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class FramePackTestModelSpy(io.ComfyNode):
+    """Passes a FRAMEPACK_MODEL on with its transformer behind _PrepareSpy (the loader's cached model is not
+    touched, so later prompts see the plain model)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestModelSpy", display_name="FramePack Test Model Spy", category=CATEGORY,
+            description="Saves what the sampler hands the model's prepare() (each section's packed context) to "
+                        "output/<file_name> as safetensors: call<i>.<argument>.",
+            inputs=[io.Custom("FRAMEPACK_MODEL").Input("model"), io.String.Input("file_name", default="spy.safetensors")],
+            outputs=[io.Custom("FRAMEPACK_MODEL").Output()],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, **_):
+        return float("nan")  # record on every run: the sampler behind it runs again too
+
+    @classmethod
+    def execute(cls, model, file_name: str) -> io.NodeOutput:
+        import dataclasses
+        import os
+
+        import folder_paths
+
+        path = os.path.join(folder_paths.get_output_directory(), os.path.basename(file_name))
+        return io.NodeOutput(dataclasses.replace(model, transformer=_PrepareSpy(model.transformer, path)))
+
+
+class FramePackTestSaveTensor(io.ComfyNode):
+    """Output node: saves a tensor (or a LATENT's samples) to output/<file_name> as safetensors."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackTestSaveTensor", display_name="FramePack Test Save Tensor", category=CATEGORY,
+            description="Saves a tensor, or a LATENT's samples, to output/<file_name> (key 'value').",
+            inputs=[io.AnyType.Input("value"), io.String.Input("file_name", default="tensor.safetensors")],
+            outputs=[], is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, value, file_name: str) -> io.NodeOutput:
+        import os
+
+        import folder_paths
+        from safetensors.torch import save_file
+
+        tensor = value["samples"] if isinstance(value, dict) else value
+        save_file({"value": tensor.detach().float().cpu().contiguous()},
+                  os.path.join(folder_paths.get_output_directory(), os.path.basename(file_name)))
+        return io.NodeOutput(ui=ui.PreviewText(json.dumps(describe(tensor))))
+
+
 class FramePackTestExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [FramePackTestTextEncode, FramePackTestCLIPLoader, FramePackTestClipVisionLoader, FramePackTestSlowPassthrough,
-                FramePackTestInterruptAtProgress, FramePackTestDescribe, FramePackTestOutOfMemoryOnce]
+                FramePackTestInterruptAtProgress, FramePackTestDescribe, FramePackTestOutOfMemoryOnce,
+                FramePackTestModelSpy, FramePackTestSaveTensor]

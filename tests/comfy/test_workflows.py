@@ -19,7 +19,8 @@ from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflo
 from scripts import build_workflows
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
-              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker")
+              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker",
+              "FramePackVideoConditioning")
 WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
 
 
