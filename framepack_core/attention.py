@@ -152,6 +152,9 @@ def _kernel_context(kernels: list):
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """F.scaled_dot_product_attention on [B, H, L, D] with the kernel plan of q's device and dtype."""
+    if torch.compiler.is_compiling():
+        # inductor picks the fused kernel itself; planning logs and probes, which would break the graph
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     plan, kernels = _plan_for(q, k, v, mask)
     dtype = q.dtype
     if plan.cast is not None:

@@ -352,7 +352,7 @@ class SingleStreamBlock(nn.Module):
             joint = torch.cat([self.attn(q, k, v, rope, key_mask), F.gelu(mlp, approximate="tanh")], dim=-1)
             return torch.addcmul(h, gate, self.proj_out(joint))
         packed = fused_projection(nh, layers)
-        del nh
+        nh = None  # frees the normed input before attention (`del nh` here breaks torch.compile's graph)
         d = self.attn.to_q.out_features
         q, k, v, mlp = packed.split([d, d, d, packed.shape[-1] - 3 * d], dim=-1)
         attn = self.attn(q, k, v, rope, key_mask)
