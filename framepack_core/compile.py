@@ -24,12 +24,12 @@ import logging
 import torch
 
 from .errors import InputError
+from .limits import COMPILE_MODES
 
 log = logging.getLogger(__name__)
 
-# "reduce-overhead" (CUDA graphs) is left out: CUDA graphs replay fixed input addresses, while the block streamer
-# hands every streamed block freshly copied weights.
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+# COMPILE_MODES leaves out "reduce-overhead" (CUDA graphs): CUDA graphs replay fixed input addresses, while the
+# block streamer hands every streamed block freshly copied weights.
 
 
 def unavailable_reason(device: torch.device | str) -> str | None:

@@ -77,6 +77,11 @@ DEFAULT_END_STRENGTH = 0.8  # the hosted first+last-frame APIs' `strength`
 MAX_SEED = 2 ** 64 - 1
 RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
 
+# step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
+CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
+# torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
 # -- picture size --------------------------------------------------------------------------------------------------
 ASPECT_RATIOS = (AUTO, "16:9", "9:16")
 RESOLUTION_SIZES = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)

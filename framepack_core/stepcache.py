@@ -7,12 +7,13 @@ reused (FramePackTransformer.forward's `cache`). Each section and each guidance 
 from __future__ import annotations
 
 from .errors import InputError
+from .limits import CACHE_CHOICES, VARIANT_MODES
 from .magcache import DEFAULT_THRESHOLD, MagCache, MagCacheCalibration, average_ratios, published_ratios
 from .teacache import TeaCache
 
-CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
-# FramePack's two checkpoints sample in these modes; without explicit ratios MagCache uses that model's ones.
-_VARIANT_OF_MODE = {"inverted": "I2V_HY", "forward": "F1"}
+__all__ = ["CACHE_CHOICES", "validate_cache", "new_step_cache", "section_stats", "calibration_of", "calibration_summary"]
+# without explicit ratios MagCache uses the published ones of the model that samples in the request's mode
+_VARIANT_OF_MODE = {mode: variant for variant, mode in VARIANT_MODES.items()}
 
 
 def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: float, magcache_ratios) -> None:

@@ -10,10 +10,11 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core.attention import BACKENDS
-from ..framepack_core.compile import COMPILE_MODES, compile_blocks
+from ..framepack_core.compile import compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.fp8 import select_fp8_matmul
-from ..framepack_core.limits import AUTO, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES, VARIANT_CHOICES
+from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES,
+                                     VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
 from ..framepack_core.lora import apply_loras, load_lora_file
 from .placement import FramePackPatcher

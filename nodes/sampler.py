@@ -10,11 +10,11 @@ from comfy_api.latest import io
 from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
 from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
-from ..framepack_core.limits import (AUTO, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE, DEFAULT_STEPS,
-                                     DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS,
-                                     MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
+from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE,
+                                     DEFAULT_STEPS, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED,
+                                     MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES,
+                                     VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
-from ..framepack_core.stepcache import CACHE_CHOICES
 from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
 from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
                       raise_if_interrupted, schedule_to_core, text_from_conditioning)

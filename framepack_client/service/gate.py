@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -17,6 +18,10 @@ from .shapes import error_body
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+# After refusing a body that grew past the cap while being read, up to this much more of it is read and dropped, so
+# a client still sending can finish and read the 413 (closing on unread data resets the connection instead).
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -65,6 +70,8 @@ class Gate:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive)
                 return await self._too_large(send, path)
             body.append(chunk)
             if not message.get("more_body", False):
@@ -87,6 +94,21 @@ class Gate:
             return None
         return 401, ("missing or wrong API key: send the header 'Authorization: Bearer KEY' (WaveSpeed style) or "
                      "'Authorization: Key KEY' (fal style) with the key the service was started with")
+
+    @staticmethod
+    async def _drain(receive) -> None:
+        async def read_rest():
+            dropped = 0
+            while dropped <= LINGER_BYTES:
+                message = await receive()
+                dropped += len(message.get("body", b""))
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+
+        try:
+            await asyncio.wait_for(read_rest(), LINGER_SECONDS)
+        except asyncio.TimeoutError:
+            pass
 
     async def _too_large(self, send, path: str):
         await self._reply(send, path, 413, f"the request body is larger than the limit of {self.max_body_bytes} "
