@@ -20,10 +20,11 @@ from typing import Any, Sequence
 
 from .errors import ComfyError
 from .hosted import ALIASES, SPECS, HostedParams, ValidationError, model_id, parse_cli_value
-from .jobs import (COMPLETED, FAILED, DEFAULT_JOBS_DIR, Job, JobError, JobStore, check,
-                   fetch_outputs, follow, now_iso, queue_job)
+from .jobs import (CLIENT_URL_POLICY, COMPLETED, FAILED, DEFAULT_JOBS_DIR, UNTRUSTED_URL_POLICY, Job, JobError,
+                   JobStore, check, fetch_outputs, follow, now_iso, queue_job)
 from .progress import ProgressDisplay
-from .server_api import ComfyClient, EventStream
+from .server_api import ComfyClient, EventStream, check_server_url
+from .terminal import printable
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_OUTPUT_DIR = "framepack_outputs"
@@ -115,6 +116,10 @@ def _common_options() -> argparse.ArgumentParser:
                             f"{DEFAULT_TIMEOUT:g}, 0 = no limit; the job keeps running on the server: fetch it later "
                             "with result)")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress display on stderr")
+    group.add_argument("--untrusted-input", action="store_true",
+                       help="the --params or batch file comes from someone else: refuse image paths of this machine "
+                            "in it (only http(s) URLs and data: URIs) and image URLs that point into the local "
+                            "network")
     return common
 
 
@@ -193,12 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers -----------------------------------------------------------------------------------------------------
 
+class BadServer(ValueError):
+    """--server (or $FRAMEPACK_SERVER) is not an address the client accepts; nothing was sent or stored."""
+
+
 def _server(args: argparse.Namespace, job: Job | None = None) -> str:
     if args.server:
-        return args.server.rstrip("/")
-    if job is not None:
+        given, where = args.server, "--server"
+    elif job is not None:
         return job.server
-    return os.environ.get("FRAMEPACK_SERVER", DEFAULT_SERVER).rstrip("/")
+    else:
+        given, where = os.environ.get("FRAMEPACK_SERVER", DEFAULT_SERVER), "$FRAMEPACK_SERVER"
+    try:
+        return check_server_url(given)
+    except ValueError as err:
+        raise BadServer(f"{where}: {err}") from None
+
+
+def _refuse_bad_server(args: argparse.Namespace) -> int | None:
+    """EXIT_INVALID after saying why, when the server address is refused (checked before anything else)."""
+    try:
+        if getattr(args, "server", None) or args.command in ("run", "submit", "batch"):
+            _server(args)
+    except BadServer as err:
+        _print(failed_result(str(err)))
+        print(f"error: {printable(err)}", file=sys.stderr)
+        return EXIT_INVALID
+    return None
 
 
 def _print(result: dict, compact: bool = False) -> None:
@@ -207,7 +233,7 @@ def _print(result: dict, compact: bool = False) -> None:
 
 def _note(args: argparse.Namespace, text: str) -> None:
     if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr, flush=True)
+        print(printable(text), file=sys.stderr, flush=True)
 
 
 def failed_result(error: str, *, model: str = "framepack/i2v", job_id: str | None = None) -> dict:
@@ -218,7 +244,8 @@ def failed_result(error: str, *, model: str = "framepack/i2v", job_id: str | Non
 
 
 def params_from_args(args: argparse.Namespace) -> HostedParams:
-    """Hosted parameters from --params FILE and the flags (flags win); raises ValidationError."""
+    """Hosted parameters from --params FILE and the flags (flags win); raises ValidationError. With
+    --untrusted-input the file may not name local images (the --image/--end-image flags are the user's own)."""
     data: dict[str, Any] = {}
     base_dir = None
     if args.params:
@@ -233,6 +260,8 @@ def params_from_args(args: argparse.Namespace) -> HostedParams:
             raise ValidationError([f"--params file {str(path)!r} must hold a JSON object"])
         data = {ALIASES.get(k, k): v for k, v in loaded.items()}
         base_dir = path.parent
+    if args.params and args.untrusted_input:
+        HostedParams.from_mapping(data, local_files=False)  # the file's own values; raises on a local image
     for s in SPECS:
         text = getattr(args, s.name, None)
         if text is not None:
@@ -275,8 +304,10 @@ def execute(args: argparse.Namespace, store: JobStore, params: HostedParams, *, 
     output_dir = _output_dir(args)
     job: Job | None = None
     try:
+        policy = UNTRUSTED_URL_POLICY if args.untrusted_input else CLIENT_URL_POLICY
         job = queue_job(ComfyClient(server), store, params, f1=f1, workflow=args.workflow, model_file=model_file,
-                        output_dir=str(Path(output_dir).expanduser().resolve()), before_queue=open_stream)
+                        output_dir=str(Path(output_dir).expanduser().resolve()), before_queue=open_stream,
+                        url_policy=policy)
         if job.status == FAILED or not wait:
             return job.result(), EXIT_FAILED if job.status == FAILED else EXIT_OK
         display = ProgressDisplay(job.prompt_id, job.prompt, enabled=not args.quiet, label=label)
@@ -309,7 +340,7 @@ def cmd_run(args: argparse.Namespace, wait: bool) -> int:
         params = params_from_args(args)
     except ValidationError as err:
         _print(failed_result(str(err)))
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
         return EXIT_INVALID
     try:
         result, code = execute(args, store, params, wait=wait, f1=args.f1, model_file=args.model)
@@ -319,7 +350,7 @@ def cmd_run(args: argparse.Namespace, wait: bool) -> int:
         return 130
     _print(result)
     if code == EXIT_FAILED:
-        print(f"error: {result['error']}", file=sys.stderr)
+        print(f"error: {printable(result['error'], keep_newlines=True)}", file=sys.stderr)
     return code
 
 
@@ -328,7 +359,7 @@ def _load_job(args: argparse.Namespace, store: JobStore) -> Job | None:
         return store.load(args.id)
     except JobError as err:
         _print(failed_result(str(err), job_id=args.id))
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
         return None
 
 
@@ -345,7 +376,7 @@ def _job_error(job: Job, err: JobError) -> int:
     result = job.result()
     result["error"] = str(err)
     _print(result)
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -409,7 +440,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 raise ValidationError([f"f1 must be true or false, got {f1!r}"])
             if model_file is not None and not isinstance(model_file, str):
                 raise ValidationError([f"model must be a file name, got {model_file!r}"])
-            params = HostedParams.from_mapping(data, base_dir=path.parent)
+            params = HostedParams.from_mapping(data, base_dir=path.parent, local_files=not args.untrusted_input)
         except (ValueError, ValidationError) as err:
             message = str(err) if isinstance(err, ValidationError) else f"not valid JSON: {err}"
             result, code = failed_result(f"{path.name} line {line_no}: {message}"), EXIT_INVALID
@@ -451,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    refused = _refuse_bad_server(args)
+    if refused is not None:
+        return refused
     if args.command in ("run", "submit"):
         return cmd_run(args, wait=args.command == "run")
     if args.command == "status":

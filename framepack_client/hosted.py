@@ -30,8 +30,10 @@ from typing import Any, Mapping
 
 from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAULT_CFG, DEFAULT_END_STRENGTH,
                                    DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_STEPS, FPS,
-                                   MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE,
-                                   MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
+                                   MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_IMAGE_BYTES, MAX_SIDE, MAX_STEPS, MIN_FRAMES,
+                                   MIN_SIDE, MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
+
+from .images import IMAGE_KINDS, ImageProblem, check_image
 
 def _api_workflows_dir() -> Path:
     """The shipped API workflows: the package's own copy when pip-installed (pyproject maps workflows/api there),
@@ -53,7 +55,6 @@ DEFAULT_STRENGTH = DEFAULT_END_STRENGTH
 # The hosted APIs' choices first, then the local extras.
 ASPECT_CHOICES = (*(a for a in ASPECT_RATIOS if a != AUTO), AUTO)
 RESOLUTION_CHOICES = (*RESOLUTION_SIZES, CUSTOM_RESOLUTION)
-IMAGE_KINDS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 # Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
 ALIASES = {"image_url": "image", "end_image_url": "end_image"}
 
@@ -139,47 +140,45 @@ def _is_url(text: str) -> bool:
     return text.lower().startswith(("http://", "https://"))
 
 
-def sniff_image_kind(head: bytes) -> str | None:
-    """The image format from a file's first bytes (the formats ComfyUI's LoadImage reads), or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    return None
+def _is_data_uri(text: str) -> bool:
+    return text[:5].lower() == "data:"
 
 
-def _check_image(name: str, value: Any) -> str | None:
+def _check_image(name: str, value: Any, local_files: bool = True) -> str | None:
     if not isinstance(value, str) or not value.strip():
-        return f"{name} must be a file path or an http(s) URL of an image, got {value!r}"
+        what = "a file path, an http(s) URL or a data: URI" if local_files else "an http(s) URL or a data: URI"
+        return f"{name} must be {what} of an image, got {str(value)[:60]!r}"
     if _is_url(value):
         parts = urllib.parse.urlsplit(value)
         if not parts.netloc:
-            return f"{name} URL {value!r} has no host; give a full http(s)://host/path URL"
+            return f"{name} URL {value[:120]!r} has no host; give a full http(s)://host/path URL"
         return None
+    if _is_data_uri(value):
+        return None if "," in value[:256] else \
+            f"{name}: a data: URI needs a comma before its data (data:image/png;base64,...)"
+    if not local_files:
+        return (f"{name} must be an http(s) URL or a data: URI of an image (data:image/png;base64,...); local file "
+                f"paths are not accepted from this source, got {value[:60]!r}")
     if "://" in value:
-        return f"{name} {value!r}: only local files and http(s) URLs are supported"
+        return f"{name} {value[:120]!r}: only local files and http(s) URLs (and data: URIs) are supported"
     path = Path(value).expanduser()
     if not path.exists():
         return f"{name} file {str(path)!r} does not exist; check the path (relative paths start at the current folder)"
     if not path.is_file():
         return f"{name} {str(path)!r} is not a file; give the path of a {IMAGE_KINDS} image"
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            return f"{name} file {str(path)!r} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes"
+        data = path.read_bytes()
     except OSError as err:
         return f"{name} file {str(path)!r} cannot be read ({err.strerror}); check its permissions"
-    if not head:
+    if not data:
         return f"{name} file {str(path)!r} is empty; give a {IMAGE_KINDS} image"
-    if sniff_image_kind(head) is None:
-        return f"{name} file {str(path)!r} is not a {IMAGE_KINDS} image; convert it to PNG or JPEG"
+    try:
+        check_image(data)
+    except ImageProblem as err:
+        return f"{name} file {str(path)!r}: {err}"
     return None
 
 
@@ -263,9 +262,10 @@ class HostedParams:
     def end_strength(self) -> float:
         return DEFAULT_STRENGTH if self.strength is None else float(self.strength)
 
-    def problems(self) -> list[str]:
+    def problems(self, local_files: bool = True) -> list[str]:
         """Every problem, one line each (empty when the parameters are valid). Files are checked to exist and to
-        be images; URLs only for their form (they are fetched when the job is sent)."""
+        be images within the size limits; URLs and data: URIs only for their form (they are fetched when the job is
+        sent). Without ``local_files`` an image must be a URL or a data: URI (input from someone else)."""
         out: list[str] = []
         for s in SPECS:
             value = getattr(self, s.name)
@@ -274,7 +274,7 @@ class HostedParams:
                     out.append(f"{s.name} is required: {s.help}")
                 continue
             if s.kind == "image":
-                problem = _check_image(s.name, value)
+                problem = _check_image(s.name, value, local_files)
             elif s.kind in ("int", "float"):
                 problem = _check_number(s, value)
             elif s.kind == "choice":
@@ -317,10 +317,13 @@ class HostedParams:
         return self
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None) -> "HostedParams":
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None,
+                     local_files: bool = True) -> "HostedParams":
         """Validated parameters from a hosted-style request body (``image_url``/``end_image_url`` accepted as the
         hosted APIs spell them). Unknown keys are errors. A relative image path that does not exist from the
-        current folder is looked up in ``base_dir`` (e.g. the folder of a batch file)."""
+        current folder is looked up in ``base_dir`` (e.g. the folder of a batch file). ``local_files=False`` is for
+        bodies from someone else (the service, --untrusted-input): an image path is then refused, so the body cannot
+        make us read and upload a file of this machine."""
         if not isinstance(data, Mapping):
             raise ValidationError([f"the parameters must be a JSON object, got {type(data).__name__}"])
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -338,14 +341,15 @@ class HostedParams:
                 problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
         for name in ("image", "end_image"):
             value = values.get(name)
-            if base_dir is not None and isinstance(value, str) and value and not _is_url(value):
+            if local_files and base_dir is not None and isinstance(value, str) and value and not _is_url(value):
                 path = Path(value).expanduser()
                 if not path.is_absolute() and not path.exists() and (Path(base_dir) / path).exists():
                     values[name] = str(Path(base_dir) / path)
         missing = [s.name for s in SPECS if s.required and s.name not in values]
         problems += [f"{name} is required: {spec(name).help}" for name in missing]
         params = cls(**{"image": None, "prompt": None, **values}, extra=extra)
-        problems += [p for p in params.problems() if not any(p.startswith(f"{m} is required") for m in missing)]
+        problems += [p for p in params.problems(local_files)
+                     if not any(p.startswith(f"{m} is required") for m in missing)]
         if problems:
             raise ValidationError(problems)
         return params
@@ -473,7 +477,7 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
     checkers = find_nodes(graph, SAFETY_NODE)
     if params.enable_safety_checker and not checkers:
         raise WorkflowError(f"enable_safety_checker is true but the workflow has no {SAFETY_NODE} node; use a shipped "
-                            "workflow or add the node (fed by FramePackVideoCombine's frames)")
+                            "workflow or add the node (fed by FramePackVideoCombine's video output)")
     for _, checker in checkers:
         checker["inputs"]["enabled"] = bool(params.enable_safety_checker)
 

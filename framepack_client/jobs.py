@@ -21,25 +21,36 @@ import os
 import re
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from framepack_core.limits import MAX_IMAGE_BYTES
+
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
+from .fetch import FetchError, UrlPolicy, is_image_source, load_image, short
 from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes,
-                     hosted_name, load_workflow, model_id, sniff_image_kind, workflow_name)
-from .server_api import ComfyClient, EventStream
+                     hosted_name, load_workflow, model_id, workflow_name)
+from .images import ImageProblem, check_image
+from .server_api import ComfyClient, EventStream, check_server_url
+from .terminal import printable
 
 DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
 CREATED, PROCESSING, COMPLETED, FAILED = "created", "processing", "completed", "failed"
 TERMINAL = (COMPLETED, FAILED)
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
-MAX_IMAGE_DOWNLOAD_BYTES = 64 * 1024 * 1024
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as new_job makes them
 _SEED_TEXT = re.compile(r"^seed: (-?\d+)", re.MULTILINE)
+# The user's own image URLs: any address (a server on the user's network is fine), but never a redirect from a
+# public server into the local network or from https to http (fetch.py).
+CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+                              user_agent="framepack-client")
+# For parameter files made by someone else (--untrusted-input): only public addresses.
+UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+                                 user_agent="framepack-client",
+                                 allow_hint="an --untrusted-input request may only name public addresses")
 
 MessageHandler = Callable[[dict], None]
 
@@ -102,17 +113,21 @@ class Job:
 
 
 class JobStore:
-    """One JSON file per job in ``root``; writes are atomic (a reader never sees half a file)."""
+    """One JSON file per job in ``root``; writes are atomic (a reader never sees half a file). A job's id is a
+    32-digit hex uuid and its file is named after it; a file whose content names another id is refused, because
+    the id is used in file names."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser() if root else DEFAULT_JOBS_DIR
 
     def path(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id or ""):
+            raise JobError(f"{printable(job_id)!r} is not a job id (32 hex digits, as submit/run print it)")
         return self.root / f"{job_id}.json"
 
     def save(self, job: Job) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(job.id)
+        self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{job.id}.", suffix=".tmp", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(asdict(job), f, indent=1)
@@ -121,9 +136,9 @@ class JobStore:
 
     def load(self, job_id: str) -> Job:
         """The job with this id, or the only one whose id starts with it (at least 4 characters)."""
-        if not re.fullmatch(r"[0-9a-fA-F-]{4,64}", job_id or ""):
-            raise JobError(f"{job_id!r} is not a job id (the 'id' printed by submit/run)")
-        path = self.path(job_id)
+        if not re.fullmatch(r"[0-9a-f]{4,32}", job_id or ""):
+            raise JobError(f"{printable(job_id)!r} is not a job id (the 'id' printed by submit/run)")
+        path = self.root / f"{job_id}.json"
         if not path.is_file():
             matches = sorted(self.root.glob(f"{job_id}*.json")) if self.root.is_dir() else []
             if len(matches) > 1:
@@ -132,49 +147,74 @@ class JobStore:
                 raise JobError(f"no job {job_id!r} in {self.root}; check the id, or pass the --jobs-dir that "
                                "submit used")
             path = matches[0]
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return self._read(path)
+
+    def _read(self, path: Path) -> Job:
+        damaged = f"{path} is not a job record this client wrote"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise JobError(f"{damaged} ({err}); delete it") from err
+        if not isinstance(data, dict):
+            raise JobError(f"{damaged}; delete it")
+        job_id = data.get("id")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id) or job_id != path.stem:
+            raise JobError(f"{damaged}: it names the job {printable(job_id)!r}, not {path.stem!r} (the id is used in "
+                           "file names, so a changed one is refused); delete it")
+        try:
+            check_server_url(str(data.get("server", "")))
+        except ValueError as err:
+            raise JobError(f"{damaged}: {err}; delete it") from err
         known = Job.__dataclass_fields__
-        return Job(**{k: v for k, v in data.items() if k in known})
+        try:
+            return Job(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise JobError(f"{damaged} ({err}); delete it") from err
 
     def list(self) -> list[Job]:
         if not self.root.is_dir():
             return []
-        return [self.load(p.stem) for p in sorted(self.root.glob("*.json"))]
+        return [self._read(p) for p in sorted(self.root.glob("*.json")) if JOB_ID.fullmatch(p.stem)]
 
 
 # -- creating and queueing ---------------------------------------------------------------------------------------
 
-def _read_image(source: str) -> tuple[bytes, str]:
-    """(bytes, file suffix) of a local image or an http(s) URL, checked to be an image."""
-    if source.lower().startswith(("http://", "https://")):
+def _read_image(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
+    """(bytes, file suffix) of a local image, an http(s) URL (fetched under ``policy``) or a data: URI, checked to
+    be an image within the size limits (from its header, before anything is uploaded)."""
+    if is_image_source(source):
+        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
         try:
-            with urllib.request.urlopen(urllib.request.Request(source, headers={"User-Agent": "framepack-client"}),
-                                        timeout=60) as response:
-                data = response.read(MAX_IMAGE_DOWNLOAD_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise JobError(f"could not download {source}: {err}; check the URL or download the image yourself "
-                           "and pass the file") from err
-        if len(data) > MAX_IMAGE_DOWNLOAD_BYTES:
-            raise JobError(f"{source} is larger than {MAX_IMAGE_DOWNLOAD_BYTES >> 20} MiB; pass a smaller image")
+            data, _ = load_image(source, policy)
+        except FetchError as err:
+            raise JobError(f"could not use {shown}: {err}; check the URL or download the image yourself and pass "
+                           "the file") from err
     else:
+        shown = source
+        path = Path(source).expanduser()
         try:
-            data = Path(source).expanduser().read_bytes()
+            size = path.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                raise JobError(f"the image {source} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes: pass a "
+                               "smaller image")
+            data = path.read_bytes()
         except OSError as err:
             raise JobError(f"cannot read the image {source}: {err.strerror}") from err
-    kind = sniff_image_kind(data[:16])
-    if kind is None:
-        raise JobError(f"{source} is not a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+    try:
+        kind = check_image(data)
+    except ImageProblem as err:
+        raise JobError(f"{shown}: {err}") from err
     return data, "." + ("jpg" if kind == "jpeg" else kind)
 
 
-def upload_image(client: ComfyClient, source: str) -> str:
+def upload_image(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> str:
     """Uploads an image into the server's input folder under a name made from its content (the same image is
     stored once); returns the name for LoadImage.
 
     Never overwrite: a queued or running job may be reading that very file, and rewriting it truncates it first.
     Without overwrite the server keeps an identical file as it is and gives another name to a different one.
     """
-    data, suffix = _read_image(source)
+    data, suffix = _read_image(source, policy)
     name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     return client.upload_image(data, name=name, overwrite=False)
 
@@ -186,16 +226,16 @@ def describe_rejection(err: PromptRejected, graph: dict) -> str:
         for item in info.get("errors", []):
             input_name = (item.get("extra_info") or {}).get("input_name")
             name = hosted_name(graph, node_id, input_name)
-            text = item.get("message", "invalid")
+            text = printable(item.get("message", "invalid"))
             if item.get("details"):
-                text += f": {item['details']}"
-            where = f"{info.get('class_type', '?')} node {node_id}"
+                text += f": {printable(item['details'])}"
+            where = f"{printable(info.get('class_type', '?'))} node {printable(node_id)}"
             lines.append(f"{name}: {text} ({where})" if name else f"{where}: {text}")
-    top = (err.error or {}).get("message") or "the server refused the prompt"
+    top = printable((err.error or {}).get("message") or "the server refused the prompt")
     if (err.error or {}).get("type") == "missing_node_type" or "does not exist" in top:
         top += "; is the FramePack node pack installed in this ComfyUI (custom_nodes) and did it import?"
     elif (err.error or {}).get("details") and not lines:
-        top += f": {err.error['details']}"
+        top += f": {printable(err.error['details'])}"
     return "; ".join([top, *lines]) if lines else top
 
 
@@ -208,20 +248,21 @@ def new_job(server: str, params: HostedParams, *, f1: bool = False, workflow: st
 
 def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1: bool = False,
               workflow: str | None = None, model_file: str | None = None, filename_prefix: str | None = None,
-              output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None) -> Job:
+              output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None,
+              url_policy: UrlPolicy = CLIENT_URL_POLICY) -> Job:
     """Uploads the images, fills the workflow and queues it; the job is saved before and after queueing.
 
     Returns the job with status created, or failed (rejected prompt, bad workflow, image download error); raises
     :class:`ServerUnreachable` when the server does not answer. ``before_queue`` runs just before POST /prompt
-    (``run`` opens its websocket there, so no event is missed).
+    (``run`` opens its websocket there, so no event is missed). Image URLs are fetched under ``url_policy``.
     """
     params.validate()
     job = new_job(client.base_url, params, f1=f1, workflow=workflow, model_file=model_file, output_dir=output_dir)
     client = ComfyClient(job.server, client_id=job.client_id, timeout=client.timeout)  # its events reach our ws
     try:
         graph = load_workflow(workflow or job.workflow)
-        start_name = upload_image(client, params.image)
-        end_name = upload_image(client, params.end_image) if params.end_image else None
+        start_name = upload_image(client, params.image, url_policy)
+        end_name = upload_image(client, params.end_image, url_policy) if params.end_image else None
         prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
                                   model=model_file, filename_prefix=prefix)
@@ -289,12 +330,13 @@ def _video_refs(outputs: dict) -> list[dict]:
 
 
 def _describe_failure(job: Job, kind: str, data: dict) -> str:
-    node = f"{data.get('node_type', '?')} (node {data.get('node_id', '?')})"
+    """One line about how the prompt failed, from server text made printable (control characters escaped)."""
+    node = f"{printable(data.get('node_type', '?'))} (node {printable(data.get('node_id', '?'))})"
     if kind == "execution_interrupted":
         return f"interrupted in {node}: the prompt was cancelled on the server (Cancel button or POST /interrupt)"
-    message = str(data.get("exception_message", "")).strip() or "no message"
+    message = printable(str(data.get("exception_message", "")).strip(), keep_newlines=True) or "no message"
     # ComfyUI names the class with its module, which for a custom node is a file system path: keep the class name
-    kind = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
+    kind = printable(str(data.get("exception_type") or "error").rsplit(".", 1)[-1])
     text = f"{node} failed: {kind}: {message}"
     node_id = str(data.get("node_id"))
     name = hosted_name(job.prompt or {}, node_id, "image") if data.get("node_type") == "LoadImage" else None
@@ -438,28 +480,28 @@ def follow(job: Job, store: JobStore, *, timeout: float | None = None, on_messag
 # -- outputs -----------------------------------------------------------------------------------------------------
 
 def fetch_outputs(client: ComfyClient, job: Job, store: JobStore, output_dir: str | Path) -> Job:
-    """Downloads a completed job's videos to ``output_dir`` as <job id>.mp4 (<job id>_1.mp4 ... for more)."""
+    """Downloads a completed job's videos to ``output_dir`` as <job id>.mp4 (<job id>_1.mp4 ... for more), each
+    streamed to disk under the client's size cap."""
     if job.status != COMPLETED:
         return job
     folder = Path(output_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
+    store.path(job.id)  # the id names the files: checked like the store checks it
     paths = []
     for i, ref in enumerate(job.remote_outputs):
-        suffix = Path(ref["filename"]).suffix or ".mp4"
+        suffix = Path(str(ref.get("filename", ""))).suffix.lower()
+        suffix = suffix if suffix in VIDEO_SUFFIXES else ".mp4"  # the server's name does not choose the file type
         path = folder / (f"{job.id}{suffix}" if i == 0 else f"{job.id}_{i}{suffix}")
         try:
-            data = client.view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output"))
+            client.download(str(ref["filename"]), str(ref.get("subfolder", "")), str(ref.get("type", "output")), path)
         except (ComfyConnectionError, ComfyTimeout) as err:
             raise unreachable(job.server, err) from err
         except ComfyHTTPError as err:
             job.status = FAILED
-            job.error = (f"the video {ref['filename']} could not be downloaded ({err.status}); it may have been "
-                         "deleted from the server's output folder")
+            job.error = (f"the video {printable(ref['filename'])} could not be downloaded ({err.status}); it may "
+                         "have been deleted from the server's output folder")
             store.save(job)
             return job
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
         paths.append(str(path.resolve()))
     job.outputs = paths
     store.save(job)

@@ -24,17 +24,21 @@ Server facts this relies on (ComfyUI 0.3.x, ``server.py`` / ``execution.py`` / `
   polls it while the socket is quiet.
 * ``POST /interrupt`` stops the running prompt at its next interruption point (every
   ``comfy.utils.ProgressBar`` update); the flag is cleared when the next prompt starts.
+
+Whatever answers at the address is not trusted: every HTTP call has one deadline for the whole exchange and a cap
+on the reply (framepack_client.transfer), redirects are not followed, websocket messages are capped (frames and
+fragments alike) and a wait for the next message ends at its deadline even while a frame trickles in. The client
+connects directly (no HTTP proxy), as its websocket does.
 """
 
 from __future__ import annotations
 
+import functools
+import http.client
 import json
 import os
-import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +70,41 @@ _TERMINAL_EVENTS = {
 }
 
 
-from .errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected,  # noqa: E402
-                     WebSocketClosed, WebSocketError)
+from .errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyProtocolError,  # noqa: E402
+                     ComfyTimeout, PromptRejected, WebSocketClosed, WebSocketError)
+from .transfer import Exchange, TransferTimeout, TransferTooLarge, read_to_file  # noqa: E402
+from .websocket_limits import CappedWebSocket, MessageTooLarge  # noqa: E402
 
 # A wait of 0 would make the socket non-blocking, which websocket-client reports as an error, not as "no data".
 _SHORTEST_WAIT = 0.001
+# Reply caps. /object_info of an install with many node packs is a few MB; ComfyUI's event messages are small JSON
+# and its previews a few hundred KB.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_ERROR_BYTES = 1024 * 1024
+MAX_FILE_BYTES = 8 * 1024 ** 3  # one output file (view, download)
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+DOWNLOAD_SECONDS = 3600.0  # the whole download of one output file
+
+
+def check_server_url(url: str) -> str:
+    """The server address without a trailing slash; ValueError with the fix when it is not an http(s) URL with a
+    host, or when it carries a user name or password (they would end up in messages and job files, and ComfyUI has
+    no login of its own: put an authenticating proxy in front and give its address)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ValueError(f"the server address is not a valid URL ({err}); give e.g. http://127.0.0.1:8188") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the server address must be an http:// or https:// URL with a host, e.g. "
+                         "http://127.0.0.1:8188")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("the server address carries a user name or password (user:pass@host), which is not "
+                         "supported and would be stored in job files; give the address without them (use a proxy "
+                         "that adds the login, or a server that needs none)")
+    if parts.query or parts.fragment:
+        raise ValueError("the server address must not have a ?query or #fragment; give e.g. http://127.0.0.1:8188")
+    return url.rstrip("/")
 
 
 class EventStream:
@@ -78,14 +112,17 @@ class EventStream:
 
     Use as a context manager; open it BEFORE queueing a prompt to see every one of its messages. A wait that
     ends in the middle of a frame keeps the part received, so ``next(timeout=...)`` can poll without losing sync.
+    A message (a frame, or fragments together) larger than ``max_message_bytes`` is a protocol error.
     """
 
-    def __init__(self, ws_url: str, connect_timeout: float = 30.0):
+    def __init__(self, ws_url: str, connect_timeout: float = 30.0, max_message_bytes: int = MAX_EVENT_BYTES):
         self.url = ws_url
         try:
             # no Origin header (ComfyUI checks it against Host only for browsers), no proxy: as the HTTP requests
             self._ws = websocket.create_connection(ws_url, timeout=connect_timeout, suppress_origin=True,
-                                                   http_no_proxy=["*"])
+                                                   http_no_proxy=["*"],
+                                                   class_=functools.partial(CappedWebSocket,
+                                                                            max_message_bytes=max_message_bytes))
         except websocket.WebSocketBadStatusException as exc:
             raise WebSocketError(f"websocket upgrade refused by {ws_url}: {exc}") from exc
         except websocket.WebSocketException as exc:
@@ -102,9 +139,13 @@ class EventStream:
             remaining = None if deadline is None else max(_SHORTEST_WAIT, deadline - time.monotonic())
             try:
                 self._ws.settimeout(remaining)
+                self._ws.deadline = deadline
                 opcode, payload = self._ws.recv_data()
             except websocket.WebSocketTimeoutException:
                 return None
+            except MessageTooLarge as exc:
+                raise WebSocketError(f"the server sent a websocket message larger than the limit ({exc}); it does "
+                                     "not behave like ComfyUI") from exc
             except websocket.WebSocketConnectionClosedException as exc:
                 raise WebSocketClosed(None, f"connection closed without a close frame: {exc}") from exc
             except websocket.WebSocketException as exc:
@@ -228,10 +269,15 @@ class ComfyClient:
     websockets opened with the same id. ``timeout`` bounds each HTTP request, in seconds.
     """
 
-    def __init__(self, base_url: str, client_id: str | None = None, timeout: float = 60.0):
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, client_id: str | None = None, timeout: float = 60.0,
+                 max_json_bytes: int = MAX_JSON_BYTES):
+        self.base_url = check_server_url(base_url)
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout
+        self.max_json_bytes = max_json_bytes
+        parts = urllib.parse.urlsplit(self.base_url)
+        self._https = parts.scheme == "https"
+        self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
 
     # -- plumbing
 
@@ -241,30 +287,51 @@ class ComfyClient:
             url += "?" + urllib.parse.urlencode(query)
         return url
 
+    def _connection(self, seconds: float) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return kind(self._host, self._port, timeout=seconds)
+
     def _request(self, method: str, path: str, *, body: bytes | None = None,
                  content_type: str | None = None, query: dict[str, Any] | None = None,
-                 timeout: float | None = None) -> bytes:
+                 timeout: float | None = None, max_bytes: int | None = None, to_file: Path | None = None) -> bytes:
+        """One exchange, over by ``timeout`` seconds (default: the client's), its reply capped at ``max_bytes``
+        (default: the JSON cap) and written to ``to_file`` when given."""
         url = self._url(path, query)
-        request = urllib.request.Request(url, data=body, method=method)
-        if content_type:
-            request.add_header("Content-Type", content_type)
+        target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        seconds = timeout or self.timeout
+        cap = max_bytes or self.max_json_bytes
+        headers = {"Content-Type": content_type} if content_type else {}
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", "replace")
-            if path == "/prompt" and method == "POST" and exc.code == 400:
-                try:
-                    parsed = json.loads(text)
-                except ValueError:
-                    parsed = {}
-                error = parsed.get("error") if isinstance(parsed.get("error"), dict) else {"message": text}
-                raise PromptRejected(url, text, error, parsed.get("node_errors") or {}) from None
-            raise ComfyHTTPError(method, url, exc.code, text) from None
-        except (socket.timeout, TimeoutError) as exc:
-            raise ComfyTimeout(f"{method} {url}: no answer within {timeout or self.timeout} s") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise ComfyConnectionError(f"{method} {url} failed: {exc}") from exc
+            with Exchange(self._connection(seconds), time.monotonic() + seconds) as exchange:
+                response = exchange.send(method, target, body, headers)
+                if not 200 <= response.status < 300:
+                    cut = self.max_json_bytes if path == "/prompt" else MAX_ERROR_BYTES
+                    text = exchange.read(response, cut).decode("utf-8", "replace")
+                    self._raise_status(method, url, path, response.status, text)
+                if to_file is not None:
+                    read_to_file(exchange, response, to_file, cap)
+                    return b""
+                return exchange.read(response, cap)
+        except TransferTimeout as exc:
+            raise ComfyTimeout(f"{method} {url}: no complete answer within {seconds:g} s") from exc
+        except TransferTooLarge as exc:
+            raise ComfyProtocolError(f"{method} {url}: {exc}; a ComfyUI server does not answer that much") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ComfyConnectionError(f"{method} {url} failed: {exc or type(exc).__name__}") from exc
+
+    @staticmethod
+    def _raise_status(method: str, url: str, path: str, status: int, text: str) -> None:
+        if path == "/prompt" and method == "POST" and status == 400:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = {}
+            if not isinstance(parsed, dict):
+                parsed = {}
+            error = parsed.get("error") if isinstance(parsed.get("error"), dict) else {"message": text}
+            node_errors = parsed.get("node_errors") if isinstance(parsed.get("node_errors"), dict) else {}
+            raise PromptRejected(url, text, error, node_errors)
+        raise ComfyHTTPError(method, url, status, text)
 
     def _get_json(self, path: str, query: dict[str, Any] | None = None) -> Any:
         return json.loads(self._request("GET", path, query=query))
@@ -301,9 +368,20 @@ class ComfyClient:
         """``{"queue_running": [...], "queue_pending": [...]}``; items are ``[number, prompt_id, ...]``."""
         return self._get_json("/queue")
 
-    def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:  # noqa: A002 - server's name
-        """Bytes of a file in ComfyUI's output, input or temp folder (``type``)."""
-        return self._request("GET", "/view", query={"filename": filename, "subfolder": subfolder, "type": type})
+    def view(self, filename: str, subfolder: str = "", type: str = "output",  # noqa: A002 - server's name
+             max_bytes: int = MAX_FILE_BYTES, timeout: float | None = None) -> bytes:
+        """Bytes of a file in ComfyUI's output, input or temp folder (``type``); see :meth:`download` for large
+        files."""
+        return self._request("GET", "/view", query={"filename": filename, "subfolder": subfolder, "type": type},
+                             max_bytes=max_bytes, timeout=timeout or max(self.timeout, DOWNLOAD_SECONDS))
+
+    def download(self, filename: str, subfolder: str, type: str, path: str | os.PathLike[str],  # noqa: A002
+                 max_bytes: int = MAX_FILE_BYTES, timeout: float = DOWNLOAD_SECONDS) -> int:
+        """Streams a file of the server's folders to ``path`` (through a .part file, replaced when complete);
+        returns its size. Nothing is left at ``path`` when the download fails or passes ``max_bytes``."""
+        self._request("GET", "/view", query={"filename": filename, "subfolder": subfolder, "type": type},
+                      max_bytes=max_bytes, timeout=timeout, to_file=Path(path))
+        return Path(path).stat().st_size
 
     # -- actions
 

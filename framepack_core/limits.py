@@ -110,3 +110,12 @@ MODEL_CONFIG_BOUNDS = {
     "image_proj_dim": (1, 16384), "rope_theta": (1.0, 1e9),
 }
 MAX_MODEL_INNER_DIM = 16384  # num_attention_heads x attention_head_dim (released: 3072)
+# Input images (the client checks them before uploading, the service before storing): the size from the header,
+# before anything is decoded. 8K UHD (7680 x 4320) fits; a 500 KB PNG of 13000 x 13000 does not.
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 36_000_000
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# FramePack Video Combine with return_frames on holds every frame as float32 (frames x height x width x 3 x 4
+# bytes: 1800 frames at 720p would be 20 GB); above this it refuses and points to return_frames off (the MP4 and
+# the VIDEO output hold the whole video either way).
+MAX_RETURNED_FRAMES_BYTES = 8 * 1024 ** 3

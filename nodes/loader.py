@@ -13,10 +13,10 @@ from ..framepack_core.attention import BACKENDS
 from ..framepack_core.compile import compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.fp8 import select_fp8_matmul
-from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, STORAGE_CHOICES,
-                                     VARIANT_CHOICES)
+from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, MAX_LORAS,
+                                     STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
-from ..framepack_core.lora import apply_loras, load_lora_file
+from ..framepack_core.lora import apply_lora_stack
 from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
@@ -37,16 +37,46 @@ def diffusion_model_choices() -> list[str]:
     return sorted(folders) + files
 
 
+NOT_LISTED = ("model {name!r} was not found in models/diffusion_models (only the names the loader lists are "
+              "accepted); put FramePackI2V_HY (file or sharded folder) there and refresh")
+
+
+def _is_listed_name(name: object, choices: list[str]) -> bool:
+    """A name the loader lists, and nothing that could step out of the models folder even if it were listed."""
+    if not isinstance(name, str) or name not in choices:
+        return False
+    parts = name.replace("\\", "/").split("/")
+    return not (os.path.isabs(name) or ".." in parts or any(ord(c) < 32 for c in name))
+
+
+def check_model_name(name: object) -> bool | str:
+    """For validate_inputs: True, or the message naming the model input."""
+    return True if _is_listed_name(name, diffusion_model_choices()) else NOT_LISTED.format(name=name)
+
+
 def resolve_model_path(name: str) -> str:
+    """The file or folder of a listed model name. Only names in diffusion_model_choices() are accepted, so an API
+    caller's string never names a path of its own choosing. Links inside models/diffusion_models are followed:
+    model folders on other disks are commonly linked there, and only someone who can write to the models folder
+    can make such a link."""
+    if not _is_listed_name(name, diffusion_model_choices()):
+        raise InputError(NOT_LISTED.format(name=name))
     for root in folder_paths.get_folder_paths("diffusion_models"):
         candidate = os.path.join(root, name)
         if os.path.isdir(candidate):
             return candidate
     path = folder_paths.get_full_path("diffusion_models", name)
     if path is None:
-        raise InputError(f"model {name!r} was not found in models/diffusion_models; put FramePackI2V_HY "
-                         "(file or sharded folder) there and refresh")
+        raise InputError(NOT_LISTED.format(name=name))
     return path
+
+
+def check_lora_name(name: object) -> bool | str:
+    """For validate_inputs: True when the name is one of models/loras' files, else the message."""
+    if isinstance(name, str) and name in folder_paths.get_filename_list("loras"):
+        return True
+    return (f"lora_name {name!r} was not found in models/loras (only the names the node lists are accepted); put "
+            "the LoRA .safetensors file there and refresh")
 
 
 def load_transformer(path: str, **options):
@@ -106,7 +136,10 @@ class FramePackModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, variant, compute_dtype, weight_storage, attention, compile_mode="default"):
+    def validate_inputs(cls, model, variant, compute_dtype, weight_storage, attention, compile_mode="default"):
+        listed = check_model_name(model)
+        if listed is not True:
+            return listed
         if compute_dtype == "fp16":
             return FP16_COMPUTE_REFUSED
         return check_choices(variant=(variant, VARIANT_CHOICES), compute_dtype=(compute_dtype, COMPUTE_DTYPE_NAMES),
@@ -121,8 +154,8 @@ class FramePackModelLoader(io.ComfyNode):
                                        attention_backend=attention)
         chosen = detect_variant(model) if variant == AUTO else variant
         loras = list(lora or [])
-        if loras:
-            report = apply_loras(transformer, [(load_lora_file(e.path), e.strength) for e in loras])
+        if loras:  # one file in memory at a time; a LoRA chained twice is applied once at the summed strength
+            report = apply_lora_stack(transformer, [(e.path, e.strength) for e in loras])
             log.info("FramePack LoRA: %s", report)
         device = mm.get_torch_device()
         select_fp8_matmul(transformer, device)
@@ -150,6 +183,18 @@ class FramePackLoraSelect(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name):
+        return check_lora_name(lora_name)
+
+    @classmethod
     def execute(cls, lora_name, strength, previous=None):
-        path = folder_paths.get_full_path_or_raise("loras", lora_name)
-        return io.NodeOutput([*(previous or []), LoraEntry(path, lora_name, strength)])
+        listed = check_lora_name(lora_name)
+        if listed is not True:
+            raise InputError(listed)
+        stack = [*(previous or []), LoraEntry(folder_paths.get_full_path_or_raise("loras", lora_name), lora_name,
+                                              strength)]
+        names = {entry.name for entry in stack}
+        if len(names) > MAX_LORAS:
+            raise InputError(f"this LoRA stack holds {len(names)} different LoRAs; at most {MAX_LORAS} are applied at "
+                             "once: remove some FramePack LoRA nodes (a LoRA chained twice counts once)")
+        return io.NodeOutput(stack)

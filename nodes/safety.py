@@ -1,5 +1,8 @@
 """FramePack Safety Checker: scores a sample of a video's frames (first and last included) with an NSFW image
-classifier from models/nsfw_detector/<folder> and reports whether the video is flagged and its top score."""
+classifier from models/nsfw_detector/<folder> and reports whether the video is flagged and its top score.
+
+It reads the frames it scores from the video (FramePack Video Combine's video output, the MP4), so it sees the
+whole video whether or not the frames output carries every frame; an IMAGE batch can be given instead."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core.errors import InputError
+from ..framepack_core.mp4 import count_frames, read_frames
 from .safety_model import DEFAULT_CLASSIFIER, DOWNLOAD_HINT, ClassifierError, cached_classifier, sample_indices
 from .types import CATEGORY
 
@@ -25,16 +29,30 @@ class SafetyBlocked(InputError):
 def classifier_folder(name: str) -> str:
     """The classifier folder ``name`` in models/nsfw_detector (any configured nsfw_detector path); a name that is
     not a plain folder name is refused, so the input cannot point elsewhere on disk."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name) or \
+            any(ord(c) < 32 for c in name):
         raise InputError(f"classifier {name!r} must be the name of a folder in models/{FOLDER} "
                          f"(e.g. {DEFAULT_CLASSIFIER!r}), not a path")
-    roots = folder_paths.get_folder_paths(FOLDER)
-    for root in roots:
+    for root in folder_paths.get_folder_paths(FOLDER):
         candidate = os.path.join(root, name)
         if os.path.isdir(candidate):
             return candidate
-    raise InputError(f"the safety checker's classifier folder {name!r} is not in {', '.join(roots)}: create "
-                     f"{os.path.join(roots[0], name)} and {DOWNLOAD_HINT} into it")
+    raise InputError(f"the safety checker's classifier folder {name!r} is not in models/{FOLDER}: create "
+                     f"models/{FOLDER}/{name} and {DOWNLOAD_HINT} into it")
+
+
+def _sampled(video, frames, sample_frames: int):
+    """(frames to score, their indices, the video's frame count), from the MP4 when a video is connected."""
+    if video is not None:
+        total = count_frames(video.get_stream_source())
+        indices = sample_indices(total, sample_frames)
+        return (read_frames(video.get_stream_source(), indices) if indices else None), indices, total
+    if frames is not None:
+        total = int(frames.shape[0])
+        indices = sample_indices(total, sample_frames)
+        return frames[indices], indices, total
+    raise InputError("the safety checker has nothing to score: connect FramePack Video Combine's video output to "
+                     "its video input (or an IMAGE batch to frames)")
 
 
 class FramePackSafetyChecker(io.ComfyNode):
@@ -47,7 +65,11 @@ class FramePackSafetyChecker(io.ComfyNode):
                         "Outputs whether the video is flagged (top score >= threshold) and the top score; with "
                         "block on, a flagged video fails the prompt. Off: nothing is loaded or scored.",
             inputs=[
-                io.Image.Input("frames", tooltip="The video's frames (FramePack Video Combine's frames output)"),
+                io.Video.Input("video", optional=True,
+                               tooltip="FramePack Video Combine's video output: the frames scored are read from the "
+                                       "MP4, so every part of the video is seen even with return_frames off"),
+                io.Image.Input("frames", optional=True,
+                               tooltip="Or an IMAGE batch to score (used when no video is connected)"),
                 io.Boolean.Input("enabled", default=True, tooltip="Off: pass, score 0, no classifier needed"),
                 io.String.Input("classifier", default=DEFAULT_CLASSIFIER,
                                 tooltip=f"Folder in models/{FOLDER} holding config.json and model.safetensors"),
@@ -64,21 +86,21 @@ class FramePackSafetyChecker(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, frames, enabled, classifier, threshold, sample_frames, block):
+    def execute(cls, enabled, classifier, threshold, sample_frames, block, video=None, frames=None):
         if not enabled:
             report = {"enabled": False, "flagged": False, "score": 0.0, "threshold": threshold, "frames_checked": 0}
             return io.NodeOutput(False, 0.0, ui={"text": ["safety checker off"], "framepack_safety": [report]})
         folder = classifier_folder(classifier)
         try:
             model = cached_classifier(folder)
-        except ClassifierError as err:
-            raise InputError(str(err)) from err
-        indices = sample_indices(int(frames.shape[0]), sample_frames)
-        scores = model.scores(frames[indices]) if indices else None
+        except ClassifierError as err:  # said with the folder as users name it, not where the server keeps it
+            raise InputError(str(err).replace(folder, f"models/{FOLDER}/{classifier}")) from err
+        chosen, indices, total = _sampled(video, frames, sample_frames)
+        scores = model.scores(chosen) if chosen is not None else None
         top = float(scores.max()) if scores is not None and scores.numel() else 0.0
         flagged = top >= threshold
         report = {"enabled": True, "flagged": flagged, "score": round(top, 6), "threshold": threshold,
-                  "frames_checked": len(indices), "classifier": classifier}
+                  "frames_checked": len(indices), "video_frames": total, "classifier": classifier}
         text = f"{'FLAGGED' if flagged else 'passed'}: top NSFW score {top:.3f} over {len(indices)} frame(s)"
         log.info("FramePack safety checker: %s", text)
         if flagged and block:

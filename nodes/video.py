@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 import folder_paths
 import torch
@@ -14,6 +15,7 @@ from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import check_video_latents, video_size
+from ..framepack_core.limits import MAX_RETURNED_FRAMES_BYTES
 from ..framepack_core.mp4 import write_mp4
 from ..framepack_core.planning import plan_video
 from .runtime import Progress
@@ -22,15 +24,35 @@ from .types import CATEGORY
 log = logging.getLogger("FramePack")
 
 
+def next_counter(folder: str, name: str) -> int:
+    """One more than the highest counter of the <name>_<counter>.mp4 files in ``folder``. ComfyUI's own counter
+    only recognises image names (<name>_<counter>_.png), so for these names it would always answer 1."""
+    pattern = re.compile(re.escape(name) + r"_(\d{1,9})\.mp4")
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 1
+    found = [int(m.group(1)) for m in map(pattern.fullmatch, names) if m]
+    return max(found, default=0) + 1
+
+
 def output_path(prefix: str, width: int, height: int) -> tuple[str, str, str]:
-    """(full path, file name, subfolder) in ComfyUI's output folder; a prefix that would escape it is refused."""
+    """(full path, file name, subfolder) in ComfyUI's output folder: always a new <name>_<counter>.mp4 made by
+    ComfyUI's counter. A prefix that would escape the folder, or with control characters (a NUL byte cuts the path
+    FFmpeg opens, so "a.mp4\\x00/z" would overwrite a.mp4), is refused."""
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in prefix):
+        raise InputError(f"filename_prefix {prefix!r} holds a control character (such as a NUL byte or a line "
+                         "break); use letters, digits, '-', '_' and '/' for subfolders")
     if os.path.isabs(prefix) or ".." in prefix.replace("\\", "/").split("/"):
         raise InputError(f"filename_prefix {prefix!r} must stay inside the output folder: no '..' and no absolute "
                          "path (a subfolder like 'framepack/clip' is fine)")
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        prefix, folder_paths.get_output_directory(), width, height)
-    file = f"{name}_{counter:05}.mp4"
-    return os.path.join(folder, file), file, subfolder
+    output = folder_paths.get_output_directory()
+    folder, name, _, subfolder, _ = folder_paths.get_save_image_path(prefix, output, width, height)
+    file = f"{name}_{next_counter(folder, name):05}.mp4"
+    path = os.path.join(folder, file)
+    if os.path.commonpath([os.path.abspath(path), os.path.abspath(output)]) != os.path.abspath(output):
+        raise InputError(f"filename_prefix {prefix!r} must stay inside the output folder")
+    return path, file, subfolder
 
 
 def _decode(vae, latents, width: int, height: int):
@@ -60,7 +82,9 @@ class FramePackVideoCombine(io.ComfyNode):
                 io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and bigger"),
                 io.Boolean.Input("return_frames", default=True,
                                  tooltip="Off: the IMAGE output holds only the last frame, so very long videos are "
-                                         "never held in memory as float frames (the MP4 has them all)"),
+                                         "never held in memory as float frames (the MP4 and the video output have "
+                                         "them all). On: refused above "
+                                         f"{MAX_RETURNED_FRAMES_BYTES >> 30} GiB of frames"),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],

@@ -68,11 +68,14 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
             "num_frames": num_frames, "num_inference_steps": 25, "guidance_scale": 10.0, "cfg_scale": 1.0,
             "seed": 31337, "sampler": "unipc_bh1", "shift": 0.0, "teacache_threshold": 0.15, "window_size": 9,
             "mode": "auto", "cfg_rescale": 0.0}),
+        # return_frames off: the MP4 (and the VIDEO output) hold the video; every frame as float32 would take
+        # 20 GB at 720p x 1800 frames, a request the hosted APIs accept.
         "10": ("FramePackVideoCombine", "FramePack Video Combine", {
-            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": True}),
-        # Off by default: the API client and the service switch it on with enable_safety_checker.
+            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": False}),
+        # Off by default: the API client and the service switch it on with enable_safety_checker. It reads the
+        # frames it scores (first and last included) from the video output, the MP4.
         "12": ("FramePackSafetyChecker", TITLE_SAFETY, {
-            "frames": ["10", 0], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
+            "video": ["10", 1], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
             "sample_frames": 8, "block": False}),
     }
     if start == "video":

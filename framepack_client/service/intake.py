@@ -23,10 +23,9 @@ from typing import Any
 from ..hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
 from ..jobs import now_iso
 from . import backend
-from .fetch import FetchError, Resolver, UrlPolicy, is_image_source, load_image, short, system_resolver
+from ..fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
 from .store import JobRecord
 
-PLACEHOLDER_IMAGE = "https://image.invalid/placeholder.png"  # stands in for an image while the rest is checked
 LOCAL_EXTRAS = ("width", "height")
 
 
@@ -119,19 +118,14 @@ def check_body(contract: Contract, body: Any) -> dict[str, Any]:
     problems = [(key, f"unknown parameter {key!r}; {contract.endpoint} takes {', '.join(contract.fields)}")
                 for key in body if key not in contract.fields]
     problems += [(name, f"{name} is required") for name in contract.required if body.get(name) in (None, "")]
-    for name in contract.images:
-        value = body.get(name)
-        if value not in (None, "") and not is_image_source(value):
-            problems.append((name, f"{name} must be an http(s) URL or a data: URI of an image (data:image/png;base64,"
-                                   f"...), got {short(str(value), 60)!r}"))
     # an explicit null means "not given": the default applies
     values = {**contract.defaults, **{k: v for k, v in body.items() if k in contract.fields and v is not None}}
     if "strength" not in body and not values.get("end_image_url"):
         values.pop("strength", None)  # its default belongs to the end image; without one it is only noise
-    mapped = {contract.hosted_name(k): (PLACEHOLDER_IMAGE if k in contract.images else v)
-              for k, v in values.items()}
+    mapped = {contract.hosted_name(k): v for k, v in values.items()}
     try:
-        HostedParams.from_mapping(mapped)
+        # images must be URLs or data: URIs: a body never names a file of the service's machine
+        HostedParams.from_mapping(mapped, local_files=False)
     except ValidationError as err:
         seen = {name for name, _ in problems}
         problems += [p for p in (_problem_field(line, contract) for line in err.problems) if p[0] not in seen]

@@ -266,8 +266,8 @@ def test_safety_checker_switch_fills_the_checker_node(start_png):
     graph = load_workflow("framepack_i2v")
     (checker_id, checker), = [(i, n) for i, n in graph.items() if n["class_type"] == "FramePackSafetyChecker"]
     assert checker["inputs"]["enabled"] is False  # shipped off
-    assert checker["inputs"]["frames"] == [next(i for i, n in graph.items()
-                                                if n["class_type"] == "FramePackVideoCombine"), 0]
+    assert checker["inputs"]["video"] == [next(i for i, n in graph.items()
+                                               if n["class_type"] == "FramePackVideoCombine"), 1]
     on = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
                                                  "enable_safety_checker": True}), graph)
     off = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)
@@ -279,6 +279,17 @@ def test_safety_checker_switch_fills_the_checker_node(start_png):
         build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
                                                 "enable_safety_checker": True}), graph)
     assert build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)  # off: not needed
+
+
+@pytest.mark.parametrize("name", ["framepack_i2v", "framepack_first_last_frame", "framepack_f1"])
+def test_shipped_workflows_return_no_frames_and_the_checker_reads_the_video(name):
+    """What the client and the service fill never holds every frame in the server's memory (1800 frames at 720p
+    would be 20 GB); the safety checker then reads the frames it scores from the video output, the MP4."""
+    graph = load_workflow(name)
+    (video_id, video), = [(i, n) for i, n in graph.items() if n["class_type"] == "FramePackVideoCombine"]
+    (checker,) = [n for n in graph.values() if n["class_type"] == "FramePackSafetyChecker"]
+    assert video["inputs"]["return_frames"] is False
+    assert checker["inputs"]["video"] == [video_id, 1] and "frames" not in checker["inputs"]
 
 
 def test_relative_image_from_base_dir(tmp_path, start_png, monkeypatch):

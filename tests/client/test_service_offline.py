@@ -20,7 +20,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
 from framepack_client import cli  # noqa: E402
-from framepack_client.service import fetch  # noqa: E402
+from framepack_client import fetch  # noqa: E402
 from framepack_client.service.gate import host_without_port, is_loopback, key_matches  # noqa: E402
 from framepack_client.service.intake import FAL_FLF2V, FAL_I2V, WAVESPEED, BadRequest, check_body  # noqa: E402
 from framepack_client.service.store import QUEUED, JobRecord, JobStore  # noqa: E402

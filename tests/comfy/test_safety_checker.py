@@ -35,7 +35,8 @@ def test_flagged_and_clean_videos(comfy):
     assert result.ok, result.error_message
     report = report_of(result, node)
     assert report["flagged"] is True and report["score"] > 0.99
-    assert report["frames_checked"] == 4  # first, last and two between (30 frames)
+    # read from the MP4 (the shipped workflow returns no frames): first, last and two between of all 30 frames
+    assert report["frames_checked"] == 4 and report["video_frames"] == 30
 
     graph, node = checked(enabled=True, classifier="tiny_clean", threshold=0.5, sample_frames=4)
     result = comfy.run(graph, timeout=600)
@@ -47,6 +48,20 @@ def test_flagged_and_clean_videos(comfy):
     graph, node = checked(enabled=True, classifier="nsfw_image_detection", threshold=1.0, sample_frames=2)
     result = comfy.run(graph, timeout=600)
     assert result.ok and report_of(result, node)["flagged"] is False
+
+
+def test_an_image_batch_is_scored_when_no_video_is_connected(comfy):
+    graph, node = checked(enabled=True, classifier="nsfw_image_detection", sample_frames=5)
+    (video_id,) = [i for i, n in graph.items() if n["class_type"] == "FramePackVideoCombine"]
+    graph[video_id]["inputs"]["return_frames"] = True
+    del graph[node]["inputs"]["video"]
+    graph[node]["inputs"]["frames"] = [video_id, 0]
+    result = comfy.run(graph, timeout=600)
+    assert result.ok, result.error_message
+    assert report_of(result, node)["frames_checked"] == 5 and report_of(result, node)["video_frames"] == 30
+    del graph[node]["inputs"]["frames"]
+    result = comfy.run(graph, timeout=600)
+    assert result.status == "error" and "connect FramePack Video Combine's video output" in result.error_message
 
 
 def test_blocking_fails_the_prompt_with_a_message(comfy):

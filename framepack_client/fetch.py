@@ -1,12 +1,16 @@
-"""Images given to the service as an http(s) URL or a ``data:`` URI, fetched under rules that keep a request from
-turning the service into a proxy into the network it sits in.
+"""Images given as an http(s) URL or a ``data:`` URI, fetched under rules that keep a request from turning the
+client or the service into a proxy into the network it sits in. The client (its own user's URLs) and the service
+(anyone's URLs) use this one fetcher with different policies.
 
-* http and https only; at most ``max_redirects`` redirects, each new location checked like the first URL.
+* http and https only; at most ``max_redirects`` redirects, each new location checked like the first URL; a
+  redirect from https to http is refused, and so is one from a public address into a non-public one (a public server
+  has no business sending us into the local network), whatever the policy allows for URLs given directly.
 * The host name is resolved once and every address it resolves to is checked; the connection then goes to that
   checked address (a second lookup could answer differently). Loopback, private, link-local, multicast, reserved
   and other not globally routable addresses are refused unless the policy allows them.
-* A time limit for the whole fetch and a byte cap (Content-Length is checked first, then the bytes read).
-* What arrives must decode as an image (Pillow), within a pixel cap.
+* One deadline for the whole fetch, redirects included (framepack_client.transfer), and a byte cap
+  (Content-Length is checked first, then the bytes read).
+* What arrives must be an image within the pixel caps (framepack_client.images: the header's size first).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
-import io
 import ipaddress
 import socket
 import ssl
@@ -23,10 +26,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..hosted import sniff_image_kind
+from .images import ImageProblem
+from .images import check_image as check_image_bytes
+from .transfer import Exchange, TransferTimeout, TransferTooLarge
 
 REDIRECTS = (301, 302, 303, 307, 308)
-MAX_PIXELS = 64 * 1024 * 1024  # larger images are refused before they are decoded
+SERVICE_ALLOW_HINT = ("start it with --allow-private-urls or --allow-url-network CIDR to allow it, or send the image "
+                      "as a data: URI")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]
 
@@ -43,6 +49,7 @@ class UrlPolicy:
     max_bytes: int = 32 * 1024 * 1024
     max_redirects: int = 5
     user_agent: str = field(default="framepack-service")
+    allow_hint: str = SERVICE_ALLOW_HINT  # how the user of this policy allows a refused address
 
 
 def refusal_reason(address: str | IpAddress) -> str | None:
@@ -61,18 +68,20 @@ def refusal_reason(address: str | IpAddress) -> str | None:
     return None
 
 
-def check_address(address: str, policy: UrlPolicy) -> None:
-    """Raises FetchError when the policy refuses ``address``."""
+def check_address(address: str, policy: UrlPolicy, redirected_from_public: bool = False) -> None:
+    """Raises FetchError when the policy refuses ``address``; a redirect that leaves a public address for a
+    non-public one is refused whatever the policy allows."""
     ip = ipaddress.ip_address(address)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     reason = refusal_reason(ip)
-    if reason is None or policy.allow_private or any(ip in net for net in policy.allowed_networks
-                                                     if net.version == ip.version):
+    if reason is None:
         return
-    raise FetchError(f"it resolves to {ip}, a {reason} address, which the service does not fetch from (start it "
-                     "with --allow-private-urls or --allow-url-network CIDR to allow it), or send the image as a "
-                     "data: URI")
+    if redirected_from_public:
+        raise FetchError(f"a public server redirects to {ip}, a {reason} address, which is never followed")
+    if policy.allow_private or any(ip in net for net in policy.allowed_networks if net.version == ip.version):
+        return
+    raise FetchError(f"it resolves to {ip}, a {reason} address, which is not fetched from ({policy.allow_hint})")
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -126,49 +135,50 @@ def _split(url: str) -> tuple[str, str, int, str]:
 def fetch_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> bytes:
     """The body of ``url`` under ``policy`` (see the module docstring); FetchError otherwise."""
     deadline = time.monotonic() + policy.timeout
+    from_public = False
     for _ in range(policy.max_redirects + 1):
         scheme, host, port, target = _split(url)
         addresses = list(resolver(host, port))
         if not addresses:
             raise FetchError(f"the host {host!r} resolves to no address")
         for address in addresses:
-            check_address(address, policy)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchError(f"no answer within {policy.timeout:g} s")
+            check_address(address, policy, redirected_from_public=from_public)
         kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
-        conn = kind(host, port, addresses[0], timeout=remaining)
+        conn = kind(host, port, addresses[0], timeout=max(0.001, deadline - time.monotonic()))
         try:
-            conn.request("GET", target, headers={"User-Agent": policy.user_agent, "Accept": "image/*"})
-            response = conn.getresponse()
-            if response.status in REDIRECTS:
-                location = response.getheader("Location")
-                if not location:
-                    raise FetchError(f"redirect {response.status} without a Location")
-                url = urllib.parse.urljoin(url, location)
-                continue
-            if response.status != 200:
-                raise FetchError(f"the server answered HTTP {response.status}")
-            length = response.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > policy.max_bytes:
-                raise FetchError(f"it is {int(length)} bytes; the limit is {policy.max_bytes} bytes")
-            chunks, size = [], 0
-            while True:
-                if time.monotonic() > deadline:
-                    raise FetchError(f"the download took longer than {policy.timeout:g} s")
-                chunk = response.read(65536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > policy.max_bytes:
-                    raise FetchError(f"it is larger than the limit of {policy.max_bytes} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+            with Exchange(conn, deadline) as exchange:
+                response = exchange.send("GET", target, headers={"User-Agent": policy.user_agent,
+                                                                 "Accept": "image/*"})
+                if response.status in REDIRECTS:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise FetchError(f"redirect {response.status} without a Location")
+                    url = _redirect_target(url, scheme, location)
+                    from_public = all(refusal_reason(a) is None for a in addresses)
+                    continue
+                if response.status != 200:
+                    raise FetchError(f"the server answered HTTP {response.status}")
+                return exchange.read(response, policy.max_bytes)
+        except TransferTimeout as err:
+            raise FetchError(f"the download took longer than {policy.timeout:g} s") from err
+        except TransferTooLarge as err:
+            if err.size is not None:
+                raise FetchError(f"it is {err.size} bytes; the limit is {policy.max_bytes} bytes") from err
+            raise FetchError(f"it is larger than the limit of {policy.max_bytes} bytes") from err
         except (OSError, http.client.HTTPException) as err:
             raise FetchError(f"the download failed ({err or type(err).__name__})") from err
-        finally:
-            conn.close()
     raise FetchError(f"more than {policy.max_redirects} redirects")
+
+
+def _redirect_target(url: str, scheme: str, location: str) -> str:
+    target = urllib.parse.urljoin(url, location)
+    new_scheme = urllib.parse.urlsplit(target).scheme.lower()
+    if new_scheme not in ("http", "https"):
+        raise FetchError(f"it redirects to a {new_scheme or 'schemeless'} URL; only http and https are fetched")
+    if scheme == "https" and new_scheme == "http":
+        raise FetchError("it redirects from https to plain http, which is refused (the image would travel "
+                         "unencrypted); give the final https URL")
+    return target
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -191,23 +201,12 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
 
 
 def check_image(data: bytes) -> str:
-    """The image kind ("png", "jpeg", ...) when ``data`` decodes as an image; FetchError otherwise."""
-    kind = sniff_image_kind(data[:16])
-    if kind is None:
-        raise FetchError("it is not a PNG, JPEG, WebP, BMP, GIF or TIFF image")
-    from PIL import Image, UnidentifiedImageError
-
+    """The image kind ("png", "jpeg", ...) when ``data`` is an image within the size limits; FetchError
+    otherwise."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise FetchError(f"it is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels")
-            image.load()
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        if isinstance(err, FetchError):
-            raise
-        raise FetchError(f"it does not decode as an image ({err})") from err
-    return kind
+        return check_image_bytes(data)
+    except ImageProblem as err:
+        raise FetchError(str(err)) from err
 
 
 def is_image_source(value: object) -> bool:
