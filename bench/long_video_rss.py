@@ -4,6 +4,10 @@ and we read the server process's resident memory.
 
     python bench/long_video_rss.py                                  # 1800 frames at 1280x720, 4 steps
     python bench/long_video_rss.py --frames 120 --out result.json   # a shorter run
+    python bench/long_video_rss.py --gpu                            # the server on the GPU when its torch sees one
+
+On the CPU the 1800-frame 720p run takes hours (attention over ~40k tokens per step, even for the tiny model); with
+--gpu it takes minutes. Either way the RSS measured is the server's host memory.
 
 Reports the server's idle RSS (started, models not yet loaded), its peak RSS during the job (the kernel's
 high-water mark VmHWM, reset after the idle reading through /proc/PID/clear_refs, and our own 0.5 s samples as a
@@ -24,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from framepack_dev.comfy_server import ComfyServer  # noqa: E402
+from framepack_dev.comfy_server import CPU_ARGS, ComfyServer, locate_comfyui  # noqa: E402
+from framepack_dev.device import DeviceChoice, choose_device, probe_torch_cuda  # noqa: E402
 from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflow  # noqa: E402
 
 MB = 1024 * 1024
@@ -75,9 +80,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=6 * 3600)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    ap.add_argument("--gpu", action="store_true", help="run the server on the GPU when its torch sees one")
     args = ap.parse_args()
 
-    with ComfyServer() as server:
+    install = locate_comfyui()
+    device = (choose_device(probe_torch_cuda(install.python)) if args.gpu
+              else DeviceChoice("cpu", "the default; --gpu for the GPU", CPU_ARGS))
+    print(device.line(), file=sys.stderr, flush=True)
+    with ComfyServer(install=install, device_args=device.comfy_args) as server:
         install_tiny_models(server.models_dir, server.input_dir)
         pid = server.process.pid
         time.sleep(5)  # let start-up settle before the idle reading
@@ -103,7 +113,7 @@ def main() -> int:
         report = {
             "config": {"frames": args.frames, "width": args.width, "height": args.height, "steps": args.steps,
                        "transformer": "tiny random weights (framepack_core.config.TINY)", "vae": "tiny TAEHV",
-                       "return_frames": False, "device": "cpu"},
+                       "return_frames": False, "device": device.device},
             "idle_rss_mb": round(idle_kb / 1024, 1),
             "peak_rss_mb": round(peak_kb / 1024, 1),
             "peak_growth_mb": round((peak_kb - idle_kb) / 1024, 1),

@@ -17,7 +17,8 @@ def test_long_video_benchmark_reports_memory_and_the_exact_frame_count(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
     report = json.loads(out.read_text())
-    assert report["config"] == {**report["config"], "frames": 45, "width": 64, "height": 64, "return_frames": False}
+    assert report["config"] == {**report["config"], "frames": 45, "width": 64, "height": 64, "return_frames": False,
+                                                  "device": "cpu"}
     assert report["mp4_frames"] == 45
     assert report["mp4_mb"] > 0
     assert 0 < report["idle_rss_mb"] <= report["peak_rss_mb"]
