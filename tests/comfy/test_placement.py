@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from framepack_client.comfy_api import PromptRejected
-from tests.comfy.tiny_setup import TINY_I2V, install_tiny_models, node_of, tiny_workflow
+from framepack_client.server_api import PromptRejected
+from framepack_dev.tiny_models import TINY_I2V, install_tiny_models, node_of, tiny_workflow
 
 
 @pytest.fixture(scope="module", autouse=True)

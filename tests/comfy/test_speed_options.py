@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from framepack_client.comfy_api import PromptRejected
+from framepack_client.server_api import PromptRejected
 from framepack_core.magcache import MagCache, published_ratios
-from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
+from framepack_dev.tiny_models import install_tiny_models, node_of, tiny_workflow
 
 DESCRIBE = "30"
 
