@@ -195,7 +195,7 @@ def test_model_name_not_on_the_server(comfy_server, tiny, dirs):
 
 # -- images ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["rgba", "grayscale", "1x1", "10000x10"])
+@pytest.mark.parametrize("kind", ["rgba", "grayscale", "1x1", "8000x10"])
 def test_unusual_start_images(comfy_server, tiny, dirs, tmp_path, kind):
     path = tmp_path / f"{kind}.png"
     if kind == "rgba":
@@ -207,15 +207,22 @@ def test_unusual_start_images(comfy_server, tiny, dirs, tmp_path, kind):
     elif kind == "1x1":
         Image.new("RGB", (1, 1), (0, 128, 255)).save(path)
     else:
-        write_image(path, 10000, 10, seed=4)
+        write_image(path, 8000, 10, seed=4)
     code, result = client_run(comfy_server.url, tiny, dirs, image=path)
     assert_completed(code, result, 30)
 
 
+def test_image_over_the_side_limit_is_refused_before_upload(comfy_server, tiny, dirs, tmp_path):
+    path = write_image(tmp_path / "10000x10.png", 10000, 10, seed=4)
+    code, result = client_run(comfy_server.url, tiny, dirs, image=path)
+    assert_failed(code, result, "it is 10000x10 pixels; the limit is 8192 pixels per side", "scale it down",
+                  exit_code=2)
+
+
 def test_extreme_aspect_with_auto_size_is_clamped(comfy_server, tiny, dirs, tmp_path):
-    """10000x10 with aspect_ratio auto at 480p: the long side is capped at 2048 and the short one raised to 64,
-    instead of a 20000-pixel-wide video (480p area at a 1000:1 aspect)."""
-    path = write_image(tmp_path / "strip.png", 10000, 10, seed=5)
+    """8000x10 with aspect_ratio auto at 480p: the long side is capped at 2048 and the short one raised to 64,
+    instead of an 18000-pixel-wide video (480p area at an 800:1 aspect)."""
+    path = write_image(tmp_path / "strip.png", 8000, 10, seed=5)
     code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "-q", "--image", str(path),
                                     "--prompt", "strip", "--workflow", str(tiny["workflows"]["framepack_i2v"]),
                                     "--model", TINY_I2V, "--aspect-ratio", "auto", "--resolution", "480p",
@@ -234,13 +241,15 @@ def test_truncated_and_corrupt_images(comfy_server, tiny, dirs, tmp_path):
     good = write_image(tmp_path / "good.png", 64, 64, seed=7)
     cut = tmp_path / "cut.png"
     cut.write_bytes(good.read_bytes()[:200])
-    # ComfyUI's LoadImage deliberately loads truncated files (the missing rows are filled): a video comes out
+    # ComfyUI's LoadImage would load a truncated file (filling the missing rows); the client decodes every image
+    # before uploading it and refuses a damaged one with the fix
     code, result = client_run(comfy_server.url, tiny, dirs, image=cut)
-    assert_completed(code, result, 30)
+    assert_failed(code, result, "does not decode as an image (image file is truncated)", "save it again as PNG",
+                  exit_code=2)
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(good.read_bytes()[:8] + bytes(range(256)) * 4)  # PNG signature, then no PNG at all
     code, result = client_run(comfy_server.url, tiny, dirs, image=garbage)
-    assert_failed(code, result, "LoadImage", f"the image '{garbage}' could not be decoded", "save it again as PNG")
+    assert_failed(code, result, str(garbage), exit_code=2)
 
 
 # -- parameters: the client refuses them before sending; the node refuses (or accepts) them on raw /prompt ----
