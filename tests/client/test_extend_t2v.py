@@ -4,6 +4,7 @@ what queue_job sends to a server (a stub on loopback that records the uploads an
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -241,3 +242,106 @@ def test_cli_switches_and_errors(tmp_path, clip, start_png):
         assert says in json.loads(proc.stdout)["error"]
     assert not (tmp_path / "jobs").exists()
 
+
+# -- a video's source: the image URLs' rules, the video's byte cap ----------------------------------------------------
+
+@pytest.fixture
+def web():
+    """Loopback GET servers (tests.client.test_client_security.Server), closed after the test."""
+    from tests.client.test_client_security import Server
+
+    servers = []
+    yield lambda handler: servers.append(Server(handler)) or servers[-1]
+    for server in servers:
+        server.close()
+
+
+def serving(data: bytes, seen: list):
+    def handle(req):
+        seen.append(req.headers.get("Accept"))
+        req.send_response(200)
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
+    return handle
+
+
+def uploaded_name(data: bytes, suffix: str) -> str:
+    import hashlib
+
+    return f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}.{suffix}"
+
+
+def test_a_video_url_is_fetched_under_the_url_policy(stub, web, tmp_path, clip):
+    from tests.client.test_client_security import redirect
+
+    from framepack_client.jobs import CLIENT_URL_POLICY, UNTRUSTED_URL_POLICY
+
+    data, seen = clip.read_bytes(), []
+    server = web(serving(data, seen))
+    params = HostedParams.from_mapping({"video": server.url + "/clip.mp4", "prompt": "p"})
+    job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params, url_policy=CLIENT_URL_POLICY)
+    assert job.status == CREATED, job.error
+    assert [name for name, _ in StubComfy.uploads] == [uploaded_name(data, "mp4")] and seen == ["video/*"]
+
+    # the untrusted policy refuses a loopback address before connecting; nothing is uploaded or queued
+    StubComfy.uploads, StubComfy.prompts, seen[:] = [], [], []
+    job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params, url_policy=UNTRUSTED_URL_POLICY)
+    assert job.status == FAILED and "loopback address" in job.error, job.error
+    assert seen == [] and StubComfy.uploads == [] and StubComfy.prompts == []
+
+    # redirects follow the image URLs' rules
+    params = HostedParams.from_mapping({"video": web(redirect("ftp://127.0.0.1/c.mp4")).url + "/c.mp4", "prompt": "p"})
+    job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params)
+    assert job.status == FAILED and "redirects to a ftp URL" in job.error, job.error
+    assert StubComfy.uploads == [] and StubComfy.prompts == []
+
+
+def test_a_video_over_the_byte_cap_is_refused_before_upload(stub, web, tmp_path, clip, monkeypatch):
+    from framepack_client import jobs, media
+
+    data = clip.read_bytes()
+    cap = len(data) - 1
+    local = HostedParams.from_mapping({"video": str(clip), "prompt": "p"})
+    remote = HostedParams.from_mapping({"video": web(serving(data, [])).url + "/clip.mp4", "prompt": "p"})
+    inline = HostedParams.from_mapping({"video": "data:video/mp4;base64," + base64.b64encode(data).decode(),
+                                        "prompt": "p"})
+    with monkeypatch.context() as patch:  # the check before anything is sent
+        patch.setitem(media.MAX_BYTES, "video", cap)
+        found = problems(video=str(clip))
+        assert any(f"the limit is {cap} bytes" in p for p in found), found
+
+    monkeypatch.setattr(jobs, "MAX_VIDEO_BYTES", cap)  # and when it is read for the upload (or fetched)
+    for params in (local, remote, inline):
+        job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params)
+        assert job.status == FAILED and re.search(f"the limit (is|of) {cap} bytes", job.error), job.error
+    assert StubComfy.uploads == [] and StubComfy.prompts == []
+
+
+def test_a_video_data_uri_is_uploaded_and_an_image_in_one_is_refused(stub, tmp_path, clip, start_png):
+    data = clip.read_bytes()
+    params = HostedParams.from_mapping({"video": "data:video/mp4;base64," + base64.b64encode(data).decode(),
+                                        "prompt": "p"})
+    job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params)
+    assert job.status == CREATED, job.error
+    assert [name for name, _ in StubComfy.uploads] == [uploaded_name(data, "mp4")]
+    png = "data:image/png;base64," + base64.b64encode(start_png.read_bytes()).decode()
+    job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), HostedParams.from_mapping({"video": png,
+                                                                                               "prompt": "p"}))
+    assert job.status == FAILED and "is a PNG image, not a video" in job.error, job.error
+    assert len(StubComfy.uploads) == 1 and len(StubComfy.prompts) == 1
+
+
+def test_untrusted_input_may_not_name_a_local_video(tmp_path, clip):
+    from framepack_client import cli
+
+    with pytest.raises(ValidationError, match="local file paths are not accepted"):
+        HostedParams.from_mapping({"video": str(clip), "prompt": "p"}, local_files=False)
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"video": str(clip), "prompt": "p"}))
+    code = cli.main(["submit", "--params", str(params), "--untrusted-input", "--jobs-dir", str(tmp_path / "jobs"),
+                     "--server", "http://127.0.0.1:9"])
+    assert code == cli.EXIT_INVALID and not (tmp_path / "jobs").exists()
+    code = cli.main(["submit", "--params", str(params), "--jobs-dir", str(tmp_path / "jobs"),
+                     "--server", "http://127.0.0.1:9"])  # the user's own file may: the closed port fails later
+    assert code != cli.EXIT_INVALID
