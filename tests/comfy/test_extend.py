@@ -251,7 +251,8 @@ def test_the_client_continues_a_video_and_starts_from_text(comfy_server, inputs,
     f1 = "--f1" in start
     code, out, err = cli_in_process(
         "run", "--server", comfy_server.url, "--jobs-dir", str(tmp_path / "jobs"), "--output-dir", str(tmp_path),
-        "--quiet", *start, "--prompt", "it goes on", "--workflow", str(workflow), "--model", TINY_F1 if f1 else TINY_I2V,
+        "--quiet", *start, "--prompt", "it goes on", "--workflow", str(workflow),
+        "--model", TINY_F1 if f1 else TINY_I2V,
         "--resolution", "custom", "--width", str(SIZE), "--height", str(SIZE), "--num-frames", str(frames),
         "--steps", "4", "--seed", "3")
     assert code == 0, out + err
