@@ -37,7 +37,8 @@ FramePack image-to-video through a ComfyUI server that has the FramePack node pa
 hosted FramePack APIs (image, end_image, strength, prompt, negative_prompt, aspect_ratio, resolution, num_frames,
 num_inference_steps, guidance_scale, cfg_scale, seed). Parameters are checked before anything is sent; the images
 are uploaded, a shipped API workflow is filled (workflows/api: I2V, first+last frame when an end image is given,
-F1 with --f1) and queued, and the MP4 is downloaded.
+F1 with --f1; a video to continue with --video, text-to-video with --text-to-video) and queued, and the MP4 is
+downloaded.
 
 Every command prints a JSON result on stdout:
   {"id", "model", "status": created|processing|completed|failed, "outputs": [local files], "seed": seed used,
@@ -57,6 +58,9 @@ examples:
       --num-frames 180 --seed 42
   python -m framepack_client run --image first.png --end-image last.png --strength 0.8 \\
       --prompt "the cat turns into a dragon"                  # first+last frame, 240 frames by default
+  python -m framepack_client run --video clip.mp4 --prompt "she keeps dancing" --num-frames 150 --f1
+      # continue a 30 fps video: the result is the input, then 150 new frames (--new-only: just those)
+  python -m framepack_client run --text-to-video --prompt "waves roll onto a beach at dusk"
   ID=$(python -m framepack_client submit --image start.png --prompt "..." | python -c \\
       "import json,sys; print(json.load(sys.stdin)['id'])")
   python -m framepack_client status $ID
@@ -90,10 +94,12 @@ parameters:
 {_param_table()}
 
 FILE holds one JSON object per line with these parameters (hosted names; "image_url"/"end_image_url" are
-accepted too), plus optional "f1": true and "model": "<file>" per line. Blank lines and lines starting with #
+accepted too; "video" continues a video instead of starting from "image"), plus optional "f1": true and
+"model": "<file>" per line. Blank lines and lines starting with #
 are skipped. Relative image paths are looked up from the current folder, then from the file's folder.
   {{"image": "a.png", "prompt": "the girl waves", "num_frames": 90, "seed": 1}}
   {{"image_url": "https://example.com/b.jpg", "end_image": "c.png", "prompt": "day turns to night"}}
+  {{"video": "clip.mp4", "prompt": "the dance goes on", "num_frames": 90, "new_only": true}}
 The jobs run in order, each to its end; a failed job is reported and the next one runs. Output: one JSON
 result per line, then {{"summary": {{"total", "completed", "failed", "seconds"}}}}. Exit status 1 if any failed."""
 
@@ -117,8 +123,8 @@ def _common_options() -> argparse.ArgumentParser:
                             "with result)")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress display on stderr")
     group.add_argument("--untrusted-input", action="store_true",
-                       help="the --params or batch file comes from someone else: refuse image paths of this machine "
-                            "in it (only http(s) URLs and data: URIs) and image URLs that point into the local "
+                       help="the --params or batch file comes from someone else: refuse image and video paths of this "
+                            "machine in it (only http(s) URLs and data: URIs) and URLs that point into the local "
                             "network")
     return common
 
@@ -145,7 +151,8 @@ def _param_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("generation parameters (hosted API names)")
     group.add_argument("--params", metavar="FILE.json", default=None,
                        help="a JSON object of parameters (hosted request body); the flags below override it")
-    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL", "bool": "true|false"}
+    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL", "video": "PATH|URL",
+                "bool": "true|false"}
     for s in SPECS:
         flags = ["--" + s.name.replace("_", "-")]
         if s.name == "num_inference_steps":
@@ -157,7 +164,9 @@ def _param_options() -> argparse.ArgumentParser:
             text += f"; {s.range_text()}"
         if s.default not in (None, ""):
             text += f" (default {s.default_text()})"
-        group.add_argument(*flags, dest=s.name, metavar=metavars.get(s.kind, "CHOICE"), default=None, help=text)
+        switch = dict(nargs="?", const="true") if s.kind == "bool" else {}  # "--new-only" alone means true
+        group.add_argument(*flags, dest=s.name, metavar=metavars.get(s.kind, "CHOICE"), default=None, help=text,
+                           **switch)
     return parent
 
 

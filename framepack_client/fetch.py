@@ -1,6 +1,6 @@
-"""Images given as an http(s) URL or a ``data:`` URI, fetched under rules that keep a request from turning the
-client or the service into a proxy into the network it sits in. The client (its own user's URLs) and the service
-(anyone's URLs) use this one fetcher with different policies.
+"""Images (and videos to continue) given as an http(s) URL or a ``data:`` URI, fetched under rules that keep a
+request from turning the client or the service into a proxy into the network it sits in. The client (its own user's
+URLs) and the service (anyone's URLs) use this one fetcher with different policies.
 
 * http and https only; at most ``max_redirects`` redirects, each new location checked like the first URL; a
   redirect from https to http is refused, and so is one from a public address into a non-public one (a public server
@@ -10,7 +10,8 @@ client or the service into a proxy into the network it sits in. The client (its 
   and other not globally routable addresses are refused unless the policy allows them.
 * One deadline for the whole fetch, redirects included (framepack_client.transfer), and a byte cap
   (Content-Length is checked first, then the bytes read).
-* What arrives must be an image within the pixel caps (framepack_client.images: the header's size first).
+* What arrives must be an image within the pixel caps (framepack_client.images: the header's size first); a
+  video is checked by the caller (framepack_client.media), under a policy with a larger byte cap.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class UrlPolicy:
     max_redirects: int = 5
     user_agent: str = field(default="framepack-service")
     allow_hint: str = SERVICE_ALLOW_HINT  # how the user of this policy allows a refused address
+    accept: str = "image/*"  # the Accept header: what the caller wants back
 
 
 def refusal_reason(address: str | IpAddress) -> str | None:
@@ -148,7 +150,7 @@ def fetch_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver)
         try:
             with Exchange(conn, deadline) as exchange:
                 response = exchange.send("GET", target, headers={"User-Agent": policy.user_agent,
-                                                                 "Accept": "image/*"})
+                                                                 "Accept": policy.accept})
                 if response.status in REDIRECTS:
                     location = response.getheader("Location")
                     if not location:
@@ -213,10 +215,15 @@ def is_image_source(value: object) -> bool:
     return isinstance(value, str) and value[:8].lower().startswith(("http://", "https://", "data:"))
 
 
+def load_source(value: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> bytes:
+    """The bytes of an http(s) URL (fetched under ``policy``) or a data: URI (capped at ``policy.max_bytes``),
+    unchecked; FetchError says why not."""
+    if value[:5].lower() == "data:":
+        return decode_data_uri(value, policy.max_bytes)
+    return fetch_url(value, policy, resolver)
+
+
 def load_image(value: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> tuple[bytes, str]:
     """(bytes, kind) of an image given as an http(s) URL or a data: URI; FetchError says why not."""
-    if value[:5].lower() == "data:":
-        data = decode_data_uri(value, policy.max_bytes)
-    else:
-        data = fetch_url(value, policy, resolver)
+    data = load_source(value, policy, resolver)
     return data, check_image(data)

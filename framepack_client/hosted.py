@@ -8,7 +8,9 @@ Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_i
 with ``width``/``height``. :data:`SPECS` holds every range and default; those the nodes share come from
 ``framepack_core.limits`` (a module without torch), so a request the client accepts is one the nodes accept.
 ``enable_safety_checker`` (false; true switches on the NSFW checker node that the shipped workflows carry) is
-the hosted APIs' switch.
+the hosted APIs' switch. Beyond the hosted APIs: ``video`` (a video to continue, instead of ``image``; the output is
+the input followed by ``num_frames`` new frames, or the new frames alone with ``new_only``) and ``text_to_video``
+(no image at all: a blank start, never in the output). ``image`` is required unless one of those two is given.
 
 Everything is checked before anything is sent to a server: :meth:`HostedParams.from_mapping` collects every
 problem and raises one :class:`ValidationError` whose lines name the input and how to fix it.
@@ -23,17 +25,16 @@ from __future__ import annotations
 import copy
 import json
 import math
-import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAULT_CFG, DEFAULT_END_STRENGTH,
-                                   DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_STEPS, FPS,
-                                   MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_IMAGE_BYTES, MAX_SIDE, MAX_STEPS, MIN_FRAMES,
-                                   MIN_SIDE, MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
+from framepack_core.limits import (ASPECT_RATIOS, AUTO, BLANK_KINDS, CUSTOM_RESOLUTION, DEFAULT_CFG,
+                                   DEFAULT_END_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE,
+                                   DEFAULT_STEPS, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS,
+                                   MIN_FRAMES, MIN_SIDE, MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP, START_IMAGE)
 
-from .images import IMAGE_KINDS, ImageProblem, check_image
+from .media import VIDEO_KINDS, check_media_source, is_url
 
 def _api_workflows_dir() -> Path:
     """The shipped API workflows: the package's own copy when pip-installed (pyproject maps workflows/api there),
@@ -45,7 +46,9 @@ def _api_workflows_dir() -> Path:
 API_WORKFLOWS_DIR = _api_workflows_dir()
 
 WORKFLOW_I2V, WORKFLOW_FLF2V, WORKFLOW_F1 = "framepack_i2v", "framepack_first_last_frame", "framepack_f1"
+WORKFLOW_EXTEND, WORKFLOW_T2V = "framepack_extend", "framepack_t2v"
 TITLE_START, TITLE_END = "Start image", "End image"
+TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
 SAFETY_NODE = "FramePackSafetyChecker"
 
@@ -102,7 +105,8 @@ def _num(x: float) -> str:
 
 
 SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec("image", "image", "start image (required): a local file or an http(s) URL", required=True),
+    ParamSpec("image", "image", "start image (required unless video or text_to_video): a local file or an http(s) "
+              "URL", required=True),
     ParamSpec("end_image", "image", "end image (first+last-frame video): a local file or an http(s) URL"),
     ParamSpec("strength", "float", "how strongly the video ends on end_image (1 = exactly); only with end_image",
               DEFAULT_STRENGTH, 0, 1),
@@ -126,6 +130,12 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
     ParamSpec("enable_safety_checker", "bool", "score the video with the NSFW safety checker (its classifier must be "
               "in ComfyUI's models/nsfw_detector; README)", False),
+    ParamSpec("video", "video", f"a 30 fps video to continue instead of a start image ({VIDEO_KINDS}): a local file "
+              "or an http(s) URL; num_frames counts the new frames; aspect_ratio defaults to auto (the video's)"),
+    ParamSpec("new_only", "bool", "with video: the result holds only the new frames (default: the input, then them)",
+              False),
+    ParamSpec("text_to_video", "bool", "start from the prompt alone, without an image (a blank start, never in the "
+              "output)", False),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -135,52 +145,6 @@ def spec(name: str) -> ParamSpec:
 
 
 # -- value checks ------------------------------------------------------------------------------------------------
-
-def _is_url(text: str) -> bool:
-    return text.lower().startswith(("http://", "https://"))
-
-
-def _is_data_uri(text: str) -> bool:
-    return text[:5].lower() == "data:"
-
-
-def _check_image(name: str, value: Any, local_files: bool = True) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        what = "a file path, an http(s) URL or a data: URI" if local_files else "an http(s) URL or a data: URI"
-        return f"{name} must be {what} of an image, got {str(value)[:60]!r}"
-    if _is_url(value):
-        parts = urllib.parse.urlsplit(value)
-        if not parts.netloc:
-            return f"{name} URL {value[:120]!r} has no host; give a full http(s)://host/path URL"
-        return None
-    if _is_data_uri(value):
-        return None if "," in value[:256] else \
-            f"{name}: a data: URI needs a comma before its data (data:image/png;base64,...)"
-    if not local_files:
-        return (f"{name} must be an http(s) URL or a data: URI of an image (data:image/png;base64,...); local file "
-                f"paths are not accepted from this source, got {value[:60]!r}")
-    if "://" in value:
-        return f"{name} {value[:120]!r}: only local files and http(s) URLs (and data: URIs) are supported"
-    path = Path(value).expanduser()
-    if not path.exists():
-        return f"{name} file {str(path)!r} does not exist; check the path (relative paths start at the current folder)"
-    if not path.is_file():
-        return f"{name} {str(path)!r} is not a file; give the path of a {IMAGE_KINDS} image"
-    try:
-        size = path.stat().st_size
-        if size > MAX_IMAGE_BYTES:
-            return f"{name} file {str(path)!r} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes"
-        data = path.read_bytes()
-    except OSError as err:
-        return f"{name} file {str(path)!r} cannot be read ({err.strerror}); check its permissions"
-    if not data:
-        return f"{name} file {str(path)!r} is empty; give a {IMAGE_KINDS} image"
-    try:
-        check_image(data)
-    except ImageProblem as err:
-        return f"{name} file {str(path)!r}: {err}"
-    return None
-
 
 def _type_word(value: Any) -> str:
     return "text, not a number" if isinstance(value, str) else f"a {type(value).__name__}, not a number"
@@ -235,7 +199,7 @@ class HostedParams:
     ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
     hosted defaults (DEFAULT_STRENGTH; DEFAULT_FRAMES, or DEFAULT_FRAMES_WITH_END with an end image).
     """
-    image: str
+    image: str | None
     prompt: str
     end_image: str | None = None
     strength: float | None = None
@@ -250,6 +214,9 @@ class HostedParams:
     cfg_scale: float = DEFAULT_CFG
     seed: int = -1
     enable_safety_checker: bool = False
+    video: str | None = None
+    new_only: bool = False
+    text_to_video: bool = False
     extra: dict = field(default_factory=dict, repr=False)  # accepted hosted keys we do not use
 
     @property
@@ -270,11 +237,11 @@ class HostedParams:
         for s in SPECS:
             value = getattr(self, s.name)
             if value is None:
-                if s.required:
+                if self.is_required(s.name):
                     out.append(f"{s.name} is required: {s.help}")
                 continue
-            if s.kind == "image":
-                problem = _check_image(s.name, value, local_files)
+            if s.kind in ("image", "video"):
+                problem = check_media_source(s.name, value, s.kind, local_files)
             elif s.kind in ("int", "float"):
                 problem = _check_number(s, value)
             elif s.kind == "choice":
@@ -291,6 +258,7 @@ class HostedParams:
                 out.append("prompt is empty; describe the motion, e.g. \"the girl turns her head and smiles\"")
             elif len(self.prompt) > MAX_PROMPT_CHARS:
                 out.append(f"prompt has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}: shorten it")
+        out += self._start_problems()
         if self.strength is not None and not self.end_image:
             out.append("strength is only used with end_image (it sets how strongly the video ends on the end "
                        "image); add end_image or remove strength")
@@ -308,6 +276,26 @@ class HostedParams:
         elif self.width is not None or self.height is not None:
             out.append(f"width and height are used only with resolution custom (resolution is "
                        f"{self.resolution!r}); set resolution to custom or remove them")
+        return out
+
+    def is_required(self, name: str) -> bool:
+        """image is required unless the job continues a video or starts from text alone."""
+        if name == "image":
+            return not (self.video or self.text_to_video is True)
+        return SPEC_BY_NAME[name].required
+
+    def _start_problems(self) -> list[str]:
+        out = []
+        if self.image and self.video:
+            out.append("image and video are both given: give image to start from a picture, or video to continue a "
+                       "video, not both")
+        if self.text_to_video is True and (self.image or self.video):
+            given = " and ".join(n for n in ("image", "video") if getattr(self, n))
+            out.append(f"text_to_video starts from no picture, but {given} is given: remove {given}, or drop "
+                       "text_to_video")
+        if self.new_only is True and not self.video:
+            out.append("new_only is only used with video (it drops the input from the result); add video or remove "
+                       "new_only")
         return out
 
     def validate(self) -> "HostedParams":
@@ -339,15 +327,17 @@ class HostedParams:
                     values[name] = value
             else:
                 problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
-        for name in ("image", "end_image"):
+        for name in ("image", "end_image", "video"):
             value = values.get(name)
-            if local_files and base_dir is not None and isinstance(value, str) and value and not _is_url(value):
+            if local_files and base_dir is not None and isinstance(value, str) and value and not is_url(value):
                 path = Path(value).expanduser()
                 if not path.is_absolute() and not path.exists() and (Path(base_dir) / path).exists():
                     values[name] = str(Path(base_dir) / path)
-        missing = [s.name for s in SPECS if s.required and s.name not in values]
-        problems += [f"{name} is required: {spec(name).help}" for name in missing]
+        if values.get("video") and "aspect_ratio" not in values:
+            values["aspect_ratio"] = AUTO  # a continuation keeps the input's shape unless asked otherwise
         params = cls(**{"image": None, "prompt": None, **values}, extra=extra)
+        missing = [s.name for s in SPECS if params.is_required(s.name) and s.name not in values]
+        problems += [f"{name} is required: {spec(name).help}" for name in missing]
         problems += [p for p in params.problems(local_files)
                      if not any(p.startswith(f"{m} is required") for m in missing)]
         if problems:
@@ -372,18 +362,36 @@ class HostedParams:
 # -- workflows ---------------------------------------------------------------------------------------------------
 
 def workflow_name(params: HostedParams, f1: bool = False) -> str:
-    """The shipped workflow for these parameters: F1 when asked, else first+last frame with an end image, else I2V
-    (an end image with F1 is added to the F1 graph by :func:`build_prompt`)."""
+    """The shipped workflow for these parameters: video continuation or text-to-video when asked (with the model
+    --f1 picks, :func:`default_model`), else F1 when asked, else first+last frame with an end image, else I2V (an
+    end image with F1 or these is added to the graph by :func:`build_prompt`)."""
+    if params.video:
+        return WORKFLOW_EXTEND
+    if params.text_to_video:
+        return WORKFLOW_T2V
     if f1:
         return WORKFLOW_F1
     return WORKFLOW_FLF2V if params.end_image else WORKFLOW_I2V
 
 
 def model_id(params: HostedParams, f1: bool = False) -> str:
-    """A hosted-style model id for the result: framepack/i2v, framepack/flf2v, framepack/f1, framepack/f1-flf2v."""
+    """A hosted-style model id for the result: framepack/i2v, framepack/flf2v, framepack/f1, framepack/f1-flf2v;
+    framepack/extend, framepack/t2v (f1-... with F1)."""
+    if params.video or params.text_to_video:
+        return ("framepack/f1-" if f1 else "framepack/") + ("extend" if params.video else "t2v")
     if f1:
         return "framepack/f1-flf2v" if params.end_image else "framepack/f1"
     return "framepack/flf2v" if params.end_image else "framepack/i2v"
+
+
+def default_model(params: HostedParams, f1: bool = False) -> str | None:
+    """The model file a shipped video-continuation or text-to-video workflow runs for --f1 or not: the one in the
+    shipped F1 or I2V workflow (those two hold the file names). None for the other workflows, whose own model is
+    the right one."""
+    if not (params.video or params.text_to_video):
+        return None
+    graph = load_workflow(WORKFLOW_F1 if f1 else WORKFLOW_I2V)
+    return find_node(graph, "FramePackModelLoader")[1]["inputs"]["model"]
 
 
 def load_workflow(name_or_path: str | Path) -> dict:
@@ -436,21 +444,42 @@ def _new_node_id(graph: Mapping[str, dict]) -> str:
     return str(max(numbers, default=0) + 1)
 
 
+def _fill_start(graph: dict, params: HostedParams, start_image_name: str | None,
+                video_name: str | None) -> tuple[str, dict]:
+    """Fills what the video starts from and returns the conditioning node: the start image (LoadImage "Start
+    image" into FramePackImageConditioning), a video to continue (LoadVideo "Input video" into
+    FramePackVideoConditioning), or nothing (text-to-video: the start image node is removed and a blank start kind
+    chosen unless the workflow has one)."""
+    if params.video:
+        find_node(graph, "LoadVideo", TITLE_VIDEO)[1]["inputs"]["file"] = video_name or Path(params.video).name
+        cond_id, cond = find_node(graph, "FramePackVideoConditioning")
+        cond["inputs"]["keep_input"] = not params.new_only
+        return cond_id, cond
+    cond_id, cond = find_node(graph, "FramePackImageConditioning")
+    if params.text_to_video:
+        for start_id, _ in find_nodes(graph, "LoadImage", TITLE_START):
+            _remove_node(graph, start_id)
+        if cond["inputs"].get("start_kind", START_IMAGE) == START_IMAGE:
+            cond["inputs"]["start_kind"] = BLANK_KINDS[0]
+        return cond_id, cond
+    _, start = find_node(graph, "LoadImage", TITLE_START)
+    start["inputs"]["image"] = start_image_name or Path(params.image).name
+    return cond_id, cond
+
+
 def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_image_name: str | None = None,
                  end_image_name: str | None = None, model: str | None = None,
-                 filename_prefix: str | None = None) -> dict:
+                 filename_prefix: str | None = None, video_name: str | None = None) -> dict:
     """A filled copy of ``workflow`` (API format) for ``params``; the input is not modified.
 
-    ``start_image_name`` / ``end_image_name``: the names the images have in the server's input folder (what
-    ``/upload/image`` returned); by default the images' file names. ``model`` replaces the model file of the
+    ``start_image_name`` / ``end_image_name`` / ``video_name``: the names the files have in the server's input
+    folder (what ``/upload/image`` returned); by default their file names. ``model`` replaces the model file of the
     FramePackModelLoader; ``filename_prefix`` the video's output prefix. Without an end image an "End image" node
     is removed (with its link); with one, a workflow that has none gets one wired to the conditioning node.
     """
     graph = copy.deepcopy(dict(workflow))
     params.validate()
-    _, start = find_node(graph, "LoadImage", TITLE_START)
-    start["inputs"]["image"] = start_image_name or Path(params.image).name
-    cond_id, cond = find_node(graph, "FramePackImageConditioning")
+    cond_id, cond = _fill_start(graph, params, start_image_name, video_name)
     ends = find_nodes(graph, "LoadImage", TITLE_END)
     if params.end_image:
         end_name = end_image_name or Path(params.end_image).name
@@ -508,6 +537,14 @@ NODE_INPUTS = {
     ("FramePackImageConditioning", None, "custom_height"): "height",
     ("FramePackImageConditioning", None, "strength"): "strength",
     ("LoadImage", TITLE_START, "image"): "image",
+    ("LoadVideo", TITLE_VIDEO, "file"): "video",
+    ("FramePackVideoConditioning", None, "keep_input"): "new_only",
+    ("FramePackVideoConditioning", None, "aspect_ratio"): "aspect_ratio",
+    ("FramePackVideoConditioning", None, "resolution"): "resolution",
+    ("FramePackVideoConditioning", None, "custom_width"): "width",
+    ("FramePackVideoConditioning", None, "custom_height"): "height",
+    ("FramePackVideoConditioning", None, "strength"): "strength",
+    ("FramePackImageConditioning", None, "start_kind"): "text_to_video",
     ("LoadImage", TITLE_END, "image"): "end_image",
     ("CLIPTextEncode", TITLE_POSITIVE, "text"): "prompt",
     ("CLIPTextEncode", TITLE_NEGATIVE, "text"): "negative_prompt",

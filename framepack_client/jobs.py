@@ -22,18 +22,19 @@ import re
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from framepack_core.limits import MAX_IMAGE_BYTES
+from framepack_core.limits import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
 
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from .fetch import FetchError, UrlPolicy, is_image_source, load_image, short
-from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes,
-                     hosted_name, load_workflow, model_id, workflow_name)
+from .fetch import FetchError, UrlPolicy, is_image_source, load_image, load_source, short
+from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, default_model,
+                     find_nodes, hosted_name, load_workflow, model_id, workflow_name)
 from .images import ImageProblem, check_image
+from .media import check_media_bytes
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
 
@@ -51,6 +52,13 @@ CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=60.0, max_bytes=MAX_IM
 UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
                                  user_agent="framepack-client",
                                  allow_hint="an --untrusted-input request may only name public addresses")
+VIDEO_FETCH_SECONDS = 600.0  # a video to continue may be hundreds of MB
+
+
+def video_policy(policy: UrlPolicy) -> UrlPolicy:
+    """The same address and redirect rules for a video URL, with the video's byte cap and a longer deadline."""
+    return replace(policy, max_bytes=MAX_VIDEO_BYTES, timeout=max(policy.timeout, VIDEO_FETCH_SECONDS),
+                   accept="video/*")
 
 MessageHandler = Callable[[dict], None]
 
@@ -219,6 +227,47 @@ def upload_image(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_UR
     return client.upload_image(data, name=name, overwrite=False)
 
 
+def _read_video(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
+    """(bytes, container) of a local video, an http(s) URL (fetched under :func:`video_policy` of ``policy``: the
+    image URLs' address and redirect rules) or a data: URI, checked by its first bytes to be a video."""
+    if is_image_source(source):  # http(s) or data:
+        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
+        try:
+            data = load_source(source, video_policy(policy))
+        except FetchError as err:
+            raise JobError(f"could not use {shown}: {err}; check the URL or download the video yourself and pass "
+                           "the file") from err
+    else:
+        shown = source
+        path = Path(source).expanduser()
+        try:
+            size = path.stat().st_size
+            if size > MAX_VIDEO_BYTES:
+                raise JobError(f"the video {source} is {size} bytes; the limit is {MAX_VIDEO_BYTES} bytes: pass a "
+                               "shorter video (only its end is used as context)")
+            data = path.read_bytes()
+        except OSError as err:
+            raise JobError(f"cannot read the video {source}: {err.strerror}") from err
+    problem, kind = check_media_bytes("video", data, shown, "video")
+    if problem:
+        raise JobError(problem)
+    return data, kind
+
+
+def upload_video(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> str:
+    """Uploads a video to continue like upload_image (same endpoint, content-named, never overwritten); returns
+    the name for LoadVideo. Its URL is fetched under the image URLs' rules with the video's byte cap."""
+    data, kind = _read_video(source, policy)
+    name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}.{kind}"
+    try:
+        return client.upload_image(data, name=name, overwrite=False)
+    except ComfyHTTPError as err:
+        if err.status == 413:
+            raise JobError(f"the server refused the {len(data) >> 20} MiB video as too large: start ComfyUI with a "
+                           "larger --max-upload-size (in MB), or shorten the video (only its end matters)") from err
+        raise
+
+
 def describe_rejection(err: PromptRejected, graph: dict) -> str:
     """The server's validation errors in the hosted parameters' terms where it names an input we filled."""
     lines = []
@@ -250,28 +299,33 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
               workflow: str | None = None, model_file: str | None = None, filename_prefix: str | None = None,
               output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None,
               url_policy: UrlPolicy = CLIENT_URL_POLICY) -> Job:
-    """Uploads the images, fills the workflow and queues it; the job is saved before and after queueing.
+    """Uploads the images or the video, fills the workflow and queues it; the job is saved before and after
+    queueing.
 
     Returns the job with status created, or failed (rejected prompt, bad workflow, image download error); raises
     :class:`ServerUnreachable` when the server does not answer. ``before_queue`` runs just before POST /prompt
-    (``run`` opens its websocket there, so no event is missed). Image URLs are fetched under ``url_policy``.
+    (``run`` opens its websocket there, so no event is missed). Image and video URLs are fetched under
+    ``url_policy`` (a video with its own byte cap: :func:`video_policy`).
     """
     params.validate()
     job = new_job(client.base_url, params, f1=f1, workflow=workflow, model_file=model_file, output_dir=output_dir)
     client = ComfyClient(job.server, client_id=job.client_id, timeout=client.timeout)  # its events reach our ws
     try:
         graph = load_workflow(workflow or job.workflow)
-        start_name = upload_image(client, params.image, url_policy)
+        start_name = upload_image(client, params.image, url_policy) if params.image else None
+        video_name = upload_video(client, params.video, url_policy) if params.video else None
         end_name = upload_image(client, params.end_image, url_policy) if params.end_image else None
         prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
+        if model_file is None and workflow is None:
+            model_file = default_model(params, f1)  # the shipped extend/t2v graphs follow --f1
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
-                                  model=model_file, filename_prefix=prefix)
+                                  model=model_file, filename_prefix=prefix, video_name=video_name)
     except (WorkflowError, JobError, ValidationError) as err:
         return _fail(store, job, str(err))
     except (ComfyConnectionError, ComfyTimeout) as err:
         raise unreachable(client.base_url, err) from err
     except ComfyHTTPError as err:
-        return _fail(store, job, f"uploading an image failed: {err}")
+        return _fail(store, job, f"uploading a file failed: {err}")
     job.prompt_id = job.id
     store.save(job)
     if before_queue is not None:

@@ -115,6 +115,9 @@ MAX_MODEL_INNER_DIM = 16384  # num_attention_heads x attention_head_dim (release
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 36_000_000
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# An input video to continue (local file, URL or data: URI), before it is uploaded; ComfyUI itself refuses uploads
+# over its --max-upload-size (100 MB by default), so a larger one also needs that raised.
+MAX_VIDEO_BYTES = 1024 ** 3
 # FramePack Video Combine with return_frames on holds every frame as float32 (frames x height x width x 3 x 4
 # bytes: 1800 frames at 720p would be 20 GB); above this it refuses and points to return_frames off (the MP4 and
 # the VIDEO output hold the whole video either way).

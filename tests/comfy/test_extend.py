@@ -143,11 +143,11 @@ def test_the_same_seed_gives_the_same_continuation(comfy, inputs):
         node_of(graph, "FramePackSampler")["inputs"]["model"] = ["50", 0]
         result = run(comfy, graph)
         assert result.ok, result.error_message
-        videos.append(video_of(comfy, result)[1])
-    assert videos[0] == videos[1]
+        videos.append(np.stack(video_of(comfy, result)[0]))  # the pictures: the file's metadata names its prefix
+    assert np.array_equal(videos[0], videos[1])
     other = extend_graph(LONG, num_frames=30, seed=100, crf=19)
     result = run(comfy, other)
-    assert result.ok and video_of(comfy, result)[1] != videos[0]
+    assert result.ok and not np.array_equal(np.stack(video_of(comfy, result)[0]), videos[0])
 
 
 @pytest.mark.parametrize("model,kind,embeddings,num_frames", [(TINY_I2V, "black", "blank_image", 30),
@@ -229,3 +229,35 @@ def test_a_blank_start_with_a_start_image_or_neither_is_refused(comfy, inputs):
     node_of(graph, "FramePackImageConditioning")["inputs"]["start_kind"] = "image"
     result = run(comfy, graph)
     assert result.status == "error" and "no start image" in result.error_message
+
+
+# -- the client: --video / --new-only / --text-to-video through the same server ---------------------------------------
+
+@pytest.mark.parametrize("start, frames, expected", [
+    (["--video", SHORT, "--f1"], 30, 13 + 30),
+    (["--video", SHORT, "--new-only"], 30, 30),
+    (["--text-to-video"], 46, 46),
+])
+def test_the_client_continues_a_video_and_starts_from_text(comfy_server, inputs, input_dir, tmp_path, start, frames,
+                                                          expected):
+    import json
+
+    from tests.comfy.test_client_e2e import cli_in_process, probe
+
+    name = "framepack_t2v" if "--text-to-video" in start else "framepack_extend"
+    workflow = tmp_path / f"tiny_{name}.json"
+    workflow.write_text(json.dumps(tiny_workflow(name)))
+    start = [str(input_dir / a) if a == SHORT else a for a in start]  # a local file, uploaded by the client
+    f1 = "--f1" in start
+    code, out, err = cli_in_process(
+        "run", "--server", comfy_server.url, "--jobs-dir", str(tmp_path / "jobs"), "--output-dir", str(tmp_path),
+        "--quiet", *start, "--prompt", "it goes on", "--workflow", str(workflow),
+        "--model", TINY_F1 if f1 else TINY_I2V,
+        "--resolution", "custom", "--width", str(SIZE), "--height", str(SIZE), "--num-frames", str(frames),
+        "--steps", "4", "--seed", "3")
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert result["status"] == "completed" and result["model"] == \
+        ("framepack/f1-" if f1 else "framepack/") + ("t2v" if name == "framepack_t2v" else "extend")
+    (video,) = result["outputs"]
+    assert probe(video) == {"frames": expected, "fps": 30.0, "width": SIZE, "height": SIZE}
