@@ -7,6 +7,7 @@ in a server address."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import struct
 import threading
@@ -163,6 +164,32 @@ def test_redirects_only_to_http_and_never_from_https_to_http(serve, monkeypatch)
     assert fetch_url(serve(redirect(plain.url + "/a.png")).url, LOCAL) == image
     https_image = serve(lambda req: (req.send_response(200), req.end_headers(), req.wfile.write(image)), tls=True)
     assert fetch_url(https_image.url + "/a.png", LOCAL) == image
+
+
+def test_a_public_server_never_redirects_into_the_local_network(serve, monkeypatch):
+    """A host whose name resolves to a public address (a stand-in resolver; the connection itself is routed to a
+    loopback server, so no traffic leaves 127.0.0.0/8) redirects to a loopback URL: refused, even under a policy
+    that fetches local addresses when asked for them directly."""
+    image = png_header(4, 4)
+    local = serve(lambda req: (req.send_response(200), req.end_headers(), req.wfile.write(image)))
+    front = serve(redirect(local.url + "/a.png"))
+    front_port = int(front.url.rsplit(":", 1)[1])
+    public = "93.184.215.14"
+    real_connect = socket.create_connection
+    dialled = []
+
+    def loopback_only(address, *args, **kwargs):
+        dialled.append(address)
+        host, port = address
+        return real_connect(("127.0.0.1", port if host != public else front_port), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", loopback_only)
+    resolver = lambda host, port: [public] if host == "public.example" else [host]  # noqa: E731
+    with pytest.raises(FetchError, match="a public server redirects to 127.0.0.1, a loopback address"):
+        fetch_url(f"http://public.example:{front_port}/a.png", LOCAL, resolver=resolver)
+    assert dialled == [(public, front_port)]  # the redirect's local target was never contacted
+    # the same redirect from a local server stays local and is followed under this policy
+    assert fetch_url(front.url + "/a.png", LOCAL, resolver=resolver) == image
 
 
 def test_untrusted_policy_refuses_loopback_before_connecting(serve):
