@@ -6,6 +6,8 @@ in a server address."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import ssl
@@ -24,7 +26,7 @@ from framepack_client.fetch import FetchError, UrlPolicy, fetch_url
 from framepack_client.hosted import HostedParams, ValidationError
 from framepack_client.images import ImageProblem, check_image, image_size
 from framepack_client.jobs import JobError, JobStore
-from framepack_client.server_api import ComfyClient, check_server_url
+from framepack_client.server_api import ComfyClient, EventStream, check_server_url
 from framepack_client.terminal import printable
 from framepack_client.websocket_limits import MessageTooLarge, _CappedFrames
 
@@ -143,6 +145,45 @@ def test_a_websocket_frame_over_the_cap_is_refused_from_its_header():
     frames = _CappedFrames(lambda n: fed.pop(0) if fed else pytest.fail("payload read"), False, cap=1024)
     with pytest.raises(MessageTooLarge, match="the limit is 1024"):
         frames.recv_frame()
+
+
+def test_a_trickled_websocket_frame_cannot_outlast_the_wait(monkeypatch):
+    """A websocket server that declares a 200-byte text frame and sends one byte every 0.05 s: every receive gets a
+    byte in time, so a per-receive timeout never fires; the wait for the message ends at its deadline."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve_one():
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            conn.sendall(bytes([0x81, 126]) + struct.pack(">H", 200))
+            for _ in range(200):
+                if stop.wait(0.05):
+                    return
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve_one, daemon=True).start()
+    stream = EventStream(f"ws://127.0.0.1:{listener.getsockname()[1]}/ws", connect_timeout=5)
+    try:
+        started = time.monotonic()
+        assert stream.next(timeout=1.0) is None
+        waited = time.monotonic() - started
+        assert 0.9 <= waited < 5.0, waited  # the whole frame would take 10 s
+    finally:
+        stop.set()
+        stream.close()
+        listener.close()
 
 
 # -- redirects --------------------------------------------------------------------------------------------------------
