@@ -13,6 +13,7 @@ from framepack_core import fp8
 from framepack_core.fp8 import E4M3_MAX, scaled_linear, select_fp8_matmul, unsupported_reason
 from framepack_core.layers import Linear
 from framepack_core.loading import load_framepack_model, save_framepack_model
+from framepack_dev.random_weights import random_model
 
 
 @pytest.fixture(autouse=True)
@@ -21,12 +22,7 @@ def fresh_log_memory(monkeypatch):
 
 
 def _fp8_model(tmp_path, storage="fp8_e4m3fn") -> FramePackTransformer:
-    torch.manual_seed(0)
-    model = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    model = random_model(TINY, std=0.1)
     [path] = save_framepack_model(model, tmp_path / "tiny.safetensors")
     return load_framepack_model(path, compute_dtype="bf16", storage=storage)
 

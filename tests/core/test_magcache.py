@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer, InputError
+from framepack_core import TINY, InputError
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.magcache import (MAX_RATIOS_FILE_BYTES, PUBLISHED_RATIOS, MagCache, MagCacheCalibration,
                                      confined_path, nearest_interp, ratios_from_json, ratios_to_json,
                                      read_ratios_file)
+from framepack_dev.random_weights import random_model
 
 
 def published_rule(ratios, num_steps, threshold, k, retention):
@@ -112,13 +113,7 @@ def test_ratios_for_other_step_counts_are_resampled_by_nearest_index():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in sorted(m.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return m
+    return random_model(TINY, std=0.05)
 
 
 def _request(**kw):

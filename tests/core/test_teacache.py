@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer, TeaCache
+from framepack_core import TINY, TeaCache
+from framepack_dev.random_weights import random_model
 
 # The original's rescale polynomial for HunyuanVideo, highest power first, as published in lllyasviel/FramePack
 # diffusers_helper/models/hunyuan_video_packed.py (initialize_teacache, commit 33e5531).
@@ -60,16 +61,18 @@ def test_decisions_follow_the_original_rule(threshold):
     assert cache.computed_steps + cache.skipped_steps == 25
 
 
-def test_high_threshold_skips_and_reuses_residual():
-    torch.manual_seed(0)
-    model = FramePackTransformer(TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    g = torch.Generator().manual_seed(1)
+def _model_and_inputs(seed: int):
+    """The tiny model (weights N(0, 0.1^2)), a random-input maker seeded with `seed`, and one section's inputs."""
+    model = random_model(TINY, std=0.1)
+    g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     kw = dict(encoder_hidden_states=r(1, 5, 32), encoder_attention_mask=None, pooled_projections=r(1, 16),
               guidance=torch.tensor([10000.0]), image_embeddings=r(1, 3, 24), latent_indices=torch.arange(2))
+    return model, r, kw
+
+
+def test_high_threshold_skips_and_reuses_residual():
+    model, r, kw = _model_and_inputs(seed=1)
     x = r(1, 16, 2, 8, 8)
     cache = TeaCache(num_steps=4, rel_l1_threshold=100.0)
     with torch.no_grad():
@@ -88,15 +91,7 @@ def test_high_threshold_skips_and_reuses_residual():
 def test_a_skipped_step_adds_the_last_computed_residual_to_its_own_input():
     """Skipped steps run no block: the tokens leaving the block stack are this step's input tokens plus the residual
     (output - input of the stack) of the last computed step; computed steps run the blocks as without TeaCache."""
-    torch.manual_seed(0)
-    model = FramePackTransformer(TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    g = torch.Generator().manual_seed(2)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    kw = dict(encoder_hidden_states=r(1, 5, 32), encoder_attention_mask=None, pooled_projections=r(1, 16),
-              guidance=torch.tensor([10000.0]), image_embeddings=r(1, 3, 24), latent_indices=torch.arange(2))
+    model, r, kw = _model_and_inputs(seed=2)
     base = r(1, 16, 2, 8, 8)
     xs = [base + 0.01 * k * r(1, 16, 2, 8, 8) for k in range(4)]  # slowly changing, as denoising steps are
     stack_in, stack_out = [], []  # per step: tokens entering the blocks, noisy tokens leaving them
