@@ -30,7 +30,7 @@ from typing import Any, Callable
 from framepack_core.limits import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
 
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from .fetch import FetchError, UrlPolicy, is_image_source, load_image, load_source, short
+from .fetch import FetchError, UrlPolicy, is_image_source, load_source, short
 from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, default_model,
                      find_nodes, hosted_name, load_workflow, model_id, workflow_name)
 from .images import ImageProblem, check_image
@@ -187,27 +187,30 @@ class JobStore:
 
 # -- creating and queueing ---------------------------------------------------------------------------------------
 
+def _read_source(source: str, what: str, policy: UrlPolicy, max_bytes: int, smaller: str) -> tuple[bytes, str]:
+    """(bytes, how to name the source in messages) of a local file, an http(s) URL fetched under ``policy`` or a
+    data: URI, at most ``max_bytes`` (a local file is measured before it is read); unchecked."""
+    if is_image_source(source):  # http(s) or data:
+        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
+        try:
+            return load_source(source, policy), shown
+        except FetchError as err:
+            raise JobError(f"could not use {shown}: {err}; check the URL or download the {what} yourself and pass "
+                           "the file") from err
+    path = Path(source).expanduser()
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise JobError(f"the {what} {source} is {size} bytes; the limit is {max_bytes} bytes: pass {smaller}")
+        return path.read_bytes(), source
+    except OSError as err:
+        raise JobError(f"cannot read the {what} {source}: {err.strerror}") from err
+
+
 def _read_image(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
     """(bytes, file suffix) of a local image, an http(s) URL (fetched under ``policy``) or a data: URI, checked to
     be an image within the size limits (from its header, before anything is uploaded)."""
-    if is_image_source(source):
-        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
-        try:
-            data, _ = load_image(source, policy)
-        except FetchError as err:
-            raise JobError(f"could not use {shown}: {err}; check the URL or download the image yourself and pass "
-                           "the file") from err
-    else:
-        shown = source
-        path = Path(source).expanduser()
-        try:
-            size = path.stat().st_size
-            if size > MAX_IMAGE_BYTES:
-                raise JobError(f"the image {source} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes: pass a "
-                               "smaller image")
-            data = path.read_bytes()
-        except OSError as err:
-            raise JobError(f"cannot read the image {source}: {err.strerror}") from err
+    data, shown = _read_source(source, "image", policy, MAX_IMAGE_BYTES, "a smaller image")
     try:
         kind = check_image(data)
     except ImageProblem as err:
@@ -230,24 +233,8 @@ def upload_image(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_UR
 def _read_video(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
     """(bytes, container) of a local video, an http(s) URL (fetched under :func:`video_policy` of ``policy``: the
     image URLs' address and redirect rules) or a data: URI, checked by its first bytes to be a video."""
-    if is_image_source(source):  # http(s) or data:
-        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
-        try:
-            data = load_source(source, video_policy(policy))
-        except FetchError as err:
-            raise JobError(f"could not use {shown}: {err}; check the URL or download the video yourself and pass "
-                           "the file") from err
-    else:
-        shown = source
-        path = Path(source).expanduser()
-        try:
-            size = path.stat().st_size
-            if size > MAX_VIDEO_BYTES:
-                raise JobError(f"the video {source} is {size} bytes; the limit is {MAX_VIDEO_BYTES} bytes: pass a "
-                               "shorter video (only its end is used as context)")
-            data = path.read_bytes()
-        except OSError as err:
-            raise JobError(f"cannot read the video {source}: {err.strerror}") from err
+    data, shown = _read_source(source, "video", video_policy(policy), MAX_VIDEO_BYTES,
+                               "a shorter video (only its end is used as context)")
     problem, kind = check_media_bytes("video", data, shown, "video")
     if problem:
         raise JobError(problem)
