@@ -190,7 +190,8 @@ def _pass_through(source: FrameSource, overlap: int, writer: Mp4Writer, keep_inp
             writer.write_rgb24(before)
             if keep is not None:
                 keep(before.float() / 255)
-        seam.append(chunk[len(before):])
+        if len(before) < len(chunk):  # an empty slice would still keep the whole chunk's storage alive
+            seam.append(chunk[len(before):])
         seen += len(chunk)
     source.check_unchanged(seen)
     return torch.cat(seam).float() / 255
