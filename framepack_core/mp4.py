@@ -194,7 +194,7 @@ def _pass_through(source: FrameSource, overlap: int, writer: Mp4Writer, keep_inp
             seam.append(chunk[len(before):])
         seen += len(chunk)
     source.check_unchanged(seen)
-    return torch.cat(seam).float() / 255
+    return torch.cat(seam).float().div_(255)
 
 
 # -- reading back ---------------------------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class FramePackVideoConditioning(io.ComfyNode):
         if fitted.resized:
             log.info("FramePack: the input video (%dx%d) is resized and centre-cropped to %dx%d", source.width,
                      source.height, width, height)
-        pixels = fitted.read_tail(tail_frames(source.frames, context_latents)).float() / 255
+        # divided in place: one float32 copy of the tail, not two
+        pixels = fitted.read_tail(tail_frames(source.frames, context_latents)).float().div_(255)
         encoded = vae.encode(pixels)
         if encoded.ndim != 5:
             raise InputError("the VAE is an image VAE; load the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) "
