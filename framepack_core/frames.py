@@ -195,7 +195,8 @@ class StreamingBlender:
             if len(seam_frames) != first.overlap_frames:
                 raise ValueError(f"the seam needs the input's last {first.overlap_frames} frames, got "
                                  f"{len(seam_frames)}")
-            self.tail, self.tail_start = seam_frames.float(), first.first_frame
+            # blended into in place (the caller hands the seam frames over)
+            self.tail, self.tail_start = seam_frames.float().contiguous(), first.first_frame
             self.seam_output = first.overlap_frames if emit_seam else 0
         self._emit_from = first.first_frame if seam and emit_seam else plan.first_output_frame
 
@@ -216,7 +217,16 @@ class StreamingBlender:
         return out
 
     def push(self, chunk: DecodeChunk, frames: torch.Tensor) -> torch.Tensor:
-        """frames [T, H, W, C] decoded from chunk -> the frames that are now final (possibly none)."""
+        """frames [T, H, W, C] decoded from chunk -> the frames that are now final (possibly none), in one tensor."""
+        parts = self.push_parts(chunk, frames)
+        if not parts:
+            return self._empty
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def push_parts(self, chunk: DecodeChunk, frames: torch.Tensor) -> list[torch.Tensor]:
+        """As push, but the final frames come as consecutive parts (possibly none), so that no copy of the chunk is
+        made: the frames after the overlap are views of `frames`, the overlap is blended into the held tail in
+        place, one frame at a time, and only the next overlap is copied out to be held back."""
         if self.pushed >= len(self.chunks):
             raise ValueError(f"all {len(self.chunks)} chunks were already pushed")
         expected = self.chunks[self.pushed]
@@ -227,18 +237,30 @@ class StreamingBlender:
         o = chunk.overlap_frames
         self._empty = frames[:0]
         if self.tail is None:
-            sequence, start = frames, chunk.first_frame
+            pieces, start = [frames], chunk.first_frame
         else:
             # decode_chunks aligned it: the tail held back by the previous push (or the seam) is exactly this overlap
             assert len(self.tail) == o and self.tail_start == chunk.first_frame
-            w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device).view(-1, *[1] * (frames.ndim - 1))
-            sequence = torch.cat([w * self.tail + (1 - w) * frames[:o], frames[o:]])
-            start = self.tail_start
+            w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device)
+            blended = self.tail
+            for i in range(o):  # w * tail + (1 - w) * frames, the same numbers as on whole tensors
+                blended[i].mul_(w[i]).add_(frames[i] * (1 - w[i]))
+            pieces, start = [blended, frames[o:]], self.tail_start
         self.pushed += 1
         hold = self.chunks[self.pushed].overlap_frames if self.pushed < len(self.chunks) else 0
-        ready, tail = sequence[:len(sequence) - hold], sequence[len(sequence) - hold:]
-        self.tail, self.tail_start = (tail, start + len(ready)) if hold else (None, start + len(sequence))
-        return self._emit(ready, start)
+        total = sum(len(p) for p in pieces)
+        ready, tail, offset = [], [], 0
+        for piece in pieces:
+            cut = min(max(total - hold - offset, 0), len(piece))
+            if cut:
+                ready.append((piece[:cut], start + offset))
+            if cut < len(piece):
+                tail.append(piece[cut:])
+            offset += len(piece)
+        # a copy, so that the decoded chunk is not kept alive by the frames held back
+        self.tail = (torch.cat(tail) if hold else None)
+        self.tail_start = start + total - hold
+        return [out for out in (self._emit(part, first) for part, first in ready) if len(out)]
 
     def flush(self) -> torch.Tensor:
         """Frames still held back; after the last chunk there are none. Raises if chunks are missing, since the
@@ -301,7 +323,10 @@ def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[
 
     for done, chunk in enumerate(blender.chunks, start=1):
         pixels = decode_fn(latents[:, :, chunk.latent_start + shift:chunk.latent_end + shift])
-        emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
+        parts = blender.push_parts(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu())
+        del pixels  # no name may keep the chunk alive while the next one decodes (a loop variable would)
+        while parts:
+            emit(parts.pop(0))
         if on_chunk is not None:
             on_chunk(done, len(blender.chunks))
     emit(blender.flush())
