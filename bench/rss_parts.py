@@ -3,7 +3,8 @@ process, and its peak RSS growth is the kernel's high-water mark (VmHWM, reset j
 /proc/self/clear_refs) over the RSS at that moment.
 
     python bench/rss_parts.py sample   # one sampling step of the tiny transformer, one 9-latent section at 720p
-    python bench/rss_parts.py vae      # ComfyUI's VAE.decode of one decode chunk (18 latents) with the tiny TAEHV
+    python bench/rss_parts.py vae      # ComfyUI's VAE.decode of one decode chunk (--latents, default 18) with the
+                                       # tiny TAEHV
     python bench/rss_parts.py write    # write_mp4 of a 60-frame video with a stand-in decoder that returns
                                        # fresh frames in the layout ComfyUI's VAE.decode returns (no VAE)
 
@@ -37,7 +38,8 @@ def measure(name: str, run) -> dict:
     before = status_kb("VmRSS")
     started = time.monotonic()
     run()
-    return {"part": name, "rss_before_mb": round(before / 1024, 1), "peak_growth_mb": round((status_kb("VmHWM") - before) / 1024, 1),
+    growth = status_kb("VmHWM") - before
+    return {"part": name, "rss_before_mb": round(before / 1024, 1), "peak_growth_mb": round(growth / 1024, 1),
             "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -78,12 +80,12 @@ def _comfy_vae():
     return vae, torch
 
 
-def part_vae(width: int, height: int) -> dict:
+def part_vae(width: int, height: int, latents: int) -> dict:
     vae, torch = _comfy_vae()
-    latents = torch.randn(1, 16, 18, height // 8, width // 8)
-    vae.decode(latents[:, :, :2])  # load the model first
-    return measure(f"ComfyUI VAE.decode, tiny TAEHV, 18 latents -> 69 frames at {width}x{height}",
-                   lambda: vae.decode(latents))
+    samples = torch.randn(1, 16, latents, height // 8, width // 8)
+    vae.decode(samples[:, :, :2, :4, :4])  # load the model first
+    return measure(f"ComfyUI VAE.decode, tiny TAEHV, {latents} latents -> {4 * latents - 3} frames at {width}x{height}",
+                   lambda: vae.decode(samples))
 
 
 def part_write(width: int, height: int, frames: int) -> dict:
@@ -110,11 +112,12 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--latents", type=int, default=18, help="latents per decode of `vae` (a long video's chunk: 18)")
     args = ap.parse_args()
     if args.part == "sample":
         report = part_sample(args.width, args.height)
     elif args.part == "vae":
-        report = part_vae(args.width, args.height)
+        report = part_vae(args.width, args.height, args.latents)
     else:
         report = part_write(args.width, args.height, args.frames)
     print(json.dumps(report))

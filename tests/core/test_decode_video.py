@@ -207,7 +207,7 @@ def test_decoding_holds_one_decoded_chunk_and_one_overlap(tmp_path):
     write_mp4 (its writer stubbed, as above) stays within the largest decoded chunk, one overlap held back for the
     next chunk (33 frames) and 96 MiB for the rest. Joining the blended overlap to the chunk, holding the next
     overlap while the blended one is still alive, or the previous chunk still referenced (by a name, a view or an
-    empty slice) while the next one decodes each add a chunk- or overlap-sized share (measured: 696 MiB before,
+    empty slice) while the next one decodes each add a chunk- or overlap-sized share (measured: 532-696 MiB before,
     286 MiB now). A fresh process, so the peak is this job's."""
     frame = 640 * 352 * 3 * 4
     bound_mib = (69 * frame + 33 * frame) / 2 ** 20 + 96
