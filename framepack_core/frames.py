@@ -173,6 +173,10 @@ class StreamingBlender:
     A continuation passes `seam_frames`, the input's last frames (float, as many as the first chunk overlaps), and
     `lead_latents`: the first chunk blends into them. The blended frames take the place of the input's last frames
     and are output first when `emit_seam` (the video keeps its input), not at all otherwise (new frames only).
+    The blender blends into float32 `seam_frames` in place: the caller hands them over.
+
+    Working memory: the chunk being pushed (its output frames are views of it) and one overlap held back; see
+    push_parts and release_chunk.
     """
 
     def __init__(self, plan: SectionPlan, overlap_latents: int | None = None, *, lead_latents: int = 1,
@@ -184,8 +188,9 @@ class StreamingBlender:
         self.pushed = 0  # chunks received
         self.emitted = 0  # frames returned so far
         self.tail: torch.Tensor | None = None  # blended frames the next chunk still overlaps
+        self._tail_parts: list[torch.Tensor] = []  # the tail while it is still slices of the last chunk
         self.tail_start = 0  # generated index of tail[0]
-        self._empty = torch.empty(0)  # becomes a [0, H, W, C] slice of the decoded frames
+        self._empty = torch.empty(0)  # becomes an empty [0, H, W, C] tensor like the decoded frames
         self.seam_output = 0  # input frames (blended at the seam) that are output
         if seam:
             first = self.chunks[0]
@@ -195,28 +200,53 @@ class StreamingBlender:
             if len(seam_frames) != first.overlap_frames:
                 raise ValueError(f"the seam needs the input's last {first.overlap_frames} frames, got "
                                  f"{len(seam_frames)}")
-            self.tail, self.tail_start = seam_frames.float(), first.first_frame
+            # blended into in place (the caller hands the seam frames over)
+            self.tail, self.tail_start = seam_frames.float().contiguous(), first.first_frame
             self.seam_output = first.overlap_frames if emit_seam else 0
         self._emit_from = first.first_frame if seam and emit_seam else plan.first_output_frame
 
     @property
     def held_frames(self) -> int:
-        return 0 if self.tail is None else len(self.tail)
+        return sum(len(part) for part in self._tail_parts) if self.tail is None else len(self.tail)
 
     @property
     def output_frames(self) -> int:
         """Frames this blender hands out in all: the plan's, plus the seam's input frames when they are output."""
         return self.plan.output_frames + self.seam_output
 
-    def _emit(self, frames: torch.Tensor, first_index: int) -> torch.Tensor:
-        keep = [i for i in range(len(frames))
-                if first_index + i >= self._emit_from and first_index + i not in self.dropped]
-        out = frames if len(keep) == len(frames) else frames[keep]
-        self.emitted += len(out)
-        return out
+    def _emit(self, frames: torch.Tensor, first_index: int) -> list[torch.Tensor]:
+        """The runs of frames that are output (views: a dropped frame splits a run rather than copying it)."""
+        keep = [first_index + i >= self._emit_from and first_index + i not in self.dropped for i in range(len(frames))]
+        runs, begin = [], None
+        for i, kept in enumerate(keep + [False]):
+            if kept and begin is None:
+                begin = i
+            elif not kept and begin is not None:
+                runs.append(frames[begin:i])
+                begin = None
+        self.emitted += sum(keep)
+        return runs
 
     def push(self, chunk: DecodeChunk, frames: torch.Tensor) -> torch.Tensor:
-        """frames [T, H, W, C] decoded from chunk -> the frames that are now final (possibly none)."""
+        """frames [T, H, W, C] decoded from chunk -> the frames that are now final (possibly none), in one tensor."""
+        parts = self.push_parts(chunk, frames)
+        self.release_chunk()
+        if not parts:
+            return self._empty
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def release_chunk(self) -> None:
+        """Copies the frames held back out of the last pushed chunk, so that the chunk can be freed: call it once
+        its parts are handed on (then the blended overlap is gone too, and only one overlap is ever copied)."""
+        if self._tail_parts:
+            parts, self._tail_parts = self._tail_parts, []
+            self.tail = parts[0].clone() if len(parts) == 1 else torch.cat(parts)
+
+    def push_parts(self, chunk: DecodeChunk, frames: torch.Tensor) -> list[torch.Tensor]:
+        """As push, but the final frames come as consecutive parts (possibly none), so that no copy of the chunk is
+        made: the frames after the overlap are views of `frames`, the overlap is blended into the held tail in
+        place, one frame at a time, and the next overlap is held back as a view until release_chunk() (or the
+        next push) copies it. A dropped frame splits a part rather than being cut out of a copy."""
         if self.pushed >= len(self.chunks):
             raise ValueError(f"all {len(self.chunks)} chunks were already pushed")
         expected = self.chunks[self.pushed]
@@ -224,21 +254,35 @@ class StreamingBlender:
             raise ValueError(f"chunk {self.pushed} should be {expected}, got {chunk}; push them in decode_chunks order")
         if len(frames) != chunk.num_frames:
             raise ValueError(f"chunk {chunk} decoded to {len(frames)} frames, expected {chunk.num_frames}")
+        self.release_chunk()  # the tail is blended into in place, never the caller's frames
         o = chunk.overlap_frames
-        self._empty = frames[:0]
+        self._empty = frames.new_empty((0, *frames.shape[1:]))  # not a view: that would keep the chunk alive
         if self.tail is None:
-            sequence, start = frames, chunk.first_frame
+            pieces, start = [(frames, False)], chunk.first_frame
         else:
             # decode_chunks aligned it: the tail held back by the previous push (or the seam) is exactly this overlap
             assert len(self.tail) == o and self.tail_start == chunk.first_frame
-            w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device).view(-1, *[1] * (frames.ndim - 1))
-            sequence = torch.cat([w * self.tail + (1 - w) * frames[:o], frames[o:]])
-            start = self.tail_start
+            w = torch.linspace(1, 0, o, dtype=frames.dtype, device=frames.device)
+            blended = self.tail
+            for i in range(o):  # w * tail + (1 - w) * frames, the same numbers as on whole tensors
+                blended[i].mul_(w[i]).add_(frames[i] * (1 - w[i]))
+            pieces, start = [(blended, True), (frames[o:], False)], self.tail_start
         self.pushed += 1
         hold = self.chunks[self.pushed].overlap_frames if self.pushed < len(self.chunks) else 0
-        ready, tail = sequence[:len(sequence) - hold], sequence[len(sequence) - hold:]
-        self.tail, self.tail_start = (tail, start + len(ready)) if hold else (None, start + len(sequence))
-        return self._emit(ready, start)
+        total = sum(len(p) for p, _ in pieces)
+        ready, offset = [], 0
+        self.tail = None
+        for piece, is_blended in pieces:
+            cut = min(max(total - hold - offset, 0), len(piece))
+            if cut:
+                ready.append((piece[:cut], start + offset))
+            if cut < len(piece):
+                # blended frames held again (a few at most) are copied now, so that the blended overlap goes out
+                # with this push; the chunk's frames are copied by release_chunk
+                self._tail_parts.append(piece[cut:].clone() if is_blended else piece[cut:])
+            offset += len(piece)
+        self.tail_start = start + total - hold
+        return [run for part, first in ready for run in self._emit(part, first)]
 
     def flush(self) -> torch.Tensor:
         """Frames still held back; after the last chunk there are none. Raises if chunks are missing, since the
@@ -301,7 +345,11 @@ def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[
 
     for done, chunk in enumerate(blender.chunks, start=1):
         pixels = decode_fn(latents[:, :, chunk.latent_start + shift:chunk.latent_end + shift])
-        emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
+        parts = blender.push_parts(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu())
+        del pixels  # no name may keep the chunk alive while the next one decodes (a loop variable would)
+        while parts:
+            emit(parts.pop(0))
+        blender.release_chunk()
         if on_chunk is not None:
             on_chunk(done, len(blender.chunks))
     emit(blender.flush())

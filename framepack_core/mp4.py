@@ -79,17 +79,22 @@ class Mp4Writer:
         self.frames = 0
 
     def write(self, frames: torch.Tensor) -> None:
-        """frames: [T, H, W, 3] floats in [0, 1]."""
-        self.write_rgb24(to_rgb24(frames))
+        """frames: [T, H, W, 3] floats in [0, 1], converted one at a time (a 720p float frame is 11 MB, and the
+        conversion's temporaries are a few times that)."""
+        for frame in frames:
+            self._encode(to_rgb24(frame))
 
     def write_rgb24(self, frames: torch.Tensor) -> None:
         """frames: [T, H, W, 3] uint8 RGB, encoded as they are (an input video's pass-through frames)."""
         for frame in frames:
-            picture = self._av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
-            picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
-            for packet in self.stream.encode(picture):
-                self.container.mux(packet)
-            self.frames += 1
+            self._encode(frame)
+
+    def _encode(self, frame: torch.Tensor) -> None:
+        picture = self._av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame).numpy(), format="yuv420p")
+        picture.colorspace, picture.color_range = BT709, LIMITED_RANGE
+        for packet in self.stream.encode(picture):
+            self.container.mux(packet)
+        self.frames += 1
 
     def close(self) -> None:
         for packet in self.stream.encode():
@@ -159,7 +164,7 @@ def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Ca
     def on_frames(frames: torch.Tensor) -> None:
         nonlocal last
         writer.write(frames)
-        last = frames[-1:]
+        last = frames[-1:].clone()  # a view would keep the whole decoded chunk alive
         if keep_frames:
             keep(frames)
 
