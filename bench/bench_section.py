@@ -9,7 +9,6 @@ warm-up section, TeaCache off and on (threshold 0.15), with peak allocated and r
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from framepack_core import RELEASED, TINY  # noqa: E402
 from framepack_core.conditioning import ImageConditioning, TextConditioning  # noqa: E402
 from framepack_core.generate import GenerationRequest, generate_video  # noqa: E402
-from random_weights import random_model  # noqa: E402
+from random_weights import benchmark_parser, random_model  # noqa: E402
 
 BUCKET = (640, 608)  # height, width in pixels -> latents 80 x 76
 
@@ -46,13 +45,10 @@ def one_section(model, config, steps: int, teacache: float, bucket=BUCKET) -> di
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__,
+                          "run the GPU part's code on the CPU with the tiny model in bf16 at 64x64, 2 steps (checks the script,"
+                          " measures nothing)")
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--gpu-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="run the GPU part's code on the CPU with the tiny model in bf16 at 64x64, 2 steps (checks the "
-                         "script, measures nothing)")
     args = ap.parse_args()
     if args.dry_run:
         model = random_model(TINY, torch.bfloat16, "cpu")

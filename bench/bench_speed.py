@@ -19,7 +19,6 @@ bucket, resident:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -37,7 +36,7 @@ from framepack_core.fp8 import select_fp8_matmul, unsupported_reason  # noqa: E4
 from framepack_core.generate import GenerationRequest, generate_video  # noqa: E402
 from framepack_core.layers import Linear  # noqa: E402
 from framepack_core.loading import is_fp8_eligible  # noqa: E402
-from random_weights import random_model, sequence_tokens  # noqa: E402
+from random_weights import benchmark_parser, random_model, sequence_tokens  # noqa: E402
 
 DENSE_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 peak, the bound the issue states
 BUCKET = (640, 608)
@@ -184,13 +183,10 @@ def device_report(repeats: int, config=RELEASED, device="cuda", grid=(9, 80, 76)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__,
+                          "run the GPU part's code on the CPU with the tiny model (dynamo's eager backend, fp8 matmul forced: "
+                          "torch._scaled_mm runs on the CPU too); checks the script, measures nothing")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--gpu-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="run the GPU part's code on the CPU with the tiny model (dynamo's eager backend, fp8 matmul "
-                         "forced: torch._scaled_mm runs on the CPU too); checks the script, measures nothing")
     args = ap.parse_args()
     if args.dry_run:
         report = device_report(1, TINY, "cpu", grid=(3, 8, 8), text_tokens=16, steps=4, bucket=(64, 64),

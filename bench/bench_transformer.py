@@ -34,7 +34,7 @@ from framepack_core.memory import peak_activation_bytes  # noqa: E402
 from framepack_core.offload import BlockStreamer  # noqa: E402
 from framepack_dev.diffusers_reference import reference_forward, reference_model  # noqa: E402
 from framepack_dev.random_weights import randomize_  # noqa: E402
-from random_weights import random_model, sequence_tokens  # noqa: E402
+from random_weights import benchmark_parser, random_model, sequence_tokens  # noqa: E402
 
 MID = dataclasses.replace(RELEASED, num_attention_heads=4, num_layers=4, num_single_layers=8, num_refiner_layers=2)
 
@@ -196,13 +196,10 @@ def _activations(model, x, device: torch.device, tokens: dict) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__,
+                          "run the GPU part's code on the CPU with the tiny config and a small grid (checks the script, "
+                          "measures nothing)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--gpu-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="run the GPU part's code on the CPU with the tiny config and a small grid (checks the script, "
-                         "measures nothing)")
     ap.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:

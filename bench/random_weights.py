@@ -1,6 +1,9 @@
-"""Token counts of a forward for the benchmarks; the random-weight models come from framepack_dev.random_weights."""
+"""Shared by the benchmarks: their command line, token counts of a forward; the random-weight models come from
+framepack_dev.random_weights."""
 
 from __future__ import annotations
+
+import argparse
 
 from framepack_core import FramePackTransformer
 from framepack_dev.random_weights import random_model  # noqa: F401  (the benchmarks import it from here)
@@ -19,3 +22,12 @@ def sequence_tokens(model: FramePackTransformer, inputs: dict) -> dict[str, int]
     noisy = t // model.config.patch_size_t * (h // p) * (w // p)
     return {"image": history + noisy, "noisy": noisy, "history": history,
             "siglip": context.image_tokens.shape[1], "text": inputs["encoder_hidden_states"].shape[1]}
+
+
+def benchmark_parser(description: str, dry_run_help: str) -> argparse.ArgumentParser:
+    """The benchmarks' common options: --cpu-only, --gpu-only, and --dry-run (the GPU part's code on the CPU)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    return ap
