@@ -89,7 +89,7 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("seed", 2**31, "from -1 to 2147483647"),
     ("seed", -2, "from -1 to 2147483647"),
     ("seed", 1.0, "drop the fraction"),
-    ("seed", [1], "not a number"),
+    ("seed", [1], "got [1] (a list, not a number)"),
     ("aspect_ratio", "4:3", "one of 16:9, 9:16, auto"),
     ("resolution", "1080p", "one of 480p, 720p, custom"),
     ("prompt", "x" * 600, "600 characters; the limit is 500"),
@@ -310,6 +310,17 @@ def test_cli_strings_are_parsed_strictly():
     assert parse_cli_value("num_frames", "30.5") == 30.5  # kept as a float: validation says "drop the fraction"
     assert parse_cli_value("guidance_scale", "7.5") == 7.5
     assert parse_cli_value("num_frames", "thirty") == "thirty"
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("yes", True), ("on", True), (" On ", True),
+                                        ("TRUE", True), ("false", False), ("0", False), ("no", False),
+                                        ("off", False), ("OFF", False), (" No", False)])
+def test_cli_booleans_take_the_usual_spellings_in_any_case(text, value):
+    assert parse_cli_value("new_only", text) is value
+
+
+def test_a_cli_boolean_that_is_no_spelling_of_one_is_kept_for_validation_to_name():
+    assert parse_cli_value("new_only", "maybe") == "maybe"
 
 
 # -- workflows -----------------------------------------------------------------------------------------------------

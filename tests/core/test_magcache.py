@@ -106,6 +106,8 @@ def test_ratios_for_other_step_counts_are_resampled_by_nearest_index():
     assert len(resampled) == 13 and resampled[0] == 1.0 and resampled[-1] == ratios[-1]
     assert list(resampled) == [ratios[round(i * 2)] for i in range(13)]
     assert len(MagCache(50, ratios).ratios) == 50
+    assert list(nearest_interp(ratios, 1)) == [ratios[-1]]  # one step: the last calibrated ratio
+    assert list(nearest_interp(ratios, 2)) == [ratios[0], ratios[-1]]
 
 
 # -- on the model ----------------------------------------------------------------------------------------------
@@ -227,6 +229,8 @@ def test_calibration_paths_stay_inside_their_folder(tmp_path):
     outside = tmp_path / "secret.json"
     _write(outside, [1.0, 1.0])
     (folder / "link.json").symlink_to(outside)
-    for name in ("../secret.json", str(outside), "link.json", "a.txt", "", "sub/../../secret.json"):
-        with pytest.raises(InputError):
+    for name in ("../secret.json", str(outside), "a.txt", "", "sub/../../secret.json", "sub/../a.json"):
+        with pytest.raises(InputError, match="must be a .json name inside"):  # refused from the name alone
             confined_path(folder, name)
+    with pytest.raises(InputError, match="'link.json' resolves outside"):
+        confined_path(folder, "link.json")
