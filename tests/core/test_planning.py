@@ -213,6 +213,13 @@ def test_prompt_weights_blend_across_changes():
     assert prompt_weights(plan, [2.5, 0.0]) == [list(reversed(r)) for r in weights]
 
 
+def test_a_change_within_the_first_second_blends_from_0():
+    plan = plan_video(180, "forward")  # section 0 holds frames [0, 37), so it spans [0, 37/30) s
+    # prompt 0 covers [0, 1.1) s (33 frames' time) of it, prompt 1 the remaining 4/30 s
+    assert prompt_weights(plan, [0.0, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])
+    assert prompt_weights(plan, [0.5, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])  # the first starts at 0 anyway
+
+
 def test_prompt_weights_edges():
     plan = plan_video(180, "inverted")  # sampling order runs from the end of the video
     # the earliest prompt covers from 0 even if it starts later; a prompt after the end gets nothing
