@@ -441,6 +441,30 @@ def test_workflow_without_the_titles_is_refused(start_png, tmp_path):
         load_workflow(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("content,says", [
+    ("{}", "is not an API-format workflow"),
+    ('{"1": {"inputs": {}}}', "is not an API-format workflow"),  # a node without class_type
+    ('{"1": ["LoadImage"]}', "is not an API-format workflow"),  # a node that is not an object
+    ('{"1": ', "is not valid JSON"),
+])
+def test_a_workflow_file_that_is_no_api_workflow_is_refused_by_its_path(tmp_path, content, says):
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(WorkflowError, match=f"^(workflow file )?'{path}' {says}"):
+        load_workflow(path)
+    with pytest.raises(WorkflowError, match=f"^workflow file '{tmp_path / 'missing.json'}' does not exist$"):
+        load_workflow(tmp_path / "missing.json")
+
+
+def test_an_added_end_image_node_takes_a_fresh_id_and_keeps_every_node(start_png, end_png):
+    graph = shipped("framepack_i2v")  # no end image node: build_prompt adds one
+    prompt = build_prompt(make(start_png, end_image=str(end_png)), graph)
+    [new_id] = set(prompt) - set(graph)
+    assert new_id.isdigit() and int(new_id) > max(int(i) for i in graph)  # after every id, so never a reused one
+    assert prompt[new_id]["_meta"]["title"] == "End image"
+    assert all(prompt[i]["class_type"] == node["class_type"] for i, node in graph.items())
+
+
 def test_shipped_workflows_load_by_name():
     for name in ("framepack_i2v", "framepack_first_last_frame", "framepack_f1"):
         assert load_workflow(name) == shipped(name)
