@@ -42,8 +42,8 @@ def main() -> int:
         score = f"{counts['killed'] / judged:.0%}" if judged else "-"
         print(f"| {module} | " + " | ".join(str(counts[c]) for c in COLUMNS) + f" | {sum(counts.values())} | {score} |")
     judged = total["killed"] + total["survived"] + total["timeout"]
-    print("| all | " + " | ".join(str(total[c]) for c in COLUMNS) + f" | {sum(total.values())} | "
-          f"{total['killed'] / judged:.0%} |" if judged else "| all | - |")
+    score = f"{total['killed'] / judged:.0%}" if judged else "-"
+    print("| all | " + " | ".join(str(total[c]) for c in COLUMNS) + f" | {sum(total.values())} | {score} |")
     return 0
 
 
