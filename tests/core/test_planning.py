@@ -201,6 +201,14 @@ def test_summary_is_json_friendly_and_complete():
     assert "dropped" not in plan_video(97, "forward").summary()["description"]
 
 
+def test_summary_description_in_words():
+    assert plan_video(240, "inverted").summary()["description"] == (
+        "240 frames (8.00 s at 30 fps) in 7 sections of 9/8 latents, sampled end to start; 1 interior frame(s) "
+        "dropped for the exact length")
+    assert plan_video(97, "forward").summary()["description"] == (
+        "97 frames (3.23 s at 30 fps) in 3 sections of 8 latents, sampled start to end")
+
+
 def test_prompt_weights_blend_across_changes():
     plan = plan_video(180, "forward")  # 5 sections of 9 latents: frames [0,37), [37,73), [73,109), ...
     weights = prompt_weights(plan, [0.0, 2.5])
