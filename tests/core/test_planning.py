@@ -207,6 +207,8 @@ def test_summary_description_in_words():
         "dropped for the exact length")
     assert plan_video(97, "forward").summary()["description"] == (
         "97 frames (3.23 s at 30 fps) in 3 sections of 8 latents, sampled start to end")
+    assert "in 1 section of 8 latents" in plan_video(30, "forward").summary()["description"]
+    assert "in 2 sections of 6 latents" in plan_video(46, "inverted").summary()["description"]
 
 
 def test_prompt_weights_blend_across_changes():
