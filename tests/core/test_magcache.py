@@ -11,6 +11,7 @@ from framepack_core import TINY, FramePackTransformer, InputError
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.magcache import (MAX_RATIOS_FILE_BYTES, PUBLISHED_RATIOS, MagCache, MagCacheCalibration,
+                                     average_ratios,
                                      confined_path, nearest_interp, ratios_from_json, ratios_to_json,
                                      read_ratios_file)
 
@@ -219,6 +220,15 @@ def test_calibration_file_size_is_checked_before_parsing(tmp_path):
 def _write(path, ratios):
     path.write_text(_file_text(ratios))
     return path
+
+
+def test_calibration_averages_only_complete_sections_and_writes_format_version_1():
+    # an interrupted section (fewer steps) is left out of the average
+    assert average_ratios([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [9.0]]) == [2.0, 3.0, 4.0]
+    with pytest.raises(InputError, match="no complete section"):
+        average_ratios([[]])
+    data = json.loads(ratios_to_json([1.0, 0.9], [[1.0, 0.9]], model="m"))
+    assert data["version"] == 1 and data["steps"] == 2 and data["ratios"] == [1.0, 0.9] and data["model"] == "m"
 
 
 def test_calibration_paths_stay_inside_their_folder(tmp_path):
