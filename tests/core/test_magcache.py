@@ -229,6 +229,7 @@ def test_calibration_averages_only_complete_sections_and_writes_format_version_1
         average_ratios([[]])
     data = json.loads(ratios_to_json([1.0, 0.9], [[1.0, 0.9]], model="m"))
     assert data["version"] == 1 and data["steps"] == 2 and data["ratios"] == [1.0, 0.9] and data["model"] == "m"
+    assert data["sections"] == [[1.0, 0.9]]
 
 
 def test_calibration_paths_stay_inside_their_folder(tmp_path):
