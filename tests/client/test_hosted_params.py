@@ -89,7 +89,7 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("seed", 2**31, "from -1 to 2147483647"),
     ("seed", -2, "from -1 to 2147483647"),
     ("seed", 1.0, "drop the fraction"),
-    ("seed", [1], "not a number"),
+    ("seed", [1], "got [1] (a list, not a number)"),
     ("aspect_ratio", "4:3", "one of 16:9, 9:16, auto"),
     ("resolution", "1080p", "one of 480p, 720p, custom"),
     ("prompt", "x" * 600, "600 characters; the limit is 500"),
@@ -312,6 +312,17 @@ def test_cli_strings_are_parsed_strictly():
     assert parse_cli_value("num_frames", "thirty") == "thirty"
 
 
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("yes", True), ("on", True), (" On ", True),
+                                        ("TRUE", True), ("false", False), ("0", False), ("no", False),
+                                        ("off", False), ("OFF", False), (" No", False)])
+def test_cli_booleans_take_the_usual_spellings_in_any_case(text, value):
+    assert parse_cli_value("new_only", text) is value
+
+
+def test_a_cli_boolean_that_is_no_spelling_of_one_is_kept_for_validation_to_name():
+    assert parse_cli_value("new_only", "maybe") == "maybe"
+
+
 # -- workflows -----------------------------------------------------------------------------------------------------
 
 def shipped(name: str) -> dict:
@@ -428,6 +439,30 @@ def test_workflow_without_the_titles_is_refused(start_png, tmp_path):
         load_workflow(ui_like)
     with pytest.raises(WorkflowError, match="does not exist"):
         load_workflow(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("content,says", [
+    ("{}", "is not an API-format workflow"),
+    ('{"1": {"inputs": {}}}', "is not an API-format workflow"),  # a node without class_type
+    ('{"1": ["LoadImage"]}', "is not an API-format workflow"),  # a node that is not an object
+    ('{"1": ', "is not valid JSON"),
+])
+def test_a_workflow_file_that_is_no_api_workflow_is_refused_by_its_path(tmp_path, content, says):
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(WorkflowError, match=f"^(workflow file )?'{path}' {says}"):
+        load_workflow(path)
+    with pytest.raises(WorkflowError, match=f"^workflow file '{tmp_path / 'missing.json'}' does not exist$"):
+        load_workflow(tmp_path / "missing.json")
+
+
+def test_an_added_end_image_node_takes_a_fresh_id_and_keeps_every_node(start_png, end_png):
+    graph = shipped("framepack_i2v")  # no end image node: build_prompt adds one
+    prompt = build_prompt(make(start_png, end_image=str(end_png)), graph)
+    [new_id] = set(prompt) - set(graph)
+    assert new_id.isdigit() and int(new_id) > max(int(i) for i in graph)  # after every id, so never a reused one
+    assert prompt[new_id]["_meta"]["title"] == "End image"
+    assert all(prompt[i]["class_type"] == node["class_type"] for i, node in graph.items())
 
 
 def test_shipped_workflows_load_by_name():

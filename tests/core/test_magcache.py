@@ -11,6 +11,7 @@ from framepack_core import TINY, InputError
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.magcache import (MAX_RATIOS_FILE_BYTES, PUBLISHED_RATIOS, MagCache, MagCacheCalibration,
+                                     average_ratios,
                                      confined_path, nearest_interp, ratios_from_json, ratios_to_json,
                                      read_ratios_file)
 from framepack_dev.random_weights import random_model
@@ -107,6 +108,8 @@ def test_ratios_for_other_step_counts_are_resampled_by_nearest_index():
     assert len(resampled) == 13 and resampled[0] == 1.0 and resampled[-1] == ratios[-1]
     assert list(resampled) == [ratios[round(i * 2)] for i in range(13)]
     assert len(MagCache(50, ratios).ratios) == 50
+    assert list(nearest_interp(ratios, 1)) == [ratios[-1]]  # one step: the last calibrated ratio
+    assert list(nearest_interp(ratios, 2)) == [ratios[0], ratios[-1]]
 
 
 # -- on the model ----------------------------------------------------------------------------------------------
@@ -214,6 +217,16 @@ def _write(path, ratios):
     return path
 
 
+def test_calibration_averages_only_complete_sections_and_writes_format_version_1():
+    # an interrupted section (fewer steps) is left out of the average
+    assert average_ratios([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [9.0]]) == [2.0, 3.0, 4.0]
+    with pytest.raises(InputError, match="no complete section"):
+        average_ratios([[]])
+    data = json.loads(ratios_to_json([1.0, 0.9], [[1.0, 0.9]], model="m"))
+    assert data["version"] == 1 and data["steps"] == 2 and data["ratios"] == [1.0, 0.9] and data["model"] == "m"
+    assert data["sections"] == [[1.0, 0.9]]
+
+
 def test_calibration_paths_stay_inside_their_folder(tmp_path):
     folder = tmp_path / "magcache"
     folder.mkdir()
@@ -222,6 +235,8 @@ def test_calibration_paths_stay_inside_their_folder(tmp_path):
     outside = tmp_path / "secret.json"
     _write(outside, [1.0, 1.0])
     (folder / "link.json").symlink_to(outside)
-    for name in ("../secret.json", str(outside), "link.json", "a.txt", "", "sub/../../secret.json"):
-        with pytest.raises(InputError):
+    for name in ("../secret.json", str(outside), "a.txt", "", "sub/../../secret.json", "sub/../a.json"):
+        with pytest.raises(InputError, match="must be a .json name inside"):  # refused from the name alone
             confined_path(folder, name)
+    with pytest.raises(InputError, match="'link.json' resolves outside"):
+        confined_path(folder, "link.json")

@@ -201,6 +201,16 @@ def test_summary_is_json_friendly_and_complete():
     assert "dropped" not in plan_video(97, "forward").summary()["description"]
 
 
+def test_summary_description_in_words():
+    assert plan_video(240, "inverted").summary()["description"] == (
+        "240 frames (8.00 s at 30 fps) in 7 sections of 9/8 latents, sampled end to start; 1 interior frame(s) "
+        "dropped for the exact length")
+    assert plan_video(97, "forward").summary()["description"] == (
+        "97 frames (3.23 s at 30 fps) in 3 sections of 8 latents, sampled start to end")
+    assert "in 1 section of 8 latents" in plan_video(30, "forward").summary()["description"]
+    assert "in 2 sections of 6 latents" in plan_video(46, "inverted").summary()["description"]
+
+
 def test_prompt_weights_blend_across_changes():
     plan = plan_video(180, "forward")  # 5 sections of 9 latents: frames [0,37), [37,73), [73,109), ...
     weights = prompt_weights(plan, [0.0, 2.5])
@@ -211,6 +221,13 @@ def test_prompt_weights_blend_across_changes():
     assert weights[2] == pytest.approx([2 / 36, 34 / 36])
     # caller's order is kept when the starts are unsorted
     assert prompt_weights(plan, [2.5, 0.0]) == [list(reversed(r)) for r in weights]
+
+
+def test_a_change_within_the_first_second_blends_from_0():
+    plan = plan_video(180, "forward")  # section 0 holds frames [0, 37), so it spans [0, 37/30) s
+    # prompt 0 covers [0, 1.1) s (33 frames' time) of it, prompt 1 the remaining 4/30 s
+    assert prompt_weights(plan, [0.0, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])
+    assert prompt_weights(plan, [0.5, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])  # the first starts at 0 anyway
 
 
 def test_prompt_weights_edges():

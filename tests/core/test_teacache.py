@@ -45,6 +45,23 @@ def test_the_change_is_rescaled_by_the_original_polynomial():
         assert cache.accumulated == pytest.approx(_original_poly(change), rel=1e-5)
 
 
+def test_reaching_the_threshold_exactly_computes_and_a_missing_residual_is_never_reused():
+    first = torch.tensor([1.0, -2.0, 3.0, -4.0])
+    probe = TeaCache(num_steps=10, rel_l1_threshold=1e9)
+    probe.should_compute(first)
+    probe.residual = torch.zeros(1)
+    probe.should_compute(first * 1.1)
+    reached = probe.accumulated  # one step's distance: as a threshold it is reached, not passed
+    cache = TeaCache(num_steps=10, rel_l1_threshold=reached)
+    cache.should_compute(first)
+    cache.residual = torch.zeros(1)
+    assert cache.should_compute(first * 1.1)  # the original computes once the sum is >= the threshold
+    # no residual stored after the computed step: nothing to reuse, so the next step computes whatever the change
+    fresh = TeaCache(num_steps=10, rel_l1_threshold=1e9)
+    fresh.should_compute(first)
+    assert fresh.should_compute(first)
+
+
 @pytest.mark.parametrize("threshold", [0.05, 0.15, 0.5])
 def test_decisions_follow_the_original_rule(threshold):
     g = torch.Generator().manual_seed(0)

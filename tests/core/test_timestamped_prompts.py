@@ -20,7 +20,18 @@ def test_marks_continuations_and_text_before_the_first_mark():
     assert parse_timestamped_prompts("[1:00] late") == [(60.0, "late")]
 
 
-@pytest.mark.parametrize("line", ["[2x] not a mark", "[] empty", "[1:2:3] two colons", "[-1s] negative",
+@pytest.mark.parametrize("text,expected", [
+    ("  \t[2s] indented", (2.0, "indented")),  # a mark may be indented
+    ("[2s]no space", (2.0, "no space")),  # the text starts right after the bracket
+    ("[2s] a [big] cat", (2.0, "a [big] cat")),  # the mark ends at its own bracket, not a later one
+    ("[123456789s] nine digits", (123456789.0, "nine digits")),  # the longest number a mark may hold
+    ("[0:000000002.000000005] padded", (2.000000005, "padded")),
+])
+def test_a_mark_ends_at_its_own_bracket_and_may_be_indented(text, expected):
+    assert parse_timestamped_prompts(text) == [expected]
+
+
+@pytest.mark.parametrize("line", ["[1234567890s] ten digits", "[2x] not a mark", "[] empty", "[1:2:3] two colons", "[-1s] negative",
                                   "[1.] no decimals", "[1 :2] space before the colon", "[²] superscript digit",
                                   "[12345678901234567890s] too many digits"])
 def test_lines_that_are_not_marks_continue_the_text(line):
