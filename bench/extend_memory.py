@@ -20,8 +20,8 @@ size. The new latents are random. So the figures are the input-dependent memory 
 seam, MP4 encoder) plus stand-in buffers; the VAE's and the transformer's own working memory come on top and do not
 grow with the input (bench/long_video_rss.py measures a whole job through the server).
 
-The history's pixels (the tail as uint8 and as float32: 213 + 852 MB for 77 frames at 720p) stay alive in this process
-through the writing phases, where the node frees them when it returns, so the later phases' peaks are upper bounds.
+The history's pixels (77 frames at 720p: 213 MB as uint8, divided in place into one 852 MB float32 copy, as the node
+does) are freed once encoded, as the node frees them when it returns.
 
 Reports per input length: the process's RSS after imports (idle), its peak (VmHWM, reset after the idle reading
 and after each phase through /proc/self/clear_refs where the kernel allows it, with 20 ms samples as a cross-check;
@@ -130,9 +130,11 @@ def child(args) -> dict:
     started = time.monotonic()
     source = VideoFile(str(args.input))
     fitted = Fitted(source, args.width, args.height)
-    tail = fitted.read_tail(tail_frames(source.frames, CONTEXT_LATENTS))
-    pixels = tail.float() / 255
+    # as FramePack Video Conditioning does: the uint8 tail divided in place, nothing else kept
+    tail_count = tail_frames(source.frames, CONTEXT_LATENTS)
+    pixels = fitted.read_tail(tail_count).float().div_(255)
     history = history_from_encoding(stand_in_encode(pixels), CONTEXT_LATENTS)
+    del pixels
     continuation = Continuation(history, source.frames)
     started = end_phase("conditioning", started)
 
@@ -159,7 +161,7 @@ def child(args) -> dict:
     peak = max(p["peak_rss_mb"] for p in phases.values())
     return {
         "input_frames": source.frames, "new_frames": args.new_frames, "width": args.width, "height": args.height,
-        "tail_frames": len(tail), "history_latents": lead,
+        "tail_frames": tail_count, "history_latents": lead,
         "idle_rss_mb": round(idle_kb / 1024, 1), "peak_rss_mb": peak,
         "peak_growth_mb": round(peak - idle_kb / 1024, 1), "phases": phases, "peak_is_measurement_only": resettable,
         "mp4_frames": written, "mp4_frames_expected": source.frames + args.new_frames, "mp4_mb": round(size / MB, 1),
