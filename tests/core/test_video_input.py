@@ -101,17 +101,18 @@ def fake_vae(latents):
 
 
 class Recorder:
-    """Replaces Mp4Writer's encoding step: records the uint8 frames it would encode, in order."""
+    """Wraps Mp4Writer's encoding step (one uint8 [H, W, 3] frame at a time, for pass-through and decoded frames
+    alike): records the frames it encodes, in order."""
 
     def __init__(self, monkeypatch):
         self.frames: list[torch.Tensor] = []
-        original = Mp4Writer.write_rgb24
+        original = Mp4Writer._encode
 
-        def record(writer, frames):
-            self.frames.append(frames.clone())
-            original(writer, frames)
+        def record(writer, frame):
+            self.frames.append(frame.clone())
+            original(writer, frame)
 
-        monkeypatch.setattr(Mp4Writer, "write_rgb24", record)
+        monkeypatch.setattr(Mp4Writer, "_encode", record)
 
 
 @pytest.mark.parametrize("input_frames,lead", [(100, 19), (45, 12), (5, 2)])
@@ -127,7 +128,7 @@ def test_continuing_passes_the_input_through_unchanged_and_counts_exactly(tmp_pa
     out = tmp_path / "out.mp4"
     images = write_mp4(str(out), plan, latents, fake_vae, crf=0, lead_latents=lead, continues=source,
                        keep_input=keep_input)
-    written = torch.cat(recorder.frames)
+    written = torch.stack(recorder.frames)
     assert len(written) == len(images) == (input_frames if keep_input else 0) + 30
     with av.open(str(out)) as container:
         decoded = [f.to_ndarray() for f in container.decode(video=0)]  # yuv420p, as stored
