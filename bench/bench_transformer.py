@@ -7,8 +7,9 @@ ours/diffusers and each implementation's peak RSS (measured in a fresh subproces
 
 GPU (when CUDA is available): the released-size config with random bf16 weights at a 640-bucket token count
 (640x608 -> 17,500 image tokens, counted by the model itself, + 729 SigLIP + 256 text), prints s/step, achieved
-TFLOP/s and peak VRAM with every weight resident, then s/step and peak VRAM in low-VRAM mode (weights in CPU
-memory, all blocks streamed). bench/device_checks.sh runs this and bench_section.py as one command on a lent GPU.
+TFLOP/s, peak allocated and reserved VRAM with every weight resident, the activation peak against
+framepack_core.memory's formula, and the SDPA kernel that ran. Low-VRAM streaming is bench_streaming.py.
+bench/device_checks.sh runs these and bench_section.py as one command on a lent GPU.
 
     python bench/bench_transformer.py [--repeats 5] [--gpu-only] [--cpu-only] [--dry-run]
 """
@@ -27,9 +28,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from framepack_core import RELEASED, TINY, FramePackTransformer  # noqa: E402
+from framepack_core import RELEASED, TINY  # noqa: E402
+from framepack_core.attention import kernels_used  # noqa: E402
+from framepack_core.memory import peak_activation_bytes  # noqa: E402
 from framepack_core.offload import BlockStreamer  # noqa: E402
-from random_weights import random_model, sequence_tokens  # noqa: E402
+from framepack_dev.diffusers_reference import reference_forward, reference_model  # noqa: E402
+from framepack_dev.random_weights import randomize_  # noqa: E402
+from random_weights import benchmark_parser, random_model, sequence_tokens  # noqa: E402
 
 MID = dataclasses.replace(RELEASED, num_attention_heads=4, num_layers=4, num_single_layers=8, num_refiner_layers=2)
 
@@ -50,33 +55,16 @@ def make_inputs(config, grid=(9, 32, 40), text_tokens=96, image_tokens=729, dtyp
         clean_latent_4x_indices=torch.arange(7 + t, 23 + t))
 
 
-def diffusers_call(model, x):
-    return model(hidden_states=x["hidden_states"], timestep=x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
-                 encoder_attention_mask=x["encoder_attention_mask"], pooled_projections=x["pooled_projections"],
-                 image_embeds=x["image_embeddings"], indices_latents=x["latent_indices"], guidance=x["guidance"],
-                 latents_clean=x["clean_latents"], indices_latents_clean=x["clean_latent_indices"],
-                 latents_history_2x=x["clean_latents_2x"], indices_latents_history_2x=x["clean_latent_2x_indices"],
-                 latents_history_4x=x["clean_latents_4x"], indices_latents_history_4x=x["clean_latent_4x_indices"],
-                 return_dict=False)[0]
-
-
 def build(impl: str, config, seed=0):
-    torch.manual_seed(seed)
+    """Our model or diffusers', float32 on the CPU, with the same random weights."""
     if impl == "ours":
-        model = FramePackTransformer(config)
-    else:
-        from diffusers import HunyuanVideoFramepackTransformer3DModel
-        model = HunyuanVideoFramepackTransformer3DModel(**config.to_diffusers_kwargs())
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return model.eval().requires_grad_(False)
+        return random_model(config, seed=seed)
+    return randomize_(reference_model(config), seed)
 
 
 def run_once(impl, model, x):
     with torch.no_grad():
-        return model(**x) if impl == "ours" else diffusers_call(model, x)
+        return model(**x) if impl == "ours" else reference_forward(model, x)
 
 
 def peak_rss_mb() -> float:
@@ -165,11 +153,12 @@ def _timed(model, x, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def device_benchmark(repeats: int, config=RELEASED, device: str = "cuda", grid=(9, 80, 76), text_tokens: int = 256,
-                     low_vram_repeats: int = 1) -> dict:
-    """Our forward in bf16 with random weights: resident (every weight on the device), then low-VRAM (weights in
-    CPU memory, every block streamed). The defaults are the released size at the 640x608 bucket (latents 80 x 76:
-    13,680 noisy + 3,820 history tokens, 729 SigLIP, 256 text)."""
+def device_benchmark(repeats: int, config=RELEASED, device: str = "cuda", grid=(9, 80, 76),
+                     text_tokens: int = 256) -> dict:
+    """Our forward in bf16 with random weights, every weight resident: s/step, TFLOP/s, peak memory, the activation
+    peak against the formula the offload planner uses, and the attention kernel that ran. The defaults are the
+    released size at the 640x608 bucket (latents 80 x 76: 13,680 noisy + 3,820 history tokens, 729 SigLIP, 256
+    text)."""
     device = torch.device(device)
     model = random_model(config, torch.bfloat16, device)
     x = make_inputs(config, grid=grid, text_tokens=text_tokens, dtype=torch.bfloat16, device=device)
@@ -181,27 +170,36 @@ def device_benchmark(repeats: int, config=RELEASED, device: str = "cuda", grid=(
     streamer = BlockStreamer(model, device)  # everything fits: nothing streams
     step = _timed(model, x, device, repeats)
     report["resident"] = {"s_per_step": round(step, 3), "tflops": round(flops / step / 1e12, 1),
-                          "streamed_blocks": streamer.plan.streamed_blocks, **_memory(device)}
+                          "streamed_blocks": streamer.plan.streamed_blocks, **_memory(device),
+                          **_activations(model, x, device, tokens)}
+    report["attention_kernels"] = kernels_used()
     streamer.release()
+    return report  # low-VRAM streaming: bench_streaming.py
 
-    model.to("cpu")  # where a low-VRAM user's weights are: host memory, streamed block by block
-    _reset_memory(device)
-    streamer = BlockStreamer(model, device, reserve_bytes=0, force_stream=True)
-    step = _timed(model, x, device, low_vram_repeats)
-    report["low_vram"] = {"s_per_step": round(step, 3), "streamed_blocks": streamer.plan.streamed_blocks,
-                          **_memory(device)}
-    streamer.release()
-    return report
+
+def _activations(model, x, device: torch.device, tokens: dict) -> dict:
+    """Peak device memory of one forward above what was allocated before it (weights, inputs), against
+    framepack_core.memory's formula for the same token counts (the formula leaves out the section context the
+    forward also builds here: 30 MB at 640x608)."""
+    formula = peak_activation_bytes(model.config, tokens["image"], tokens["text"],
+                                    torch.finfo(model.compute_dtype).bits // 8)
+    if device.type != "cuda":
+        return {"activation_peak_gb": None, "formula_gb": round(formula / 2 ** 30, 3)}
+    _sync(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_once("ours", model, x)
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    return {"activation_peak_gb": round(peak / 2 ** 30, 3), "formula_gb": round(formula / 2 ** 30, 3),
+            "measured_over_formula": round(peak / formula, 3)}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = benchmark_parser(__doc__,
+                          "run the GPU part's code on the CPU with the tiny config and a small grid (checks the script, "
+                          "measures nothing)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--cpu-only", action="store_true")
-    ap.add_argument("--gpu-only", action="store_true")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="run the GPU part's code on the CPU with the tiny config and a small grid (checks the script, "
-                         "measures nothing)")
     ap.add_argument("--rss-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:

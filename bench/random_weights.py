@@ -1,31 +1,12 @@
-"""Random-weight FramePack transformers for the benchmarks (no weights can be downloaded, and speed and memory do
-not depend on the values).
-
-The model is built on the meta device and every tensor is drawn where the model will run: 12.9B normal samples
-take well under a second from a CUDA generator but minutes from the CPU one.
-"""
+"""Shared by the benchmarks: their command line, token counts of a forward; the random-weight models come from
+framepack_dev.random_weights."""
 
 from __future__ import annotations
 
-import torch
+import argparse
 
-from framepack_core import FramePackConfig, FramePackTransformer
-
-
-def random_model(config: FramePackConfig, dtype: torch.dtype, device: str | torch.device, seed: int = 0,
-                 std: float = 0.02) -> FramePackTransformer:
-    """A model of ``config`` with N(0, std^2) weights stored and computed in ``dtype``, on ``device``, in eval mode."""
-    device = torch.device(device)
-    with torch.device("meta"):
-        model = FramePackTransformer(config)
-    generator = torch.Generator(device).manual_seed(seed)
-    state = {}
-    for name, tensor in sorted(model.state_dict().items()):
-        values = torch.randn(tensor.shape, generator=generator, device=device, dtype=torch.float32)
-        state[name] = values.mul_(std).to(dtype)
-    model.load_state_dict(state, assign=True)
-    model.compute_dtype = dtype
-    return model.eval().requires_grad_(False)
+from framepack_core import FramePackTransformer
+from framepack_dev.random_weights import random_model  # noqa: F401  (the benchmarks import it from here)
 
 
 def sequence_tokens(model: FramePackTransformer, inputs: dict) -> dict[str, int]:
@@ -41,3 +22,12 @@ def sequence_tokens(model: FramePackTransformer, inputs: dict) -> dict[str, int]
     noisy = t // model.config.patch_size_t * (h // p) * (w // p)
     return {"image": history + noisy, "noisy": noisy, "history": history,
             "siglip": context.image_tokens.shape[1], "text": inputs["encoder_hidden_states"].shape[1]}
+
+
+def benchmark_parser(description: str, dry_run_help: str) -> argparse.ArgumentParser:
+    """The benchmarks' common options: --cpu-only, --gpu-only, and --dry-run (the GPU part's code on the CPU)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu-only", action="store_true")
+    ap.add_argument("--gpu-only", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    return ap

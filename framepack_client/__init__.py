@@ -1,1 +1,2 @@
-"""Clients that talk to a running ComfyUI server (standard library only; no torch, no comfy imports)."""
+"""Clients that talk to a running ComfyUI server (the standard library and websocket-client; no torch, no comfy
+imports)."""

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .comfy_api import ComfyClient, EventStream
 from .errors import ComfyError
 from .hosted import ALIASES, SPECS, HostedParams, ValidationError, model_id, parse_cli_value
-from .jobs import (COMPLETED, FAILED, DEFAULT_JOBS_DIR, Job, JobError, JobStore, check,
-                   fetch_outputs, follow, now_iso, queue_job)
+from .jobs import (CLIENT_URL_POLICY, COMPLETED, FAILED, DEFAULT_JOBS_DIR, UNTRUSTED_URL_POLICY, Job, JobError,
+                   JobStore, check, fetch_outputs, follow, now_iso, queue_job)
 from .progress import ProgressDisplay
+from .server_api import ComfyClient, EventStream, check_server_url
+from .terminal import printable
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_OUTPUT_DIR = "framepack_outputs"
@@ -36,7 +37,8 @@ FramePack image-to-video through a ComfyUI server that has the FramePack node pa
 hosted FramePack APIs (image, end_image, strength, prompt, negative_prompt, aspect_ratio, resolution, num_frames,
 num_inference_steps, guidance_scale, cfg_scale, seed). Parameters are checked before anything is sent; the images
 are uploaded, a shipped API workflow is filled (workflows/api: I2V, first+last frame when an end image is given,
-F1 with --f1) and queued, and the MP4 is downloaded.
+F1 with --f1; a video to continue with --video, text-to-video with --text-to-video) and queued, and the MP4 is
+downloaded.
 
 Every command prints a JSON result on stdout:
   {"id", "model", "status": created|processing|completed|failed, "outputs": [local files], "seed": seed used,
@@ -49,12 +51,16 @@ commands:
   status   ask where a job is: created (queued), processing, completed or failed
   result   wait for a job (--wait SECONDS) and download its video
   batch    run the jobs of a JSON-lines file one after another
+  serve    run the local service with the hosted APIs' contracts over ComfyUI servers (serve --help)
 
 examples:
   python -m framepack_client run --image start.png --prompt "the girl dances gracefully" \\
       --num-frames 180 --seed 42
   python -m framepack_client run --image first.png --end-image last.png --strength 0.8 \\
       --prompt "the cat turns into a dragon"                  # first+last frame, 240 frames by default
+  python -m framepack_client run --video clip.mp4 --prompt "she keeps dancing" --num-frames 150 --f1
+      # continue a 30 fps video: the result is the input, then 150 new frames (--new-only: just those)
+  python -m framepack_client run --text-to-video --prompt "waves roll onto a beach at dusk"
   ID=$(python -m framepack_client submit --image start.png --prompt "..." | python -c \\
       "import json,sys; print(json.load(sys.stdin)['id'])")
   python -m framepack_client status $ID
@@ -77,7 +83,7 @@ examples:
 def _param_table() -> str:
     rows = []
     for s in SPECS:
-        default = "" if s.default in (None, "") else f" (default {s.default})"
+        default = "" if s.default in (None, "") else f" (default {s.default_text()})"
         rows.append(f"  {s.name:<20} {s.help}; {s.range_text() or 'text'}{default}"
                     if s.kind not in ("image", "str") else f"  {s.name:<20} {s.help}")
     return "\n".join(rows)
@@ -88,10 +94,12 @@ parameters:
 {_param_table()}
 
 FILE holds one JSON object per line with these parameters (hosted names; "image_url"/"end_image_url" are
-accepted too), plus optional "f1": true and "model": "<file>" per line. Blank lines and lines starting with #
+accepted too; "video" continues a video instead of starting from "image"), plus optional "f1": true and
+"model": "<file>" per line. Blank lines and lines starting with #
 are skipped. Relative image paths are looked up from the current folder, then from the file's folder.
   {{"image": "a.png", "prompt": "the girl waves", "num_frames": 90, "seed": 1}}
   {{"image_url": "https://example.com/b.jpg", "end_image": "c.png", "prompt": "day turns to night"}}
+  {{"video": "clip.mp4", "prompt": "the dance goes on", "num_frames": 90, "new_only": true}}
 The jobs run in order, each to its end; a failed job is reported and the next one runs. Output: one JSON
 result per line, then {{"summary": {{"total", "completed", "failed", "seconds"}}}}. Exit status 1 if any failed."""
 
@@ -114,6 +122,10 @@ def _common_options() -> argparse.ArgumentParser:
                             f"{DEFAULT_TIMEOUT:g}, 0 = no limit; the job keeps running on the server: fetch it later "
                             "with result)")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress display on stderr")
+    group.add_argument("--untrusted-input", action="store_true",
+                       help="the --params or batch file comes from someone else: refuse image and video paths of this "
+                            "machine in it (only http(s) URLs and data: URIs) and URLs that point into the local "
+                            "network")
     return common
 
 
@@ -139,7 +151,8 @@ def _param_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("generation parameters (hosted API names)")
     group.add_argument("--params", metavar="FILE.json", default=None,
                        help="a JSON object of parameters (hosted request body); the flags below override it")
-    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL"}
+    metavars = {"int": "N", "float": "X", "str": "TEXT", "image": "PATH|URL", "video": "PATH|URL",
+                "bool": "true|false"}
     for s in SPECS:
         flags = ["--" + s.name.replace("_", "-")]
         if s.name == "num_inference_steps":
@@ -147,11 +160,13 @@ def _param_options() -> argparse.ArgumentParser:
         text = s.help
         if s.kind in ("int", "float") and s.low is not None:
             text += f"; {s.range_text()}"
-        if s.kind == "choice":
+        if s.kind in ("choice", "bool"):
             text += f"; {s.range_text()}"
         if s.default not in (None, ""):
-            text += f" (default {s.default})"
-        group.add_argument(*flags, dest=s.name, metavar=metavars.get(s.kind, "CHOICE"), default=None, help=text)
+            text += f" (default {s.default_text()})"
+        switch = dict(nargs="?", const="true") if s.kind == "bool" else {}  # "--new-only" alone means true
+        group.add_argument(*flags, dest=s.name, metavar=metavars.get(s.kind, "CHOICE"), default=None, help=text,
+                           **switch)
     return parent
 
 
@@ -192,12 +207,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- helpers -----------------------------------------------------------------------------------------------------
 
+class BadServer(ValueError):
+    """--server (or $FRAMEPACK_SERVER) is not an address the client accepts; nothing was sent or stored."""
+
+
 def _server(args: argparse.Namespace, job: Job | None = None) -> str:
     if args.server:
-        return args.server.rstrip("/")
-    if job is not None:
+        given, where = args.server, "--server"
+    elif job is not None:
         return job.server
-    return os.environ.get("FRAMEPACK_SERVER", DEFAULT_SERVER).rstrip("/")
+    else:
+        given, where = os.environ.get("FRAMEPACK_SERVER", DEFAULT_SERVER), "$FRAMEPACK_SERVER"
+    try:
+        return check_server_url(given)
+    except ValueError as err:
+        raise BadServer(f"{where}: {err}") from None
+
+
+def _refuse_bad_server(args: argparse.Namespace) -> int | None:
+    """EXIT_INVALID after saying why, when the server address is refused (checked before anything else)."""
+    try:
+        if getattr(args, "server", None) or args.command in ("run", "submit", "batch"):
+            _server(args)
+    except BadServer as err:
+        _print(failed_result(str(err)))
+        print(f"error: {printable(err)}", file=sys.stderr)
+        return EXIT_INVALID
+    return None
 
 
 def _print(result: dict, compact: bool = False) -> None:
@@ -206,7 +242,7 @@ def _print(result: dict, compact: bool = False) -> None:
 
 def _note(args: argparse.Namespace, text: str) -> None:
     if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr, flush=True)
+        print(printable(text), file=sys.stderr, flush=True)
 
 
 def failed_result(error: str, *, model: str = "framepack/i2v", job_id: str | None = None) -> dict:
@@ -217,7 +253,8 @@ def failed_result(error: str, *, model: str = "framepack/i2v", job_id: str | Non
 
 
 def params_from_args(args: argparse.Namespace) -> HostedParams:
-    """Hosted parameters from --params FILE and the flags (flags win); raises ValidationError."""
+    """Hosted parameters from --params FILE and the flags (flags win); raises ValidationError. With
+    --untrusted-input the file may not name local images (the --image/--end-image flags are the user's own)."""
     data: dict[str, Any] = {}
     base_dir = None
     if args.params:
@@ -232,10 +269,12 @@ def params_from_args(args: argparse.Namespace) -> HostedParams:
             raise ValidationError([f"--params file {str(path)!r} must hold a JSON object"])
         data = {ALIASES.get(k, k): v for k, v in loaded.items()}
         base_dir = path.parent
+    if args.params and args.untrusted_input:
+        HostedParams.from_mapping(data, local_files=False)  # the file's own values; raises on a local image
     for s in SPECS:
         text = getattr(args, s.name, None)
         if text is not None:
-            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float") else text
+            data[s.name] = parse_cli_value(s.name, text) if s.kind in ("int", "float", "bool") else text
     return HostedParams.from_mapping(data, base_dir=base_dir)
 
 
@@ -274,8 +313,10 @@ def execute(args: argparse.Namespace, store: JobStore, params: HostedParams, *, 
     output_dir = _output_dir(args)
     job: Job | None = None
     try:
+        policy = UNTRUSTED_URL_POLICY if args.untrusted_input else CLIENT_URL_POLICY
         job = queue_job(ComfyClient(server), store, params, f1=f1, workflow=args.workflow, model_file=model_file,
-                        output_dir=str(Path(output_dir).expanduser().resolve()), before_queue=open_stream)
+                        output_dir=str(Path(output_dir).expanduser().resolve()), before_queue=open_stream,
+                        url_policy=policy)
         if job.status == FAILED or not wait:
             return job.result(), EXIT_FAILED if job.status == FAILED else EXIT_OK
         display = ProgressDisplay(job.prompt_id, job.prompt, enabled=not args.quiet, label=label)
@@ -308,7 +349,7 @@ def cmd_run(args: argparse.Namespace, wait: bool) -> int:
         params = params_from_args(args)
     except ValidationError as err:
         _print(failed_result(str(err)))
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
         return EXIT_INVALID
     try:
         result, code = execute(args, store, params, wait=wait, f1=args.f1, model_file=args.model)
@@ -318,7 +359,7 @@ def cmd_run(args: argparse.Namespace, wait: bool) -> int:
         return 130
     _print(result)
     if code == EXIT_FAILED:
-        print(f"error: {result['error']}", file=sys.stderr)
+        print(f"error: {printable(result['error'], keep_newlines=True)}", file=sys.stderr)
     return code
 
 
@@ -327,7 +368,7 @@ def _load_job(args: argparse.Namespace, store: JobStore) -> Job | None:
         return store.load(args.id)
     except JobError as err:
         _print(failed_result(str(err), job_id=args.id))
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
         return None
 
 
@@ -344,7 +385,7 @@ def _job_error(job: Job, err: JobError) -> int:
     result = job.result()
     result["error"] = str(err)
     _print(result)
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {printable(err, keep_newlines=True)}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -408,7 +449,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 raise ValidationError([f"f1 must be true or false, got {f1!r}"])
             if model_file is not None and not isinstance(model_file, str):
                 raise ValidationError([f"model must be a file name, got {model_file!r}"])
-            params = HostedParams.from_mapping(data, base_dir=path.parent)
+            params = HostedParams.from_mapping(data, base_dir=path.parent, local_files=not args.untrusted_input)
         except (ValueError, ValidationError) as err:
             message = str(err) if isinstance(err, ValidationError) else f"not valid JSON: {err}"
             result, code = failed_result(f"{path.name} line {line_no}: {message}"), EXIT_INVALID
@@ -437,6 +478,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the local service (framepack_client.service); its packages load only here
+        from .service.cli import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help(sys.stderr)
@@ -447,6 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    refused = _refuse_bad_server(args)
+    if refused is not None:
+        return refused
     if args.command in ("run", "submit"):
         return cmd_run(args, wait=args.command == "run")
     if args.command == "status":

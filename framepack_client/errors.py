@@ -15,6 +15,11 @@ class ComfyConnectionError(ComfyError):
     """The server could not be reached (refused, reset, DNS, TLS...)."""
 
 
+class ComfyProtocolError(ComfyConnectionError):
+    """The server answered with something no ComfyUI sends (a reply over the size cap); it is treated like a
+    server that cannot be used."""
+
+
 class ComfyHTTPError(ComfyError):
     """The server answered with an HTTP error status."""
 

@@ -1,12 +1,16 @@
 """The hosted FramePack APIs' parameters (image-to-video and first+last frame), validated locally, and how they
 fill the shipped API workflows.
 
-Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_image``, ``strength`` (0-1,
-default 0.8, only with ``end_image``), ``prompt`` (required, at most 500 characters), ``negative_prompt``,
-``aspect_ratio`` (16:9 | 9:16), ``resolution`` (480p | 720p), ``num_frames`` (30-1800; 180, or 240 with an end
-image), ``num_inference_steps`` (4-50, 25), ``guidance_scale`` (0-32, 10), ``cfg_scale`` (0-7, 1) and ``seed``
-(-1 = random, up to 2147483647). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and
-``resolution`` "custom" with ``width``/``height`` (multiples of 16, 64-2048).
+Names, defaults and ranges follow the hosted APIs: ``image`` (required), ``end_image``, ``strength`` (only with
+``end_image``), ``prompt`` (required), ``negative_prompt``, ``aspect_ratio``, ``resolution``, ``num_frames``
+(default larger with an end image), ``num_inference_steps``, ``guidance_scale``, ``cfg_scale`` and ``seed``
+(-1 = random). Local extras: ``aspect_ratio`` "auto" (keep the start image's shape) and ``resolution`` "custom"
+with ``width``/``height``. :data:`SPECS` holds every range and default; those the nodes share come from
+``framepack_core.limits`` (a module without torch), so a request the client accepts is one the nodes accept.
+``enable_safety_checker`` (false; true switches on the NSFW checker node that the shipped workflows carry) is
+the hosted APIs' switch. Beyond the hosted APIs: ``video`` (a video to continue, instead of ``image``; the output is
+the input followed by ``num_frames`` new frames, or the new frames alone with ``new_only``) and ``text_to_video``
+(no image at all: a blank start, never in the output). ``image`` is required unless one of those two is given.
 
 Everything is checked before anything is sent to a server: :meth:`HostedParams.from_mapping` collects every
 problem and raises one :class:`ValidationError` whose lines name the input and how to fix it.
@@ -21,24 +25,39 @@ from __future__ import annotations
 import copy
 import json
 import math
-import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-API_WORKFLOWS_DIR = REPO_ROOT / "workflows" / "api"
+from framepack_core.limits import (ASPECT_RATIOS, AUTO, BLANK_KINDS, CUSTOM_RESOLUTION, DEFAULT_CFG,
+                                   DEFAULT_END_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE,
+                                   DEFAULT_STEPS, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS,
+                                   MIN_FRAMES, MIN_SIDE, MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP, START_IMAGE)
+
+from .media import VIDEO_KINDS, check_media_source, is_url
+
+def _api_workflows_dir() -> Path:
+    """The shipped API workflows: the package's own copy when pip-installed (pyproject maps workflows/api there),
+    else the checkout's workflows/api."""
+    installed = Path(__file__).resolve().parent / "api_workflows"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "workflows" / "api"
+
+
+API_WORKFLOWS_DIR = _api_workflows_dir()
 
 WORKFLOW_I2V, WORKFLOW_FLF2V, WORKFLOW_F1 = "framepack_i2v", "framepack_first_last_frame", "framepack_f1"
+WORKFLOW_EXTEND, WORKFLOW_T2V = "framepack_extend", "framepack_t2v"
 TITLE_START, TITLE_END = "Start image", "End image"
+TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
+SAFETY_NODE = "FramePackSafetyChecker"
 
 MAX_PROMPT_CHARS = 500
-MAX_SEED = 2_147_483_647
-DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END = 180, 240
-DEFAULT_STRENGTH = 0.8
-MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 16
-IMAGE_KINDS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+MAX_SEED = 2_147_483_647  # the hosted APIs' seeds are 32-bit
+DEFAULT_STRENGTH = DEFAULT_END_STRENGTH
+# The hosted APIs' choices first, then the local extras.
+ASPECT_CHOICES = (*(a for a in ASPECT_RATIOS if a != AUTO), AUTO)
+RESOLUTION_CHOICES = (*RESOLUTION_SIZES, CUSTOM_RESOLUTION)
 # Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
 ALIASES = {"image_url": "image", "end_image_url": "end_image"}
 
@@ -57,7 +76,8 @@ class WorkflowError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One hosted parameter: its type ("int", "float", "str", "image", "choice"), range or choices, default."""
+    """One hosted parameter: its type ("int", "float", "str", "image", "choice", "bool"), range or choices,
+    default."""
     name: str
     kind: str
     help: str
@@ -68,11 +88,16 @@ class ParamSpec:
     required: bool = False
 
     def range_text(self) -> str:
+        if self.kind == "bool":
+            return "true or false"
         if self.choices:
             return "one of " + ", ".join(self.choices)
         if self.low is not None:
             return f"from {_num(self.low)} to {_num(self.high)}"
         return ""
+
+    def default_text(self) -> str:
+        return _num(self.default) if isinstance(self.default, float) else str(self.default)
 
 
 def _num(x: float) -> str:
@@ -80,25 +105,37 @@ def _num(x: float) -> str:
 
 
 SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec("image", "image", "start image (required): a local file or an http(s) URL", required=True),
+    ParamSpec("image", "image", "start image (required unless video or text_to_video): a local file or an http(s) "
+              "URL", required=True),
     ParamSpec("end_image", "image", "end image (first+last-frame video): a local file or an http(s) URL"),
     ParamSpec("strength", "float", "how strongly the video ends on end_image (1 = exactly); only with end_image",
               DEFAULT_STRENGTH, 0, 1),
     ParamSpec("prompt", "str", f"what happens in the video (required, at most {MAX_PROMPT_CHARS} characters)",
               required=True),
     ParamSpec("negative_prompt", "str", "what to avoid (used when cfg_scale > 1)", ""),
-    ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", "16:9",
-              choices=("16:9", "9:16", "auto")),
-    ParamSpec("resolution", "choice", "output size; custom uses width and height", "480p",
-              choices=("480p", "720p", "custom")),
-    ParamSpec("width", "int", "video width with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
-    ParamSpec("height", "int", "video height with resolution custom (multiple of 16)", None, MIN_SIDE, MAX_SIDE),
-    ParamSpec("num_frames", "int", f"frames at 30 fps (default {DEFAULT_FRAMES}, {DEFAULT_FRAMES_WITH_END} with "
-              "end_image)", None, 30, 1800),
-    ParamSpec("num_inference_steps", "int", "sampling steps per section", 25, 4, 50),
-    ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", 10, 0, 32),
-    ParamSpec("cfg_scale", "float", "real classifier-free guidance; 1 = off (twice as fast)", 1, 0, 7),
+    ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", ASPECT_CHOICES[0],
+              choices=ASPECT_CHOICES),
+    ParamSpec("resolution", "choice", "output size; custom uses width and height", RESOLUTION_CHOICES[0],
+              choices=RESOLUTION_CHOICES),
+    ParamSpec("width", "int", f"video width with resolution custom (multiple of {SIDE_STEP})", None,
+              MIN_SIDE, MAX_SIDE),
+    ParamSpec("height", "int", f"video height with resolution custom (multiple of {SIDE_STEP})", None,
+              MIN_SIDE, MAX_SIDE),
+    ParamSpec("num_frames", "int", f"frames at {FPS} fps (default {DEFAULT_FRAMES}, {DEFAULT_FRAMES_WITH_END} with "
+              "end_image)", None, MIN_FRAMES, MAX_FRAMES),
+    ParamSpec("num_inference_steps", "int", "sampling steps per section", DEFAULT_STEPS, MIN_STEPS, MAX_STEPS),
+    ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE),
+    ParamSpec("cfg_scale", "float", f"real classifier-free guidance; {DEFAULT_CFG:g} = off (twice as fast)",
+              DEFAULT_CFG, 0, MAX_CFG),
     ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
+    ParamSpec("enable_safety_checker", "bool", "score the video with the NSFW safety checker (its classifier must be "
+              "in ComfyUI's models/nsfw_detector; README)", False),
+    ParamSpec("video", "video", f"a 30 fps video to continue instead of a start image ({VIDEO_KINDS}): a local file "
+              "or an http(s) URL; num_frames counts the new frames; aspect_ratio defaults to auto (the video's)"),
+    ParamSpec("new_only", "bool", "with video: the result holds only the new frames (default: the input, then them)",
+              False),
+    ParamSpec("text_to_video", "bool", "start from the prompt alone, without an image (a blank start, never in the "
+              "output)", False),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -108,54 +145,6 @@ def spec(name: str) -> ParamSpec:
 
 
 # -- value checks ------------------------------------------------------------------------------------------------
-
-def _is_url(text: str) -> bool:
-    return text.lower().startswith(("http://", "https://"))
-
-
-def sniff_image_kind(head: bytes) -> str | None:
-    """The image format from a file's first bytes (the formats ComfyUI's LoadImage reads), or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    return None
-
-
-def _check_image(name: str, value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return f"{name} must be a file path or an http(s) URL of an image, got {value!r}"
-    if _is_url(value):
-        parts = urllib.parse.urlsplit(value)
-        if not parts.netloc:
-            return f"{name} URL {value!r} has no host; give a full http(s)://host/path URL"
-        return None
-    if "://" in value:
-        return f"{name} {value!r}: only local files and http(s) URLs are supported"
-    path = Path(value).expanduser()
-    if not path.exists():
-        return f"{name} file {str(path)!r} does not exist; check the path (relative paths start at the current folder)"
-    if not path.is_file():
-        return f"{name} {str(path)!r} is not a file; give the path of a {IMAGE_KINDS} image"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as err:
-        return f"{name} file {str(path)!r} cannot be read ({err.strerror}); check its permissions"
-    if not head:
-        return f"{name} file {str(path)!r} is empty; give a {IMAGE_KINDS} image"
-    if sniff_image_kind(head) is None:
-        return f"{name} file {str(path)!r} is not a {IMAGE_KINDS} image; convert it to PNG or JPEG"
-    return None
-
 
 def _type_word(value: Any) -> str:
     return "text, not a number" if isinstance(value, str) else f"a {type(value).__name__}, not a number"
@@ -184,6 +173,9 @@ def parse_cli_value(name: str, text: str) -> Any:
     """A command-line string as the parameter's type ("25" -> 25 for ints, "0.5" -> 0.5 for floats). Text that is
     not a number is returned unchanged, so validation reports it with the parameter's own message."""
     s = spec(name)
+    if s.kind == "bool":
+        return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                "off": False}.get(text.strip().lower(), text)
     try:
         if s.kind == "int":
             return int(text.strip())
@@ -205,22 +197,26 @@ class HostedParams:
     directly constructed instance can be checked with :meth:`problems` / :meth:`validate`.
 
     ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
-    hosted defaults (0.8; 180 frames, or 240 with an end image).
+    hosted defaults (DEFAULT_STRENGTH; DEFAULT_FRAMES, or DEFAULT_FRAMES_WITH_END with an end image).
     """
-    image: str
+    image: str | None
     prompt: str
     end_image: str | None = None
     strength: float | None = None
     negative_prompt: str = ""
-    aspect_ratio: str = "16:9"
-    resolution: str = "480p"
+    aspect_ratio: str = ASPECT_CHOICES[0]
+    resolution: str = RESOLUTION_CHOICES[0]
     width: int | None = None
     height: int | None = None
     num_frames: int | None = None
-    num_inference_steps: int = 25
-    guidance_scale: float = 10.0
-    cfg_scale: float = 1.0
+    num_inference_steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE
+    cfg_scale: float = DEFAULT_CFG
     seed: int = -1
+    enable_safety_checker: bool = False
+    video: str | None = None
+    new_only: bool = False
+    text_to_video: bool = False
     extra: dict = field(default_factory=dict, repr=False)  # accepted hosted keys we do not use
 
     @property
@@ -233,22 +229,25 @@ class HostedParams:
     def end_strength(self) -> float:
         return DEFAULT_STRENGTH if self.strength is None else float(self.strength)
 
-    def problems(self) -> list[str]:
+    def problems(self, local_files: bool = True) -> list[str]:
         """Every problem, one line each (empty when the parameters are valid). Files are checked to exist and to
-        be images; URLs only for their form (they are fetched when the job is sent)."""
+        be images within the size limits; URLs and data: URIs only for their form (they are fetched when the job is
+        sent). Without ``local_files`` an image must be a URL or a data: URI (input from someone else)."""
         out: list[str] = []
         for s in SPECS:
             value = getattr(self, s.name)
             if value is None:
-                if s.required:
+                if self.is_required(s.name):
                     out.append(f"{s.name} is required: {s.help}")
                 continue
-            if s.kind == "image":
-                problem = _check_image(s.name, value)
+            if s.kind in ("image", "video"):
+                problem = check_media_source(s.name, value, s.kind, local_files)
             elif s.kind in ("int", "float"):
                 problem = _check_number(s, value)
             elif s.kind == "choice":
                 problem = None if value in s.choices else f"{s.name} {value!r} is not {s.range_text()}"
+            elif s.kind == "bool":
+                problem = None if isinstance(value, bool) else f"{s.name} must be true or false, got {value!r}"
             else:
                 problem = None if isinstance(value, str) else \
                     f"{s.name} must be text, got {value!r} ({type(value).__name__})"
@@ -259,24 +258,44 @@ class HostedParams:
                 out.append("prompt is empty; describe the motion, e.g. \"the girl turns her head and smiles\"")
             elif len(self.prompt) > MAX_PROMPT_CHARS:
                 out.append(f"prompt has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}: shorten it")
+        out += self._start_problems()
         if self.strength is not None and not self.end_image:
             out.append("strength is only used with end_image (it sets how strongly the video ends on the end "
                        "image); add end_image or remove strength")
-        if self.resolution == "custom":
+        if self.resolution == CUSTOM_RESOLUTION:
             for name in ("width", "height"):
                 value = getattr(self, name)
                 if value is None:
                     out.append(f"{name} is required with resolution custom (a multiple of {SIDE_STEP} from "
                                f"{MIN_SIDE} to {MAX_SIDE})")
-                elif isinstance(value, int) and not isinstance(value, bool) and value % SIDE_STEP:
+                elif isinstance(value, int) and not isinstance(value, bool) and MIN_SIDE <= value <= MAX_SIDE \
+                        and value % SIDE_STEP:
+                    # out of range is already reported; in range, both neighbouring multiples are in range too
                     out.append(f"{name} {value} is not a multiple of {SIDE_STEP}; use "
-                               f"{max(MIN_SIDE, value // SIDE_STEP * SIDE_STEP)} or "
-                               f"{min(MAX_SIDE, (value // SIDE_STEP + 1) * SIDE_STEP)}")
+                               f"{value // SIDE_STEP * SIDE_STEP} or {(value // SIDE_STEP + 1) * SIDE_STEP}")
         elif self.width is not None or self.height is not None:
             out.append(f"width and height are used only with resolution custom (resolution is "
                        f"{self.resolution!r}); set resolution to custom or remove them")
-        if self.extra.get("enable_safety_checker") not in (None, False):
-            out.append("enable_safety_checker: no safety checker runs locally; remove it or set it to false")
+        return out
+
+    def is_required(self, name: str) -> bool:
+        """image is required unless the job continues a video or starts from text alone."""
+        if name == "image":
+            return not (self.video or self.text_to_video is True)
+        return SPEC_BY_NAME[name].required
+
+    def _start_problems(self) -> list[str]:
+        out = []
+        if self.image and self.video:
+            out.append("image and video are both given: give image to start from a picture, or video to continue a "
+                       "video, not both")
+        if self.text_to_video is True and (self.image or self.video):
+            given = " and ".join(n for n in ("image", "video") if getattr(self, n))
+            out.append(f"text_to_video starts from no picture, but {given} is given: remove {given}, or drop "
+                       "text_to_video")
+        if self.new_only is True and not self.video:
+            out.append("new_only is only used with video (it drops the input from the result); add video or remove "
+                       "new_only")
         return out
 
     def validate(self) -> "HostedParams":
@@ -286,10 +305,13 @@ class HostedParams:
         return self
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None) -> "HostedParams":
+    def from_mapping(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None,
+                     local_files: bool = True) -> "HostedParams":
         """Validated parameters from a hosted-style request body (``image_url``/``end_image_url`` accepted as the
         hosted APIs spell them). Unknown keys are errors. A relative image path that does not exist from the
-        current folder is looked up in ``base_dir`` (e.g. the folder of a batch file)."""
+        current folder is looked up in ``base_dir`` (e.g. the folder of a batch file). ``local_files=False`` is for
+        bodies from someone else (the service, --untrusted-input): an image path is then refused, so the body cannot
+        make us read and upload a file of this machine."""
         if not isinstance(data, Mapping):
             raise ValidationError([f"the parameters must be a JSON object, got {type(data).__name__}"])
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -301,21 +323,23 @@ class HostedParams:
             if name in values:
                 problems.append(f"{name} is given twice (as {name} and {key}); keep one")
             elif name in known:
-                values[name] = value
-            elif name == "enable_safety_checker":
-                extra[name] = value
+                if value is not None:  # JSON null means "not given": the default applies
+                    values[name] = value
             else:
                 problems.append(f"unknown parameter {key!r}; known: {', '.join(s.name for s in SPECS)}")
-        for name in ("image", "end_image"):
+        for name in ("image", "end_image", "video"):
             value = values.get(name)
-            if base_dir is not None and isinstance(value, str) and value and not _is_url(value):
+            if local_files and base_dir is not None and isinstance(value, str) and value and not is_url(value):
                 path = Path(value).expanduser()
                 if not path.is_absolute() and not path.exists() and (Path(base_dir) / path).exists():
                     values[name] = str(Path(base_dir) / path)
-        missing = [s.name for s in SPECS if s.required and s.name not in values]
-        problems += [f"{name} is required: {spec(name).help}" for name in missing]
+        if values.get("video") and "aspect_ratio" not in values:
+            values["aspect_ratio"] = AUTO  # a continuation keeps the input's shape unless asked otherwise
         params = cls(**{"image": None, "prompt": None, **values}, extra=extra)
-        problems += [p for p in params.problems() if not any(p.startswith(f"{m} is required") for m in missing)]
+        missing = [s.name for s in SPECS if params.is_required(s.name) and s.name not in values]
+        problems += [f"{name} is required: {spec(name).help}" for name in missing]
+        problems += [p for p in params.problems(local_files)
+                     if not any(p.startswith(f"{m} is required") for m in missing)]
         if problems:
             raise ValidationError(problems)
         return params
@@ -338,18 +362,36 @@ class HostedParams:
 # -- workflows ---------------------------------------------------------------------------------------------------
 
 def workflow_name(params: HostedParams, f1: bool = False) -> str:
-    """The shipped workflow for these parameters: F1 when asked, else first+last frame with an end image, else I2V
-    (an end image with F1 is added to the F1 graph by :func:`build_prompt`)."""
+    """The shipped workflow for these parameters: video continuation or text-to-video when asked (with the model
+    --f1 picks, :func:`default_model`), else F1 when asked, else first+last frame with an end image, else I2V (an
+    end image with F1 or these is added to the graph by :func:`build_prompt`)."""
+    if params.video:
+        return WORKFLOW_EXTEND
+    if params.text_to_video:
+        return WORKFLOW_T2V
     if f1:
         return WORKFLOW_F1
     return WORKFLOW_FLF2V if params.end_image else WORKFLOW_I2V
 
 
 def model_id(params: HostedParams, f1: bool = False) -> str:
-    """A hosted-style model id for the result: framepack/i2v, framepack/flf2v, framepack/f1, framepack/f1-flf2v."""
+    """A hosted-style model id for the result: framepack/i2v, framepack/flf2v, framepack/f1, framepack/f1-flf2v;
+    framepack/extend, framepack/t2v (f1-... with F1)."""
+    if params.video or params.text_to_video:
+        return ("framepack/f1-" if f1 else "framepack/") + ("extend" if params.video else "t2v")
     if f1:
         return "framepack/f1-flf2v" if params.end_image else "framepack/f1"
     return "framepack/flf2v" if params.end_image else "framepack/i2v"
+
+
+def default_model(params: HostedParams, f1: bool = False) -> str | None:
+    """The model file a shipped video-continuation or text-to-video workflow runs for --f1 or not: the one in the
+    shipped F1 or I2V workflow (those two hold the file names). None for the other workflows, whose own model is
+    the right one."""
+    if not (params.video or params.text_to_video):
+        return None
+    graph = load_workflow(WORKFLOW_F1 if f1 else WORKFLOW_I2V)
+    return find_node(graph, "FramePackModelLoader")[1]["inputs"]["model"]
 
 
 def load_workflow(name_or_path: str | Path) -> dict:
@@ -402,21 +444,42 @@ def _new_node_id(graph: Mapping[str, dict]) -> str:
     return str(max(numbers, default=0) + 1)
 
 
+def _fill_start(graph: dict, params: HostedParams, start_image_name: str | None,
+                video_name: str | None) -> tuple[str, dict]:
+    """Fills what the video starts from and returns the conditioning node: the start image (LoadImage "Start
+    image" into FramePackImageConditioning), a video to continue (LoadVideo "Input video" into
+    FramePackVideoConditioning), or nothing (text-to-video: the start image node is removed and a blank start kind
+    chosen unless the workflow has one)."""
+    if params.video:
+        find_node(graph, "LoadVideo", TITLE_VIDEO)[1]["inputs"]["file"] = video_name or Path(params.video).name
+        cond_id, cond = find_node(graph, "FramePackVideoConditioning")
+        cond["inputs"]["keep_input"] = not params.new_only
+        return cond_id, cond
+    cond_id, cond = find_node(graph, "FramePackImageConditioning")
+    if params.text_to_video:
+        for start_id, _ in find_nodes(graph, "LoadImage", TITLE_START):
+            _remove_node(graph, start_id)
+        if cond["inputs"].get("start_kind", START_IMAGE) == START_IMAGE:
+            cond["inputs"]["start_kind"] = BLANK_KINDS[0]
+        return cond_id, cond
+    _, start = find_node(graph, "LoadImage", TITLE_START)
+    start["inputs"]["image"] = start_image_name or Path(params.image).name
+    return cond_id, cond
+
+
 def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_image_name: str | None = None,
                  end_image_name: str | None = None, model: str | None = None,
-                 filename_prefix: str | None = None) -> dict:
+                 filename_prefix: str | None = None, video_name: str | None = None) -> dict:
     """A filled copy of ``workflow`` (API format) for ``params``; the input is not modified.
 
-    ``start_image_name`` / ``end_image_name``: the names the images have in the server's input folder (what
-    ``/upload/image`` returned); by default the images' file names. ``model`` replaces the model file of the
+    ``start_image_name`` / ``end_image_name`` / ``video_name``: the names the files have in the server's input
+    folder (what ``/upload/image`` returned); by default their file names. ``model`` replaces the model file of the
     FramePackModelLoader; ``filename_prefix`` the video's output prefix. Without an end image an "End image" node
     is removed (with its link); with one, a workflow that has none gets one wired to the conditioning node.
     """
     graph = copy.deepcopy(dict(workflow))
     params.validate()
-    _, start = find_node(graph, "LoadImage", TITLE_START)
-    start["inputs"]["image"] = start_image_name or Path(params.image).name
-    cond_id, cond = find_node(graph, "FramePackImageConditioning")
+    cond_id, cond = _fill_start(graph, params, start_image_name, video_name)
     ends = find_nodes(graph, "LoadImage", TITLE_END)
     if params.end_image:
         end_name = end_image_name or Path(params.end_image).name
@@ -436,9 +499,16 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
             _remove_node(graph, end_id)
     cond["inputs"]["aspect_ratio"] = params.aspect_ratio
     cond["inputs"]["resolution"] = params.resolution
-    if params.resolution == "custom":
+    if params.resolution == CUSTOM_RESOLUTION:
         cond["inputs"]["custom_width"] = params.width
         cond["inputs"]["custom_height"] = params.height
+
+    checkers = find_nodes(graph, SAFETY_NODE)
+    if params.enable_safety_checker and not checkers:
+        raise WorkflowError(f"enable_safety_checker is true but the workflow has no {SAFETY_NODE} node; use a shipped "
+                            "workflow or add the node (fed by FramePackVideoCombine's video output)")
+    for _, checker in checkers:
+        checker["inputs"]["enabled"] = bool(params.enable_safety_checker)
 
     find_node(graph, "CLIPTextEncode", TITLE_POSITIVE)[1]["inputs"]["text"] = params.prompt
     find_node(graph, "CLIPTextEncode", TITLE_NEGATIVE)[1]["inputs"]["text"] = params.negative_prompt
@@ -467,10 +537,19 @@ NODE_INPUTS = {
     ("FramePackImageConditioning", None, "custom_height"): "height",
     ("FramePackImageConditioning", None, "strength"): "strength",
     ("LoadImage", TITLE_START, "image"): "image",
+    ("LoadVideo", TITLE_VIDEO, "file"): "video",
+    ("FramePackVideoConditioning", None, "keep_input"): "new_only",
+    ("FramePackVideoConditioning", None, "aspect_ratio"): "aspect_ratio",
+    ("FramePackVideoConditioning", None, "resolution"): "resolution",
+    ("FramePackVideoConditioning", None, "custom_width"): "width",
+    ("FramePackVideoConditioning", None, "custom_height"): "height",
+    ("FramePackVideoConditioning", None, "strength"): "strength",
+    ("FramePackImageConditioning", None, "start_kind"): "text_to_video",
     ("LoadImage", TITLE_END, "image"): "end_image",
     ("CLIPTextEncode", TITLE_POSITIVE, "text"): "prompt",
     ("CLIPTextEncode", TITLE_NEGATIVE, "text"): "negative_prompt",
     ("FramePackModelLoader", None, "model"): "model (--model)",
+    (SAFETY_NODE, None, "enabled"): "enable_safety_checker",
 }
 
 

@@ -21,25 +21,44 @@ import os
 import re
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .comfy_api import ComfyClient, EventStream
+from framepack_core.limits import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
+
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from .hosted import (HostedParams, ValidationError, WorkflowError, build_prompt, find_nodes, hosted_name,
-                     load_workflow, model_id, sniff_image_kind, workflow_name)
+from .fetch import FetchError, UrlPolicy, is_image_source, load_source, short
+from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, default_model,
+                     find_nodes, hosted_name, load_workflow, model_id, workflow_name)
+from .images import ImageProblem, check_image
+from .media import check_media_bytes
+from .server_api import ComfyClient, EventStream, check_server_url
+from .terminal import printable
 
 DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
 CREATED, PROCESSING, COMPLETED, FAILED = "created", "processing", "completed", "failed"
 TERMINAL = (COMPLETED, FAILED)
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
-MAX_IMAGE_DOWNLOAD_BYTES = 64 * 1024 * 1024
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as new_job makes them
 _SEED_TEXT = re.compile(r"^seed: (-?\d+)", re.MULTILINE)
+# The user's own image URLs: any address (a server on the user's network is fine), but never a redirect from a
+# public server into the local network or from https to http (fetch.py).
+CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+                              user_agent="framepack-client")
+# For parameter files made by someone else (--untrusted-input): only public addresses.
+UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+                                 user_agent="framepack-client",
+                                 allow_hint="an --untrusted-input request may only name public addresses")
+VIDEO_FETCH_SECONDS = 600.0  # a video to continue may be hundreds of MB
+
+
+def video_policy(policy: UrlPolicy) -> UrlPolicy:
+    """The same address and redirect rules for a video URL, with the video's byte cap and a longer deadline."""
+    return replace(policy, max_bytes=MAX_VIDEO_BYTES, timeout=max(policy.timeout, VIDEO_FETCH_SECONDS),
+                   accept="video/*")
 
 MessageHandler = Callable[[dict], None]
 
@@ -81,6 +100,8 @@ class Job:
     inference_ms: int | None = None
     remote_outputs: list[dict] = field(default_factory=list)  # {filename, subfolder, type} for /view
     outputs: list[str] = field(default_factory=list)  # downloaded local files
+    has_nsfw_contents: list[bool] = field(default_factory=list)  # per video output: flagged by the safety checker
+    nsfw_score: float | None = None  # the checker's top score, when it ran
     progress_events: int = 0  # progress messages seen by the process that followed the job (not persisted meaning)
 
     @property
@@ -93,23 +114,28 @@ class Job:
         return {
             "id": self.id, "model": self.model, "status": self.status, "outputs": list(self.outputs),
             "seed": self.seed, "error": self.error, "created_at": self.created_at,
+            "has_nsfw_contents": list(self.has_nsfw_contents),
             "timings": {"inference": self.inference_ms}, "urls": {"get": get_url},
             "prompt_id": self.prompt_id, "server": self.server,
         }
 
 
 class JobStore:
-    """One JSON file per job in ``root``; writes are atomic (a reader never sees half a file)."""
+    """One JSON file per job in ``root``; writes are atomic (a reader never sees half a file). A job's id is a
+    32-digit hex uuid and its file is named after it; a file whose content names another id is refused, because
+    the id is used in file names."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser() if root else DEFAULT_JOBS_DIR
 
     def path(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id or ""):
+            raise JobError(f"{printable(job_id)!r} is not a job id (32 hex digits, as submit/run print it)")
         return self.root / f"{job_id}.json"
 
     def save(self, job: Job) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(job.id)
+        self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{job.id}.", suffix=".tmp", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(asdict(job), f, indent=1)
@@ -118,9 +144,9 @@ class JobStore:
 
     def load(self, job_id: str) -> Job:
         """The job with this id, or the only one whose id starts with it (at least 4 characters)."""
-        if not re.fullmatch(r"[0-9a-fA-F-]{4,64}", job_id or ""):
-            raise JobError(f"{job_id!r} is not a job id (the 'id' printed by submit/run)")
-        path = self.path(job_id)
+        if not re.fullmatch(r"[0-9a-f]{4,32}", job_id or ""):
+            raise JobError(f"{printable(job_id)!r} is not a job id (the 'id' printed by submit/run)")
+        path = self.root / f"{job_id}.json"
         if not path.is_file():
             matches = sorted(self.root.glob(f"{job_id}*.json")) if self.root.is_dir() else []
             if len(matches) > 1:
@@ -129,51 +155,104 @@ class JobStore:
                 raise JobError(f"no job {job_id!r} in {self.root}; check the id, or pass the --jobs-dir that "
                                "submit used")
             path = matches[0]
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return self._read(path)
+
+    def _read(self, path: Path) -> Job:
+        damaged = f"{path} is not a job record this client wrote"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise JobError(f"{damaged} ({err}); delete it") from err
+        if not isinstance(data, dict):
+            raise JobError(f"{damaged}; delete it")
+        job_id = data.get("id")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id) or job_id != path.stem:
+            raise JobError(f"{damaged}: it names the job {printable(job_id)!r}, not {path.stem!r} (the id is used in "
+                           "file names, so a changed one is refused); delete it")
+        try:
+            check_server_url(str(data.get("server", "")))
+        except ValueError as err:
+            raise JobError(f"{damaged}: {err}; delete it") from err
         known = Job.__dataclass_fields__
-        return Job(**{k: v for k, v in data.items() if k in known})
+        try:
+            return Job(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise JobError(f"{damaged} ({err}); delete it") from err
 
     def list(self) -> list[Job]:
         if not self.root.is_dir():
             return []
-        return [self.load(p.stem) for p in sorted(self.root.glob("*.json"))]
+        return [self._read(p) for p in sorted(self.root.glob("*.json")) if JOB_ID.fullmatch(p.stem)]
 
 
 # -- creating and queueing ---------------------------------------------------------------------------------------
 
-def _read_image(source: str) -> tuple[bytes, str]:
-    """(bytes, file suffix) of a local image or an http(s) URL, checked to be an image."""
-    if source.lower().startswith(("http://", "https://")):
+def _read_source(source: str, what: str, policy: UrlPolicy, max_bytes: int, smaller: str) -> tuple[bytes, str]:
+    """(bytes, how to name the source in messages) of a local file, an http(s) URL fetched under ``policy`` or a
+    data: URI, at most ``max_bytes`` (a local file is measured before it is read); unchecked."""
+    if is_image_source(source):  # http(s) or data:
+        shown = "the data: URI" if source[:5].lower() == "data:" else short(source)
         try:
-            with urllib.request.urlopen(urllib.request.Request(source, headers={"User-Agent": "framepack-client"}),
-                                        timeout=60) as response:
-                data = response.read(MAX_IMAGE_DOWNLOAD_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise JobError(f"could not download {source}: {err}; check the URL or download the image yourself "
-                           "and pass the file") from err
-        if len(data) > MAX_IMAGE_DOWNLOAD_BYTES:
-            raise JobError(f"{source} is larger than {MAX_IMAGE_DOWNLOAD_BYTES >> 20} MiB; pass a smaller image")
-    else:
-        try:
-            data = Path(source).expanduser().read_bytes()
-        except OSError as err:
-            raise JobError(f"cannot read the image {source}: {err.strerror}") from err
-    kind = sniff_image_kind(data[:16])
-    if kind is None:
-        raise JobError(f"{source} is not a PNG, JPEG, WebP, BMP, GIF or TIFF image")
+            return load_source(source, policy), shown
+        except FetchError as err:
+            raise JobError(f"could not use {shown}: {err}; check the URL or download the {what} yourself and pass "
+                           "the file") from err
+    path = Path(source).expanduser()
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise JobError(f"the {what} {source} is {size} bytes; the limit is {max_bytes} bytes: pass {smaller}")
+        return path.read_bytes(), source
+    except OSError as err:
+        raise JobError(f"cannot read the {what} {source}: {err.strerror}") from err
+
+
+def _read_image(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
+    """(bytes, file suffix) of a local image, an http(s) URL (fetched under ``policy``) or a data: URI, checked to
+    be an image within the size limits (from its header, before anything is uploaded)."""
+    data, shown = _read_source(source, "image", policy, MAX_IMAGE_BYTES, "a smaller image")
+    try:
+        kind = check_image(data)
+    except ImageProblem as err:
+        raise JobError(f"{shown}: {err}") from err
     return data, "." + ("jpg" if kind == "jpeg" else kind)
 
 
-def upload_image(client: ComfyClient, source: str) -> str:
+def upload_image(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> str:
     """Uploads an image into the server's input folder under a name made from its content (the same image is
     stored once); returns the name for LoadImage.
 
     Never overwrite: a queued or running job may be reading that very file, and rewriting it truncates it first.
     Without overwrite the server keeps an identical file as it is and gives another name to a different one.
     """
-    data, suffix = _read_image(source)
+    data, suffix = _read_image(source, policy)
     name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     return client.upload_image(data, name=name, overwrite=False)
+
+
+def _read_video(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
+    """(bytes, container) of a local video, an http(s) URL (fetched under :func:`video_policy` of ``policy``: the
+    image URLs' address and redirect rules) or a data: URI, checked by its first bytes to be a video."""
+    data, shown = _read_source(source, "video", video_policy(policy), MAX_VIDEO_BYTES,
+                               "a shorter video (only its end is used as context)")
+    problem, kind = check_media_bytes("video", data, shown, "video")
+    if problem:
+        raise JobError(problem)
+    return data, kind
+
+
+def upload_video(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> str:
+    """Uploads a video to continue like upload_image (same endpoint, content-named, never overwritten); returns
+    the name for LoadVideo. Its URL is fetched under the image URLs' rules with the video's byte cap."""
+    data, kind = _read_video(source, policy)
+    name = f"framepack_client_{hashlib.sha256(data).hexdigest()[:16]}.{kind}"
+    try:
+        return client.upload_image(data, name=name, overwrite=False)
+    except ComfyHTTPError as err:
+        if err.status == 413:
+            raise JobError(f"the server refused the {len(data) >> 20} MiB video as too large: start ComfyUI with a "
+                           "larger --max-upload-size (in MB), or shorten the video (only its end matters)") from err
+        raise
 
 
 def describe_rejection(err: PromptRejected, graph: dict) -> str:
@@ -183,16 +262,16 @@ def describe_rejection(err: PromptRejected, graph: dict) -> str:
         for item in info.get("errors", []):
             input_name = (item.get("extra_info") or {}).get("input_name")
             name = hosted_name(graph, node_id, input_name)
-            text = item.get("message", "invalid")
+            text = printable(item.get("message", "invalid"))
             if item.get("details"):
-                text += f": {item['details']}"
-            where = f"{info.get('class_type', '?')} node {node_id}"
+                text += f": {printable(item['details'])}"
+            where = f"{printable(info.get('class_type', '?'))} node {printable(node_id)}"
             lines.append(f"{name}: {text} ({where})" if name else f"{where}: {text}")
-    top = (err.error or {}).get("message") or "the server refused the prompt"
+    top = printable((err.error or {}).get("message") or "the server refused the prompt")
     if (err.error or {}).get("type") == "missing_node_type" or "does not exist" in top:
         top += "; is the FramePack node pack installed in this ComfyUI (custom_nodes) and did it import?"
     elif (err.error or {}).get("details") and not lines:
-        top += f": {err.error['details']}"
+        top += f": {printable(err.error['details'])}"
     return "; ".join([top, *lines]) if lines else top
 
 
@@ -205,29 +284,35 @@ def new_job(server: str, params: HostedParams, *, f1: bool = False, workflow: st
 
 def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1: bool = False,
               workflow: str | None = None, model_file: str | None = None, filename_prefix: str | None = None,
-              output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None) -> Job:
-    """Uploads the images, fills the workflow and queues it; the job is saved before and after queueing.
+              output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None,
+              url_policy: UrlPolicy = CLIENT_URL_POLICY) -> Job:
+    """Uploads the images or the video, fills the workflow and queues it; the job is saved before and after
+    queueing.
 
     Returns the job with status created, or failed (rejected prompt, bad workflow, image download error); raises
     :class:`ServerUnreachable` when the server does not answer. ``before_queue`` runs just before POST /prompt
-    (``run`` opens its websocket there, so no event is missed).
+    (``run`` opens its websocket there, so no event is missed). Image and video URLs are fetched under
+    ``url_policy`` (a video with its own byte cap: :func:`video_policy`).
     """
     params.validate()
     job = new_job(client.base_url, params, f1=f1, workflow=workflow, model_file=model_file, output_dir=output_dir)
     client = ComfyClient(job.server, client_id=job.client_id, timeout=client.timeout)  # its events reach our ws
     try:
         graph = load_workflow(workflow or job.workflow)
-        start_name = upload_image(client, params.image)
-        end_name = upload_image(client, params.end_image) if params.end_image else None
+        start_name = upload_image(client, params.image, url_policy) if params.image else None
+        video_name = upload_video(client, params.video, url_policy) if params.video else None
+        end_name = upload_image(client, params.end_image, url_policy) if params.end_image else None
         prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
+        if model_file is None and workflow is None:
+            model_file = default_model(params, f1)  # the shipped extend/t2v graphs follow --f1
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
-                                  model=model_file, filename_prefix=prefix)
+                                  model=model_file, filename_prefix=prefix, video_name=video_name)
     except (WorkflowError, JobError, ValidationError) as err:
         return _fail(store, job, str(err))
     except (ComfyConnectionError, ComfyTimeout) as err:
         raise unreachable(client.base_url, err) from err
     except ComfyHTTPError as err:
-        return _fail(store, job, f"uploading an image failed: {err}")
+        return _fail(store, job, f"uploading a file failed: {err}")
     job.prompt_id = job.id
     store.save(job)
     if before_queue is not None:
@@ -266,6 +351,15 @@ def _sampler_seed(job: Job, outputs: dict) -> int | None:
     return None
 
 
+def safety_report(graph: dict, outputs: dict) -> dict | None:
+    """The safety checker's report ({enabled, flagged, score, ...}) from a /history entry's outputs, or None."""
+    for node_id, _ in find_nodes(graph or {}, SAFETY_NODE):
+        for report in (outputs.get(node_id) or {}).get("framepack_safety") or []:
+            if isinstance(report, dict) and isinstance(report.get("flagged"), bool):
+                return report
+    return None
+
+
 def _video_refs(outputs: dict) -> list[dict]:
     refs = []
     for ui in outputs.values():
@@ -277,12 +371,13 @@ def _video_refs(outputs: dict) -> list[dict]:
 
 
 def _describe_failure(job: Job, kind: str, data: dict) -> str:
-    node = f"{data.get('node_type', '?')} (node {data.get('node_id', '?')})"
+    """One line about how the prompt failed, from server text made printable (control characters escaped)."""
+    node = f"{printable(data.get('node_type', '?'))} (node {printable(data.get('node_id', '?'))})"
     if kind == "execution_interrupted":
         return f"interrupted in {node}: the prompt was cancelled on the server (Cancel button or POST /interrupt)"
-    message = str(data.get("exception_message", "")).strip() or "no message"
+    message = printable(str(data.get("exception_message", "")).strip(), keep_newlines=True) or "no message"
     # ComfyUI names the class with its module, which for a custom node is a file system path: keep the class name
-    kind = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
+    kind = printable(str(data.get("exception_type") or "error").rsplit(".", 1)[-1])
     text = f"{node} failed: {kind}: {message}"
     node_id = str(data.get("node_id"))
     name = hosted_name(job.prompt or {}, node_id, "image") if data.get("node_type") == "LoadImage" else None
@@ -310,6 +405,10 @@ def apply_history(job: Job, entry: dict) -> Job:
         else:
             job.status = FAILED
             job.error = "the prompt finished without a video output; the workflow needs a FramePackVideoCombine node"
+    report = safety_report(job.prompt, outputs)
+    flagged = bool(report and report.get("enabled") and report["flagged"])
+    job.has_nsfw_contents = [flagged] * len(job.remote_outputs)
+    job.nsfw_score = float(report["score"]) if report and report.get("enabled") else None
     seed = _sampler_seed(job, outputs)
     if seed is None and job.status == COMPLETED and isinstance(job.params.get("seed"), int) \
             and job.params["seed"] != -1:
@@ -422,28 +521,28 @@ def follow(job: Job, store: JobStore, *, timeout: float | None = None, on_messag
 # -- outputs -----------------------------------------------------------------------------------------------------
 
 def fetch_outputs(client: ComfyClient, job: Job, store: JobStore, output_dir: str | Path) -> Job:
-    """Downloads a completed job's videos to ``output_dir`` as <job id>.mp4 (<job id>_1.mp4 ... for more)."""
+    """Downloads a completed job's videos to ``output_dir`` as <job id>.mp4 (<job id>_1.mp4 ... for more), each
+    streamed to disk under the client's size cap."""
     if job.status != COMPLETED:
         return job
     folder = Path(output_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
+    store.path(job.id)  # the id names the files: checked like the store checks it
     paths = []
     for i, ref in enumerate(job.remote_outputs):
-        suffix = Path(ref["filename"]).suffix or ".mp4"
+        suffix = Path(str(ref.get("filename", ""))).suffix.lower()
+        suffix = suffix if suffix in VIDEO_SUFFIXES else ".mp4"  # the server's name does not choose the file type
         path = folder / (f"{job.id}{suffix}" if i == 0 else f"{job.id}_{i}{suffix}")
         try:
-            data = client.view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output"))
+            client.download(str(ref["filename"]), str(ref.get("subfolder", "")), str(ref.get("type", "output")), path)
         except (ComfyConnectionError, ComfyTimeout) as err:
             raise unreachable(job.server, err) from err
         except ComfyHTTPError as err:
             job.status = FAILED
-            job.error = (f"the video {ref['filename']} could not be downloaded ({err.status}); it may have been "
-                         "deleted from the server's output folder")
+            job.error = (f"the video {printable(ref['filename'])} could not be downloaded ({err.status}); it may "
+                         "have been deleted from the server's output folder")
             store.save(job)
             return job
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
         paths.append(str(path.resolve()))
     job.outputs = paths
     store.save(job)

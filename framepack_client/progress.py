@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TextIO
 
+from .terminal import printable
+
 BAR_WIDTH = 24
 
 
@@ -88,7 +90,7 @@ class ProgressDisplay:
     def _show(self, text: str, important: bool) -> None:
         if not self.enabled:
             return
-        text = self.label + text
+        text = printable(self.label + text)  # node ids and class names come from the server
         now = time.monotonic()
         if self.tty:
             pad = max(0, len(self._last_line) - len(text))

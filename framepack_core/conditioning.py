@@ -8,13 +8,13 @@ VAE_SCALING_FACTOR) plus SigLIP last_hidden_state tokens [1, 729, 1152].
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 import torch
 
 from .config import MAX_TEXT_TOKENS
 from .errors import InputError
+from .limits import MAX_PROMPT_TEXT_CHARS, MAX_TIMED_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -77,34 +77,67 @@ def blend_text(prompts: list[TextConditioning], weights: list[float]) -> TextCon
 def check_same_size(start: ImageConditioning, other: ImageConditioning, what: str) -> None:
     if other.latent.shape != start.latent.shape:
         raise InputError(f"the {what} latent {list(other.latent.shape)} does not match the start image latent "
-                         f"{list(start.latent.shape)}; resize the {what} to the start image's size (the FramePack "
-                         "image conditioning node does this)")
+                         f"{list(start.latent.shape)}; encode the {what} at the start image's pixel size with the "
+                         "same VAE")
     if other.embeds.shape[-1] != start.embeds.shape[-1]:
         raise InputError(f"the {what} image embeddings have width {other.embeds.shape[-1]}, the start image's "
                          f"{start.embeds.shape[-1]}; encode both with the same CLIP vision model")
 
 
-_TIMESTAMP = re.compile(r"^\s*\[\s*(?:(\d+):)?(\d+(?:\.\d+)?)\s*s?\s*\]\s*(.*)$")
+_DIGITS = frozenset("0123456789")
+_MAX_NUMBER_DIGITS = 9  # a time mark's minutes, seconds or fraction; longer is text, not a mark
 
 
-def parse_timestamped_prompts(text: str) -> list[tuple[float, str]]:
+def _number(text: str) -> bool:
+    return 0 < len(text) <= _MAX_NUMBER_DIGITS and all(c in _DIGITS for c in text)
+
+
+def _time_mark(line: str) -> tuple[float, str] | None:
+    """(seconds, rest of the line) when the line starts with a time mark ("[2s]", "[2.5]", "[0:02]", "[ 1 s ]"),
+    else None. Plain string scanning, linear in the line: this runs on text from any API caller."""
+    text = line.lstrip()
+    if not text.startswith("["):
+        return None
+    close = text.find("]")
+    if close < 0:
+        return None
+    inside = text[1:close].strip()
+    if inside.endswith("s"):
+        inside = inside[:-1].rstrip()
+    minutes, colon, seconds = inside.partition(":")
+    if not colon:
+        minutes, seconds = "0", minutes
+    whole, dot, fraction = seconds.partition(".")
+    if not (_number(minutes) and _number(whole) and (not dot or _number(fraction))):
+        return None
+    return int(minutes) * 60 + float(seconds), text[close + 1:].strip()
+
+
+def parse_timestamped_prompts(text: str, *, max_chars: int = MAX_PROMPT_TEXT_CHARS,
+                              max_prompts: int = MAX_TIMED_PROMPTS) -> list[tuple[float, str]]:
     """Parses one prompt per time range: a line starting with [seconds] ("[2s]", "[2.5]", "[0:02]") starts a new
     prompt at that time; following lines without a timestamp continue it. Text before the first timestamp starts
-    at 0 s. Returns (start seconds, prompt) sorted by time; two prompts at the same time are an error."""
-    entries: list[list] = []
+    at 0 s. Returns (start seconds, prompt) sorted by time; two prompts at the same time are an error. The text and
+    the number of prompts are capped (limits.MAX_PROMPT_TEXT_CHARS, limits.MAX_TIMED_PROMPTS)."""
+    if len(text) > max_chars:
+        raise InputError(f"the timestamped prompt text has {len(text)} characters; the limit is {max_chars}: "
+                         f"shorten it (the model reads the first {MAX_TEXT_TOKENS} tokens of each prompt)")
+    entries: list[tuple[float, list[str]]] = []  # (start, the prompt's pieces), joined once at the end
     for line in text.splitlines():
-        match = _TIMESTAMP.match(line)
-        if match:
-            minutes, seconds, rest = match.groups()
-            entries.append([int(minutes or 0) * 60 + float(seconds), rest.strip()])
+        mark = _time_mark(line)
+        if mark is not None:
+            if len(entries) == max_prompts:
+                raise InputError(f"the timestamped prompt text starts {max_prompts + 1} prompts or more; at most "
+                                 f"{max_prompts} are allowed: merge some of them")
+            entries.append((mark[0], [mark[1]]))
         elif line.strip():
             if not entries:
-                entries.append([0.0, ""])
-            entries[-1][1] = f"{entries[-1][1]} {line.strip()}".strip()
+                entries.append((0.0, []))
+            entries[-1][1].append(line.strip())
     if not entries:
         raise InputError("the timestamped prompt text is empty; write e.g. '[0s] a cat walks' on the first line")
     entries.sort(key=lambda e: e[0])
     times = [t for t, _ in entries]
     if len(set(times)) != len(times):
         raise InputError(f"two prompts start at the same time ({times}); give each a different [seconds] mark")
-    return [(t, p) for t, p in entries]
+    return [(t, " ".join(p for p in pieces if p)) for t, pieces in entries]

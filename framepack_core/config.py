@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .limits import MAX_MODEL_INNER_DIM, MODEL_CONFIG_BOUNDS
+
 # HunyuanVideo VAE latent scale: ComfyUI's VAE returns unscaled latents, the transformer works on scaled ones.
 VAE_SCALING_FACTOR = 0.476986
 LATENT_CHANNELS = 16
@@ -35,7 +37,9 @@ class FramePackConfig:
     rope_axes_dim: tuple[int, int, int] = (16, 56, 56)
 
     def __post_init__(self):
-        object.__setattr__(self, "rope_axes_dim", tuple(int(d) for d in self.rope_axes_dim))
+        if isinstance(self.rope_axes_dim, list):
+            object.__setattr__(self, "rope_axes_dim", tuple(self.rope_axes_dim))
+        _check_bounds(self)
         if sum(self.rope_axes_dim) != self.attention_head_dim:
             raise ValueError(f"rope_axes_dim {self.rope_axes_dim} must sum to attention_head_dim {self.attention_head_dim}")
         if any(d % 2 for d in self.rope_axes_dim):
@@ -58,9 +62,37 @@ class FramePackConfig:
 
     @classmethod
     def from_json_dict(cls, data: dict) -> "FramePackConfig":
-        """Reads a checkpoint's config.json, ignoring keys that do not size the model."""
+        """Reads a checkpoint's config.json, ignoring keys that do not size the model. ValueError names the first
+        field that is of the wrong type or outside limits.MODEL_CONFIG_BOUNDS."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the config is not a JSON object (got {type(data).__name__})")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if k == "rope_axes_dim" else v) for k, v in data.items() if k in names})
+        return cls(**{k: (tuple(v) if k == "rope_axes_dim" and isinstance(v, list) else v)
+                      for k, v in data.items() if k in names})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_bounds(config: FramePackConfig) -> None:
+    """Types and ranges of every field (a config may come from a file anyone made): ValueError naming the field."""
+    for name, (low, high) in MODEL_CONFIG_BOUNDS.items():
+        value = getattr(config, name)
+        if isinstance(low, int) and not _is_int(value):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if isinstance(low, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not low <= value <= high:  # also false for nan
+            raise ValueError(f"{name} {value!r} is out of range ({low} to {high})")
+    if not isinstance(config.guidance_embeds, bool):
+        raise ValueError(f"guidance_embeds must be true or false, got {config.guidance_embeds!r}")
+    rope = config.rope_axes_dim
+    if not (isinstance(rope, tuple) and len(rope) == 3 and all(_is_int(d) and d >= 0 for d in rope)):
+        raise ValueError(f"rope_axes_dim must be three whole numbers, got {rope!r}")
+    if config.inner_dim > MAX_MODEL_INNER_DIM:
+        raise ValueError(f"num_attention_heads x attention_head_dim = {config.inner_dim} is out of range (at most "
+                         f"{MAX_MODEL_INNER_DIM})")
 
 
 # lllyasviel/FramePackI2V_HY and lllyasviel/FramePack_F1_I2V_HY_20250503 share this architecture.
@@ -71,5 +103,3 @@ TINY = FramePackConfig(
     num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=2, num_refiner_layers=1,
     text_embed_dim=32, pooled_projection_dim=16, image_proj_dim=24, rope_axes_dim=(4, 6, 6),
 )
-
-PRESETS = {"released": RELEASED, "tiny": TINY}

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fp8
 from .attention import attention
-from .rope import apply_rope
+from .rope import rotate_float32
 
 
 class Linear(nn.Linear):
@@ -21,7 +22,8 @@ class Linear(nn.Linear):
 
     This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
     live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
-    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding.
+    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding. `fp8_matmul`
+    (set by fp8.select_fp8_matmul) multiplies an fp8 weight in fp8 instead of upcasting it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -29,11 +31,10 @@ class Linear(nn.Linear):
         # a ModuleList so the adapters' tensors move with the layer (offload); non-persistent, so the
         # state dict keeps exactly the checkpoint's keys
         self.lora = nn.ModuleList()
+        self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        bias = None if self.bias is None else self.bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
-        out = F.linear(x, weight, bias)
+        out = fp8.linear(x, self.weight, self.bias, self.fp8_matmul)
         for delta in self.lora:
             out = out + delta(x)
         return out
@@ -57,11 +58,17 @@ class LoraDelta(nn.Module):
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
     """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
     the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
-    if any(len(layer.lora) for layer in layers):
+    if any(len(layer.lora) for layer in layers) or len({layer.weight.dtype for layer in layers}) > 1:
         return [layer(x) for layer in layers]
-    weight = torch.cat([layer.weight.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
+    return list(fused_projection(x, layers).split([layer.out_features for layer in layers], dim=-1))
+
+
+def fused_projection(x: torch.Tensor, layers: list[Linear]) -> torch.Tensor:
+    """The outputs of LoRA-free Linears of one storage dtype side by side in one tensor, from one matmul."""
+    # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
+    weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
-    return list(F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1))
+    return fp8.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
 
 
 class RMSNorm(nn.Module):
@@ -73,9 +80,21 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        return self.normalized_float32(x).to(x.dtype)
+
+    def normalized_float32(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised x as ONE new float32 tensor, scaled in place (no float32 temporaries of x's size)."""
+        xf = torch.empty_like(x, dtype=torch.float32, memory_format=torch.contiguous_format).copy_(x)
+        mean_square = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        xf.mul_(mean_square.add_(self.eps).rsqrt_())
+        return xf.mul_(self.weight.to(device=x.device, dtype=torch.float32))
+
+
+def rms_norm_rope(x: torch.Tensor, norm: RMSNorm, freqs: torch.Tensor) -> torch.Tensor:
+    """norm(x) rotated by RoPE (rope.rotate_float32) in one float32 copy of x, rounded once to x's dtype: q and k are
+    the largest tensors of a block, and separate norm and RoPE steps would each make float32 copies of them."""
+    xf = norm.normalized_float32(x)
+    return rotate_float32(xf, freqs).to(x.dtype)
 
 
 def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -148,8 +167,8 @@ class ActivatedProjection(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        return F.silu(x) if self.activation == "silu" else F.gelu(x, approximate="tanh")
+        x = self.proj(x)  # a new tensor, the MLP's widest: activated in place instead of copied
+        return F.silu(x, inplace=True) if self.activation == "silu" else torch.ops.aten.gelu_(x, approximate="tanh")
 
 
 class FeedForward(nn.Module):
@@ -267,7 +286,7 @@ class JointAttention(nn.Module):
     def forward(self, x, context, rope, key_mask):
         split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
         q, k, v = (split(t) for t in fused_linear(x, [self.to_q, self.to_k, self.to_v]))
-        q, k = apply_rope(self.norm_q(q), rope), apply_rope(self.norm_k(k), rope)
+        q, k = rms_norm_rope(q, self.norm_q, rope), rms_norm_rope(k, self.norm_k, rope)
         cq, ck, cv = (split(t) for t in fused_linear(context, [self.add_q_proj, self.add_k_proj, self.add_v_proj]))
         cq, ck = self.norm_added_q(cq), self.norm_added_k(ck)
         out = attention(torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), self.backend, key_mask)
@@ -308,7 +327,7 @@ class SingleAttention(nn.Module):
 
     def forward(self, q, k, v, rope, key_mask):
         split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
-        q, k = apply_rope(self.norm_q(split(q)), rope), apply_rope(self.norm_k(split(k)), rope)
+        q, k = rms_norm_rope(split(q), self.norm_q, rope), rms_norm_rope(split(k), self.norm_k, rope)
         return attention(q, k, split(v), self.backend, key_mask)
 
 
@@ -325,21 +344,27 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, h, temb, rope, key_mask):
         nh, (gate,) = self.norm(h, temb)
-        q, k, v, mlp = fused_linear(nh, [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp])
+        layers = [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp]
+        mixed_storage = len({layer.weight.dtype for layer in layers}) > 1
+        if mixed_storage or any(len(layer.lora) for layer in [*layers, self.proj_out]):
+            q, k, v, mlp = (layer(nh) for layer in layers)
+            del nh
+            joint = torch.cat([self.attn(q, k, v, rope, key_mask), F.gelu(mlp, approximate="tanh")], dim=-1)
+            return torch.addcmul(h, gate, self.proj_out(joint))
+        packed = fused_projection(nh, layers)
+        nh = None  # frees the normed input before attention (`del nh` here breaks torch.compile's graph)
+        d = self.attn.to_q.out_features
+        q, k, v, mlp = packed.split([d, d, d, packed.shape[-1] - 3 * d], dim=-1)
         attn = self.attn(q, k, v, rope, key_mask)
-        mlp = F.gelu(mlp, approximate="tanh")
-        return torch.addcmul(h, gate, self._project_out(attn, mlp))
-
-    def _project_out(self, attn: torch.Tensor, mlp: torch.Tensor) -> torch.Tensor:
-        """proj_out(cat(attn, mlp)) without materialising the concatenation: two matmuls on the weight's halves."""
-        if len(self.proj_out.lora):
-            return self.proj_out(torch.cat([attn, mlp], dim=2))
-        weight = self.proj_out.weight.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
-        bias = self.proj_out.bias.to(device=attn.device, dtype=attn.dtype, non_blocking=True)
-        d = attn.shape[-1]
-        out = F.linear(mlp, weight[:, d:], bias)
-        out += F.linear(attn, weight[:, :d])
-        return out
+        del q, k, v
+        # proj_out reads [attention | gelu(mlp)]. Both are written into the packed projection output, over the
+        # consumed v columns and onto the mlp columns, so the concatenation costs no new memory and proj_out is one
+        # matmul (one rounding, as in the original) on a strided view.
+        joint = packed[..., 2 * d:]
+        joint[..., :d] = attn
+        del attn
+        torch.ops.aten.gelu_(mlp, approximate="tanh")
+        return torch.addcmul(h, gate, self.proj_out(joint))
 
 
 class ClipVisionProjection(nn.Module):

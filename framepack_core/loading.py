@@ -19,22 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, NotFramePackError
+from .limits import MAX_CHECKPOINT_JSON_BYTES, STORAGE_CHOICES
+from .safetensors_file import (FP8_DTYPES, FP8_STORAGE, UNREADABLE, check_file, describe_error, is_pickle_name,
+                              unreadable)
 from .transformer import FramePackTransformer
 
 log = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "model.")
 CONFIG_METADATA_KEY = "framepack_config"
+# Names of the dtypes weights may be converted to; the model computes only in limits.COMPUTE_DTYPE_NAMES.
 COMPUTE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-STORAGE_CHOICES = ("auto", "compute", "fp8_e4m3fn", "fp8_e5m2")
-FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
-VARIANTS = ("I2V_HY", "F1")
+_FIX = "Download the real .safetensors version of the model instead."
+# fp16 files load fine (their weights are converted); fp16 as the dtype the model COMPUTES in is refused.
+FP16_COMPUTE_REFUSED = ("compute dtype fp16 is not supported: HunyuanVideo-family activations exceed fp16's range "
+                        "(ComfyUI itself runs these models only in bf16 or fp32). Use bf16 (fp32 also works; fp16 "
+                        "weight files load fine with either)")
 
 # Only the big matmul weights inside the blocks may be stored in fp8; norms, biases, embedders, the output head
 # stay in the compute dtype (they are small and precision-sensitive).
@@ -62,44 +68,70 @@ def detect_variant(path: str | Path) -> str:
 
 # -- finding and checking files --------------------------------------------------------------------------------
 
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{path.name} is a pickle-based checkpoint ({path.suffix}); only .safetensors files are loaded, because "
-            "pickle files can run code when opened. Download the .safetensors version of the model instead.")
-
-
-def _check_safetensors_file(path: Path) -> None:
-    _refuse_pickle(path)
-    if not path.is_file():
-        raise CheckpointError(f"model file {path} does not exist")
-    if path.stat().st_size < 8:
-        raise CheckpointError(f"{path.name} is empty or truncated ({path.stat().st_size} bytes); download it again.")
-
-
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    """The error for a file safetensors cannot open; pickles renamed to .safetensors get their own message."""
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head == b"PK" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return CheckpointError(f"{path.name} is a pickle/zip checkpoint renamed to .safetensors; it is refused "
-                               "(pickle files can run code when opened). Download the real .safetensors file.")
-    return CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt: {err}); "
-                           "download it again.")
+    return unreadable(path, err, "model", _FIX)
 
 
 def resolve_source(path: str | Path) -> CheckpointSource:
     path = Path(path)
     if path.is_dir():
         return _resolve_folder(path)
-    _check_safetensors_file(path)
+    check_file(path, "model", _FIX)
     if path.suffix.lower() not in (".safetensors", ".sft"):
         raise CheckpointError(f"{path.name} is not a .safetensors file; FramePack models load only from .safetensors")
     config = None
     metadata = _read_metadata(path)
     if metadata and CONFIG_METADATA_KEY in metadata:
-        config = FramePackConfig.from_json_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+        try:
+            data = json.loads(metadata[CONFIG_METADATA_KEY])
+        except ValueError as err:
+            raise CheckpointError(f"{path.name}: the config in its safetensors metadata is not valid JSON ({err}); "
+                                  "download the file again") from err
+        config = _config_from(data, path.name, "safetensors metadata")
     return CheckpointSource(path, [path], config, path.name)
+
+
+def _config_from(data: object, label: str, where: str) -> FramePackConfig:
+    try:
+        return FramePackConfig.from_json_dict(data)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{label}: its config ({where}) is not usable: {err}. It does not describe a FramePack "
+                              "transformer: download the model again (or remove a config.json that belongs to "
+                              "another model, so the sizes are read from the weights)") from err
+
+
+def _read_json(path: Path, label: str) -> object:
+    """A config.json or shard index, refused unread when larger than any real one."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CHECKPOINT_JSON_BYTES:
+            raise CheckpointError(f"{label}: {path.name} is larger than {MAX_CHECKPOINT_JSON_BYTES >> 20} MiB "
+                                  f"({size} bytes); real ones are a few KB: download it again")
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:
+        detail = err.strerror if isinstance(err, OSError) else err
+        raise CheckpointError(f"{label}: {path.name} is not valid JSON ({detail}); download it again") from err
+
+
+def _is_plain_name(name: object) -> bool:
+    """A file name with no folder part, as the shards of a diffusers folder are: the index cannot reach outside."""
+    return (isinstance(name, str) and name.lower().endswith(".safetensors") and name not in (".", "..")
+            and not any(c in name for c in "/\\:") and not any(ord(c) < 32 or ord(c) == 127 for c in name))
+
+
+def _shard_names(index: object, index_name: str, label: str) -> list[str]:
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{label}: the index {index_name} is not a diffusers weight index (an object whose "
+                              "weight_map maps tensor names to shard files); download it again")
+    names = sorted(set(weight_map.values()))
+    for name in names:
+        if not _is_plain_name(name):
+            raise CheckpointError(f"{label}: the index {index_name} names the shard {name!r}, which is not a plain file "
+                                  "name in the folder (shards are .safetensors files next to the index, e.g. "
+                                  "diffusion_pytorch_model-00001-of-00003.safetensors); download the index again")
+    return names
 
 
 def _resolve_folder(folder: Path) -> CheckpointSource:
@@ -107,25 +139,24 @@ def _resolve_folder(folder: Path) -> CheckpointSource:
         folder = folder / "transformer"  # a whole diffusers pipeline repo was given
     config = None
     if (folder / "config.json").is_file():
-        config = FramePackConfig.from_json_dict(json.loads((folder / "config.json").read_text()))
+        config = _config_from(_read_json(folder / "config.json", folder.name), folder.name, "config.json")
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
-        index = json.loads(indexes[0].read_text())
-        shard_names = sorted(set(index.get("weight_map", {}).values()))
+        shard_names = _shard_names(_read_json(indexes[0], folder.name), indexes[0].name, folder.name)
         missing = [n for n in shard_names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(
                 f"{folder.name}: the index {indexes[0].name} lists {len(shard_names)} shards but {len(missing)} are "
-                f"missing: {', '.join(missing)}. Download the missing shard files into {folder}.")
+                f"missing: {', '.join(missing)}. Download the missing shard files into the folder {folder.name}.")
         files = [folder / n for n in shard_names]
     else:
         files = sorted(folder.glob("*.safetensors"))
         if not files:
-            pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+            pickles = [p.name for p in folder.iterdir() if is_pickle_name(p)]
             hint = f" (found pickle files {', '.join(pickles)}, which are refused)" if pickles else ""
-            raise CheckpointError(f"folder {folder} holds no .safetensors weights{hint}")
+            raise CheckpointError(f"folder {folder.name} holds no .safetensors weights{hint}")
     for f in files:
-        _check_safetensors_file(f)
+        check_file(f, "model", _FIX)
     return CheckpointSource(folder, files, config, folder.name)
 
 
@@ -133,7 +164,7 @@ def _read_metadata(path: Path) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata()
-    except (SafetensorError, OSError, ValueError) as err:
+    except UNREADABLE as err:
         raise _unreadable(path, err) from err
 
 
@@ -154,7 +185,7 @@ def read_shapes(source: CheckpointSource) -> tuple[dict[str, tuple[tuple[int, ..
                 for key in f.keys():
                     sl = f.get_slice(key)
                     entries[key] = (tuple(sl.get_shape()), sl.get_dtype(), file)
-        except (SafetensorError, OSError, ValueError) as err:
+        except UNREADABLE as err:
             raise _unreadable(file, err) from err
     prefix = _strip_prefix(list(entries))
     return {k[len(prefix):]: v for k, v in entries.items()}, prefix
@@ -172,7 +203,13 @@ def _describe_groups(keys) -> str:
     return ", ".join(f"{g} ({n})" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
 
+def _is_lora(keys: set[str]) -> bool:
+    return any("lora" in k for k in keys)
+
+
 def _guess_family(keys: set[str]) -> str | None:
+    if _is_lora(keys):  # first: a LoRA's keys also carry the names of the layers it changes
+        return "a LoRA, which is applied on top of a FramePack model rather than loaded as one"
     if any(k.startswith(("double_blocks.", "img_in.", "txt_in.")) for k in keys):
         if any(k.startswith("txt_in.individual_token_refiner") for k in keys):
             return "a HunyuanVideo transformer (original Tencent naming), not FramePack"
@@ -184,8 +221,6 @@ def _guess_family(keys: set[str]) -> str | None:
         return "a HunyuanVideo transformer in diffusers naming (no FramePack history embedder / image projection)"
     if any(k.startswith(("encoder.", "decoder.")) for k in keys):
         return "a VAE, not a diffusion transformer"
-    if any("lora" in k for k in keys):
-        return "a LoRA; load it with the FramePack LoRA node instead"
     if any(k.startswith(("vision_model.", "text_model.", "model.layers.")) for k in keys):
         return "a text or image encoder, not a diffusion transformer"
     return None
@@ -196,10 +231,11 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
     def shape(key):
         if key not in shapes:
             family = _guess_family(set(shapes))
-            raise CheckpointError(
+            raise NotFramePackError(
                 f"{label} is not a FramePack transformer" + (f": it looks like {family}" if family else "") +
-                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use FramePackI2V_HY or "
-                "FramePack F1 (e.g. FramePackI2V_HY_bf16.safetensors) in models/diffusion_models.")
+                f". Missing tensor {key!r}; its tensors are {_describe_groups(shapes)}. Use the FramePackI2V_HY or "
+                "FramePack F1 transformer weights (e.g. FramePackI2V_HY_bf16.safetensors).", family,
+                _is_lora(set(shapes)))
         return shapes[key][0]
 
     dim, in_channels = shape("x_embedder.proj.weight")[:2]
@@ -211,6 +247,14 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
     else:
         raise CheckpointError(f"{label}: head dim {head_dim} is not the released 128 and the file carries no config "
                               "(config.json or safetensors metadata) giving its RoPE axes")
+    try:
+        return _inferred(shape, count, shapes, dim, in_channels, head_dim, rope)
+    except ValueError as err:
+        raise CheckpointError(f"{label}: the sizes its tensors give are not a FramePack transformer's ({err}); use "
+                              "the FramePackI2V_HY or FramePack F1 transformer files") from err
+
+
+def _inferred(shape, count, shapes, dim, in_channels, head_dim, rope) -> FramePackConfig:
     return FramePackConfig(
         in_channels=in_channels, out_channels=shape("proj_out.weight")[0] // 4,
         num_attention_heads=dim // head_dim, attention_head_dim=head_dim,
@@ -220,6 +264,36 @@ def infer_config(shapes: dict[str, tuple], label: str) -> FramePackConfig:
         text_embed_dim=shape("context_embedder.proj_in.weight")[1],
         pooled_projection_dim=shape("time_text_embed.text_embedder.linear_1.weight")[1],
         image_proj_dim=shape("image_projection.up.weight")[1], rope_axes_dim=rope)
+
+
+def _check_config_matches(config: FramePackConfig, shapes: dict[str, tuple], label: str) -> None:
+    """Compares a config with the weights' own layer counts and widths before any model is built from it, so a
+    config cannot make the loader build a model the file does not hold."""
+    if "x_embedder.proj.weight" not in shapes:
+        return  # not FramePack's tensors at all: _check_keys says what the file looks like
+
+    def held(prefix: str, part: int) -> int:
+        return len({k.split(".")[part] for k in shapes if k.startswith(prefix)})
+
+    fix = ("the config belongs to another model: download the model's own config.json (or remove it, so the sizes "
+           "are read from the weights)")
+    for field, what, prefix, part in (("num_layers", "transformer_blocks", "transformer_blocks.", 1),
+                                      ("num_single_layers", "single_transformer_blocks", "single_transformer_blocks.", 1),
+                                      ("num_refiner_layers", "token refiner blocks",
+                                       "context_embedder.token_refiner.refiner_blocks.", 3)):
+        count = held(prefix, part)
+        if getattr(config, field) != count:
+            raise CheckpointError(f"{label}: its config says {field} {getattr(config, field)} but the weights hold "
+                                  f"{count} {what}; {fix}")
+    width = shapes["x_embedder.proj.weight"][0][0]
+    if config.inner_dim != width:
+        raise CheckpointError(f"{label}: its config says num_attention_heads {config.num_attention_heads} x "
+                              f"attention_head_dim {config.attention_head_dim} (inner width {config.inner_dim}) but "
+                              f"the weights hold inner width {width}; {fix}")
+    norm = shapes.get("transformer_blocks.0.attn.norm_q.weight")
+    if norm is not None and norm[0][0] != config.attention_head_dim:
+        raise CheckpointError(f"{label}: its config says attention_head_dim {config.attention_head_dim} but the "
+                              f"weights hold heads of width {norm[0][0]}; {fix}")
 
 
 def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str) -> None:
@@ -238,9 +312,9 @@ def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str)
         problems.append(f"{len(wrong)} tensors have other shapes (e.g. {k}: file {list(found[k][0])}, "
                         f"model {list(expected[k])})")
     family = _guess_family(set(found))
-    raise CheckpointError(f"{label} does not match the FramePack transformer" +
-                          (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
-                          ". Use the FramePackI2V_HY or FramePack F1 transformer files.")
+    raise NotFramePackError(f"{label} does not match the FramePack transformer" +
+                            (f" (it looks like {family})" if family else "") + ": " + "; ".join(problems) +
+                            ". Use the FramePackI2V_HY or FramePack F1 transformer files.", family, _is_lora(set(found)))
 
 
 # -- loading ---------------------------------------------------------------------------------------------------
@@ -248,9 +322,9 @@ def _check_keys(expected: dict[str, tuple], found: dict[str, tuple], label: str)
 def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, storage: str) -> torch.dtype:
     if not is_fp8_eligible(key):
         return compute
-    if storage in FP8_DTYPES:
-        return FP8_DTYPES[storage]
-    if storage == "auto" and file_dtype in FP8_DTYPES.values():
+    if storage in FP8_STORAGE:
+        return FP8_STORAGE[storage]
+    if storage == "auto" and file_dtype in FP8_STORAGE.values():
         return file_dtype
     return compute
 
@@ -258,7 +332,7 @@ def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, stor
 def _convert(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if tensor.dtype == dtype:
         return tensor
-    if dtype in FP8_DTYPES.values():
+    if dtype in FP8_DTYPES:
         limit = torch.finfo(dtype).max
         return tensor.float().clamp_(-limit, limit).to(dtype)
     return tensor.to(dtype)
@@ -268,19 +342,24 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
                          attention_backend: str = "sdpa", device: str | torch.device = "cpu") -> FramePackTransformer:
     """Loads a FramePack transformer.
 
-    compute_dtype: "bf16" | "fp16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in.
+    compute_dtype: "bf16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in (fp16 is refused:
+    FP16_COMPUTE_REFUSED says why).
     storage: "auto" keeps fp8 files in fp8 and stores everything else in the compute dtype; "compute" stores all in
     the compute dtype (an fp8 file is upcast: more memory, no precision regained); "fp8_e4m3fn"/"fp8_e5m2" store the
     block matmul weights in fp8, upcast one layer at a time at the matmul.
     """
     compute = COMPUTE_DTYPES.get(compute_dtype, compute_dtype) if isinstance(compute_dtype, str) else compute_dtype
+    if compute == torch.float16:
+        raise InputError(FP16_COMPUTE_REFUSED)
     if compute not in COMPUTE_DTYPES.values():
         raise InputError(f"compute dtype {compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
     if storage not in STORAGE_CHOICES:
         raise InputError(f"storage {storage!r} is not one of {', '.join(STORAGE_CHOICES)}")
+    attention_backend = resolve_backend(attention_backend)
     source = resolve_source(path)
     found, prefix = read_shapes(source)
     config = source.config or infer_config(found, source.label)
+    _check_config_matches(config, found, source.label)
     with torch.device("meta"):
         model = FramePackTransformer(config, attention_backend)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -299,13 +378,12 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
                     key = raw_key[len(prefix):]
                     tensor = f.get_tensor(raw_key)
                     state[key] = _convert(tensor, _storage_dtype(key, tensor.dtype, compute, storage)).to(device)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: {err}); "
-                                  "download it again.") from err
+        except UNREADABLE as err:
+            raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: "
+                                  f"{describe_error(err, file)}); download it again.") from err
     model.load_state_dict(state, strict=True, assign=True)
     model.compute_dtype = compute
     model.requires_grad_(False).eval()
-    model.source_path = str(source.path)
     return model
 
 
@@ -328,8 +406,8 @@ def save_framepack_model(model_or_state: FramePackTransformer | dict, path: str 
     converted = {}
     for key, tensor in state.items():
         tensor = tensor.detach().cpu()
-        if storage in FP8_DTYPES:
-            tensor = _convert(tensor, FP8_DTYPES[storage] if is_fp8_eligible(key) else torch.bfloat16)
+        if storage in FP8_STORAGE:
+            tensor = _convert(tensor, FP8_STORAGE[storage] if is_fp8_eligible(key) else torch.bfloat16)
         elif storage is not None:
             tensor = _convert(tensor, COMPUTE_DTYPES[storage])
         converted[key] = tensor.contiguous()

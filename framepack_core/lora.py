@@ -11,8 +11,9 @@ Read formats (safetensors only; pickle files are refused without being opened):
      W = up @ down splits by output rows, so `up` is split and `down` shared) and the final adaLN's (shift, scale)
      halves are swapped to our (scale, shift).
 
-Applying: a weight stored in float8 gets a runtime `LoraDelta` (merging a small update into fp8 would round most of
-it away: users saw ~10% of the effect); any other weight gets W += strength * scale * up @ down, computed in float32.
+Applying: a weight stored in float8 gets a runtime `LoraDelta` (a small update merged into fp8 is mostly rounded
+away, because it is far below fp8's spacing at the weight's size); any other weight gets
+W += strength * scale * up @ down, computed in float32.
 Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
 """
 
@@ -20,20 +21,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
+from .limits import MAX_ALPHA_PATTERN_CHARS, MAX_ALPHA_PATTERNS, MAX_LORAS
 from .layers import Linear, LoraDelta
+from .safetensors_file import FP8_DTYPES, UNREADABLE, check_file, unreadable
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2"}
-FP8_DTYPES = {getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-              if hasattr(torch, name)}
 # diffusers writes the PEFT LoraConfig (r, lora_alpha, alpha_pattern, use_rslora) under this metadata key
 PEFT_METADATA_KEY = "lora_adapter_metadata"
 
@@ -187,15 +188,7 @@ def _map_tencent(stem: str) -> tuple[tuple[str, ...], _Split] | None:
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
-_ADVICE = "use a .safetensors LoRA"
-
-
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(f"{path.name} is a pickle-based file ({path.suffix}); LoRAs are read only from "
-                              f".safetensors files, because pickle files can run code when opened: {_ADVICE}")
-    if not path.is_file():
-        raise CheckpointError(f"LoRA file {path} does not exist")
+_FIX = "Use a .safetensors LoRA."
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -203,13 +196,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        # sniffed only after safe_open failed: a valid header length may start with these bytes too
-        what = ("a PyTorch zip/pickle checkpoint with a .safetensors name" if head[:2] == b"PK" or head[:1] == b"\x80"
-                else "not a readable safetensors file (corrupt or truncated download?)")
-        raise CheckpointError(f"{path.name} is {what}: {exc}; {_ADVICE}") from exc
+    except UNREADABLE as exc:
+        raise unreadable(path, exc, "LoRA", _FIX) from exc
     return tensors, metadata
 
 
@@ -233,25 +221,43 @@ def _strip_prefixes(stem: str) -> tuple[str, bool]:
     return stem, "." not in stem
 
 
-def _peft_alpha(metadata: dict[str, str]) -> Callable[[str], tuple[float, bool] | None]:
-    """From diffusers' saved LoraConfig: module name -> (alpha, use_rslora), or None when there is no config."""
+def _peft_alpha(metadata: dict[str, str], name: str) -> Callable[[str], tuple[float, bool] | None]:
+    """From diffusers' saved LoraConfig: module name -> (alpha, use_rslora), or None when there is no config.
+
+    alpha_pattern keys are module names (PEFT writes them from the model's module names), matched literally: the
+    whole name or a dotted tail of it, the first listed key winning as in PEFT. They are never run as regular
+    expressions, because the file controls both the patterns and the names they would run against."""
     try:
         config = json.loads(metadata[PEFT_METADATA_KEY])
         default = float(config["lora_alpha"])
     except (KeyError, TypeError, ValueError):
         return lambda stem: None
-    patterns = dict(config.get("alpha_pattern") or {})
+    patterns = config.get("alpha_pattern") or {}
+    if not isinstance(patterns, dict):
+        patterns = {}
+    if len(patterns) > MAX_ALPHA_PATTERNS:
+        raise CheckpointError(f"{name}: its PEFT metadata ({PEFT_METADATA_KEY}) lists {len(patterns)} alpha_pattern "
+                              f"entries; at most {MAX_ALPHA_PATTERNS} are read. The file is damaged or was not made "
+                              "for one model; use another LoRA")
+    first: dict[str, tuple[int, float]] = {}  # module name -> (position in the file, alpha)
+    for position, (pattern, alpha) in enumerate(patterns.items()):
+        if len(pattern) > MAX_ALPHA_PATTERN_CHARS:
+            raise CheckpointError(f"{name}: an alpha_pattern entry of its PEFT metadata has {len(pattern)} characters; "
+                                  f"module names have at most {MAX_ALPHA_PATTERN_CHARS}. The file is damaged; use "
+                                  "another LoRA")
+        try:
+            first.setdefault(pattern, (position, float(alpha)))
+        except (TypeError, ValueError):
+            continue  # not a number: PEFT could not use it either
     rslora = bool(config.get("use_rslora", False))
 
     def alpha_of(stem: str) -> tuple[float, bool]:
-        for pattern, alpha in patterns.items():
-            try:
-                hit = re.fullmatch(rf"(.*\.)?(?:{pattern})", stem)
-            except re.error:
-                hit = stem == pattern or stem.endswith("." + pattern)
-            if hit:
-                return float(alpha), rslora
-        return default, rslora
+        # the name and its dotted tails, only those short enough to be a pattern (bounded work per name)
+        window = max(0, len(stem) - MAX_ALPHA_PATTERN_CHARS)
+        starts = [0] if window == 0 else []
+        starts += [i + 1 for i in range(window, len(stem)) if stem[i] == "."]
+        hits = [first[stem[i:]] for i in starts if stem[i:] in first]
+        return (min(hits)[1] if hits else default), rslora
 
     return alpha_of
 
@@ -265,6 +271,22 @@ def _scale(alpha: torch.Tensor | None, peft: tuple[float, bool] | None, rank: in
     return 1.0
 
 
+def _check_factors(name: str, stem: str, alpha: torch.Tensor | None, rank: int) -> None:
+    """A rank of 0 or an alpha that is not one finite number means a damaged file (the scale alpha/rank is
+    undefined), said with the key instead of an IndexError or a division by zero."""
+    if rank < 1:
+        raise CheckpointError(f"{name}: {stem} has rank 0 (its lora_down/lora_A has no rows); the file is damaged, "
+                              "download it again or use another LoRA")
+    if alpha is None:
+        return
+    if alpha.numel() != 1:
+        raise CheckpointError(f"{name}: {stem}{_ALPHA_SUFFIX} holds {alpha.numel()} values instead of one number; "
+                              "the file is damaged, download it again or use another LoRA")
+    if not math.isfinite(float(alpha.float().reshape(-1)[0])):
+        raise CheckpointError(f"{name}: {stem}{_ALPHA_SUFFIX} is not a finite number; the file is damaged, download "
+                              "it again or use another LoRA")
+
+
 def load_lora_file(path: str | Path) -> LoraFile:
     """Reads a .safetensors LoRA and normalises its keys to FramePack module names (see the module docstring).
 
@@ -272,9 +294,9 @@ def load_lora_file(path: str | Path) -> LoraFile:
     Raises CheckpointError for pickle files, non-safetensors content, truncated files, and inconsistent factors.
     """
     path = Path(path)
-    _refuse_pickle(path)
+    check_file(path, "LoRA", _FIX)
     tensors, metadata = _read(path)
-    peft_alpha = _peft_alpha(metadata)
+    peft_alpha = _peft_alpha(metadata, path.name)
 
     groups: dict[str, dict[str, torch.Tensor]] = {}
     keys_of: dict[str, list[str]] = {}
@@ -305,6 +327,7 @@ def load_lora_file(path: str | Path) -> LoraFile:
         if down.shape[0] != up.shape[1]:
             raise CheckpointError(f"{path.name}: {raw_stem} has inconsistent LoRA factors (down {list(down.shape)}, "
                                   f"up {list(up.shape)}); the file is damaged")
+        _check_factors(path.name, raw_stem, alpha, down.shape[0])
         stem, flattened = _strip_prefixes(raw_stem)
         scale = _scale(alpha, peft_alpha(stem), down.shape[0])
         if stem.replace(".", "_").startswith(_TENCENT_ROOTS):
@@ -466,4 +489,30 @@ def apply_loras(model: torch.nn.Module, loras: Sequence[tuple[LoraFile, float]])
         for name, module, weights in plan.layers:
             modes[name] = "skipped" if plan.strength == 0 else _apply_one(module, weights, plan.strength)
         report.loras.append(AppliedLora(plan.lora.name, plan.strength, modes, plan.unmatched))
+    return report
+
+
+def apply_lora_stack(model: torch.nn.Module, stack: Sequence[tuple[str | Path, float]], *,
+                     max_loras: int = MAX_LORAS) -> LoraReport:
+    """Applies a LoRA stack as the loader node gets it: a file listed more than once is applied once with its
+    strengths added (the update is linear in the strength), at most ``max_loras`` different files are accepted
+    (checked before anything loads), and the files are loaded and applied one at a time, so only one LoRA's tensors
+    are in memory at once.
+
+    Each file is checked before it changes a layer, but an error in a later file leaves the earlier ones merged:
+    apply the stack to a freshly loaded model and drop the model when this raises."""
+    strengths: dict[str, float] = {}
+    paths: dict[str, Path] = {}
+    for path, strength in stack:
+        same_file = os.path.realpath(path)  # two names of one file (a link) are one LoRA
+        paths.setdefault(same_file, Path(path))
+        strengths[same_file] = strengths.get(same_file, 0.0) + float(strength)
+    if len(strengths) > max_loras:
+        raise InputError(f"the LoRA stack holds {len(strengths)} different LoRAs; at most {max_loras} are applied "
+                         "at once: remove some FramePack LoRA nodes (or merge LoRAs into one file)")
+    report = LoraReport([])
+    for same_file, strength in strengths.items():
+        lora = load_lora_file(paths[same_file])
+        report.loras.extend(apply_loras(model, [(lora, strength)]).loras)
+        del lora  # before the next file is read
     return report

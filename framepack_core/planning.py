@@ -6,7 +6,8 @@ Latents and frames. The first latent (the start image) decodes to 1 frame, every
 L latents make 4L - 3 frames. In the "generated numbering", frame 0 comes from latent 0 and frames 4i-3 .. 4i
 from latent i.
 
-Exact length. For `num_frames` N (30-1800 at 30 fps) and a window of W latents (default 9 = 33 frames):
+Exact length. For `num_frames` N (MIN_FRAMES..MAX_FRAMES, see limits.py) and a window of W latents (default 9 =
+33 frames):
   L = ceil((N + 3) / 4) latents in all (start latent included), G = L - 1 generated latents,
   n = ceil(G / W) sections, and the windows are BALANCED: each is floor(G/n) or ceil(G/n) latents, the larger
   ones first in time, so no section is tiny (e.g. 240 frames: 9,9,9,9,8,8,8 rather than 9 x 6 + 4).
@@ -17,9 +18,14 @@ Because F - 1 = 4G and e + 1 is 2, 3 or 4, the quotient is never exactly halfway
 rounding is unambiguous. The drops split [0, F-1] into e + 1 gaps whose lengths differ by at most one, and never
 touch frame 0 (the start image) or frame F-1 (the true last frame, the end image when one is given).
 
-Modes. "inverted" (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to the
-start, with the original padding levels in sampling order n-1, n-2, ..., 0, replaced by [3, 2, ..., 2, 1, 0]
-when n > 4; the section with padding 0 is the one right after the start latent. "forward" (F1): sections are
+Start frame not in the output (`start_in_output=False`). A text-to-video start (a blank image) and a continued
+video's last frame are frame 0 of the chain but not new frames: the plan is then made for N + 1 frames, frame 0
+included, and frame 0 is left out of the output, so there are still exactly N new frames (1 to N in the generated
+numbering, less the drops). Output frame j then stands for generated frame j + 1 before the drops.
+
+Modes. Mode.INVERTED (FramePackI2V_HY, anti-drifting): sections are sampled from the end of the video back to
+the start, with the original padding levels in sampling order n-1, n-2, ..., 0, replaced by [3, 2, ..., 2, 1, 0]
+when n > 4; the section with padding 0 is the one right after the start latent. Mode.FORWARD (F1): sections are
 sampled from start to end, padding 0.
 """
 
@@ -30,11 +36,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from .errors import InputError
-
-MIN_FRAMES, MAX_FRAMES = 30, 1800
-MIN_WINDOW, MAX_WINDOW = 1, 33
-FPS = 30
-MODES = ("inverted", "forward")
+from .limits import DEFAULT_WINDOW, FPS, MAX_FPS, MAX_FRAMES, MAX_WINDOW, MIN_FRAMES, MIN_WINDOW, MODES, Mode
 
 
 def frames_for_latents(n: int) -> int:
@@ -99,11 +101,22 @@ class Section:
 class SectionPlan:
     """The sections of a video, in sampling order, and the exact-length bookkeeping."""
 
-    mode: str
+    mode: Mode
     requested_frames: int
     window: int
     fps: int
     sections: tuple[Section, ...]  # sampling order
+    start_in_output: bool = True  # False: frame 0 (a blank start or a continued video's last frame) is not output
+
+    @property
+    def first_output_frame(self) -> int:
+        """Generated index of the first frame that can be output: 0, or 1 when the start frame is left out."""
+        return 0 if self.start_in_output else 1
+
+    @property
+    def planned_frames(self) -> int:
+        """Frames of the chain the drops are computed for: the requested ones plus a start frame left out."""
+        return self.requested_frames + self.first_output_frame
 
     @property
     def sections_in_time_order(self) -> tuple[Section, ...]:
@@ -120,13 +133,13 @@ class SectionPlan:
     @property
     def dropped_frames(self) -> tuple[int, ...]:
         """Generated-frame indices removed for the exact length (see the module docstring), ascending."""
-        span, e = self.generated_frames - 1, self.generated_frames - self.requested_frames
+        span, e = self.generated_frames - 1, self.generated_frames - self.planned_frames
         # round(x) for x = (k+1)*span/(e+1) in integers: floor(x + 1/2); never a tie (module docstring)
         return tuple(((k + 1) * span * 2 + (e + 1)) // (2 * (e + 1)) for k in range(e))
 
     @property
     def output_frames(self) -> int:
-        return self.generated_frames - len(self.dropped_frames)
+        return self.generated_frames - len(self.dropped_frames) - self.first_output_frame
 
     @property
     def duration_s(self) -> float:
@@ -138,11 +151,13 @@ class SectionPlan:
         windows = [s.num_latents for s in in_time]
         n = len(self.sections)
         sizes = "/".join(str(w) for w in sorted(set(windows), reverse=True))
-        order = "end to start" if self.mode == "inverted" else "start to end"
+        order = "end to start" if self.mode == Mode.INVERTED else "start to end"
         description = (f"{self.output_frames} frames ({self.duration_s:.2f} s at {self.fps} fps) in {n} "
                        f"section{'s' if n != 1 else ''} of {sizes} latents, sampled {order}")
         if self.dropped_frames:
             description += f"; {len(self.dropped_frames)} interior frame(s) dropped for the exact length"
+        if not self.start_in_output:
+            description += "; the start frame itself is not in the output"
         return {
             "mode": self.mode, "frames": self.output_frames, "fps": self.fps, "duration_s": round(self.duration_s, 3),
             "sections": n,
@@ -150,7 +165,7 @@ class SectionPlan:
             "paddings": [s.padding for s in self.sections],  # sampling order
             "section_times_s": [[round(t, 3) for t in s.time_range(self.fps)] for s in in_time],  # time order
             "total_latents": self.total_latents, "generated_frames": self.generated_frames,
-            "dropped": list(self.dropped_frames),
+            "dropped": list(self.dropped_frames), "start_frame_in_output": self.start_in_output,
             "description": description,
         }
 
@@ -163,40 +178,44 @@ def _check_int(name: str, value, low: int, high: int) -> int:
     return value
 
 
-def plan_video(num_frames: int, mode: str = "inverted", window: int = 9, fps: int = FPS) -> SectionPlan:
-    """The section plan for a video of exactly num_frames frames (see the module docstring for the rule)."""
+def plan_video(num_frames: int, mode: str = Mode.INVERTED, window: int = DEFAULT_WINDOW,
+               fps: int = FPS, *, start_in_output: bool = True) -> SectionPlan:
+    """The section plan for a video of exactly num_frames output frames (see the module docstring for the rule;
+    start_in_output=False leaves frame 0 out and plans one frame more)."""
     _check_int("num_frames", num_frames, MIN_FRAMES, MAX_FRAMES)
     _check_int("window size", window, MIN_WINDOW, MAX_WINDOW)
-    _check_int("fps", fps, 1, 240)
+    _check_int("fps", fps, 1, MAX_FPS)
     if mode not in MODES:
         raise InputError(f"mode {mode!r} is not valid; use one of: {', '.join(MODES)}")
-    windows = balanced_windows(latents_for_frames(num_frames) - 1, window)  # time order
+    mode = Mode(mode)
+    planned = num_frames + (0 if start_in_output else 1)
+    windows = balanced_windows(latents_for_frames(planned) - 1, window)  # time order
     n = len(windows)
     starts = [1 + sum(windows[:i]) for i in range(n)]
-    paddings = padding_schedule(n) if mode == "inverted" else [0] * n
+    paddings = padding_schedule(n) if mode == Mode.INVERTED else [0] * n
     sections = []
     for sampling_index in range(n):
-        time_index = n - 1 - sampling_index if mode == "inverted" else sampling_index
+        time_index = n - 1 - sampling_index if mode == Mode.INVERTED else sampling_index
         start, w = starts[time_index], windows[time_index]
         frame_start = 0 if start == 1 else frames_for_latents(start)
         sections.append(Section(sampling_index=sampling_index, time_index=time_index, latent_start=start,
                                 num_latents=w, padding=paddings[sampling_index], frame_start=frame_start,
                                 frame_end=frames_for_latents(start + w), is_video_end=time_index == n - 1,
                                 is_next_to_start=start == 1))
-    return SectionPlan(mode, num_frames, window, fps, tuple(sections))
+    return SectionPlan(mode, num_frames, window, fps, tuple(sections), bool(start_in_output))
 
 
 def kept_frame_indices(plan: SectionPlan) -> list[int]:
     """Generated-frame indices that survive the exact-length drops, in order (len == plan.output_frames)."""
     dropped = set(plan.dropped_frames)
-    return [f for f in range(plan.generated_frames) if f not in dropped]
+    return [f for f in range(plan.first_output_frame, plan.generated_frames) if f not in dropped]
 
 
 def output_frame_to_generated(plan: SectionPlan, j: int) -> int:
     """Generated-frame index of output frame j (0 <= j < plan.output_frames)."""
     if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < plan.output_frames:
         raise ValueError(f"output frame {j!r} is outside 0..{plan.output_frames - 1}")
-    g = j
+    g = j + plan.first_output_frame
     for d in plan.dropped_frames:  # ascending: each drop at or before the candidate pushes it one further
         if d <= g:
             g += 1

@@ -58,8 +58,16 @@ def to_complex(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.complex(cos[:, ::2].contiguous(), sin[:, ::2].contiguous())
 
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """x [B, N, H, D] with channel pairs (2i, 2i+1) rotated by the complex freqs [N, D/2]: (a + ib)(cos + i sin),
-    i.e. the pair becomes (a cos - b sin, b cos + a sin). Computed in float32, returned in x's dtype."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs[None, :, None, :]).flatten(-2).to(x.dtype)
+def rotate_float32(xf: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """RoPE on a contiguous float32 xf [B, N, H, D]: channel pairs (2i, 2i+1) viewed as complex numbers are
+    multiplied by the complex freqs [N, D/2], (a + ib)(cos + i sin), i.e. the pair becomes
+    (a cos - b sin, b cos + a sin). With complex freqs the result is written into xf itself (no second float32 copy
+    of q or k). `freqs` may also be its real view [N, D/2, 2] (cos, sin), which the compiled blocks get: inductor
+    generates no code for complex tensors, while the same rotation in real arithmetic fuses with the norm and cast
+    around it; that path returns a new tensor."""
+    if not freqs.is_complex():
+        a, b = xf.unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = freqs[None, :, None].unbind(-1)
+        return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2)
+    torch.view_as_complex(xf.unflatten(-1, (-1, 2))).mul_(freqs[None, :, None, :])
+    return xf

@@ -17,6 +17,8 @@ RESCALE_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.1498780
 
 
 class TeaCache:
+    needs_probe = True  # decides from the modulated input of the first block (the "probe")
+
     def __init__(self, num_steps: int, rel_l1_threshold: float = 0.15):
         self.num_steps = int(num_steps)
         self.threshold = float(rel_l1_threshold)
@@ -51,3 +53,6 @@ class TeaCache:
         else:
             self.skipped_steps += 1
         return compute
+
+    def store_residual(self, residual: torch.Tensor) -> None:
+        self.residual = residual

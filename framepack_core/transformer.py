@@ -14,10 +14,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .compile import mark_token_dims
 from .config import FramePackConfig
 from .errors import InputError
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
                      OutputNorm, PatchEmbed, SingleStreamBlock, TokenRefiner)
+from .magcache import MagCache
 from .rope import pad_to_multiple, pooled_rope_grid, rope_grid, to_complex
 from .teacache import TeaCache
 
@@ -55,14 +57,11 @@ class FramePackTransformer(nn.Module):
         self.proj_out = Linear(dim, pt * p * p * config.out_channels)
         # Optional hook set by offload.BlockStreamer: called around every block so weights can be streamed.
         self.block_runner = None
+        self.compile_mode: str | None = None  # set by compile.compile_blocks
 
     @property
     def blocks(self) -> list[nn.Module]:
         return [*self.transformer_blocks, *self.single_transformer_blocks]
-
-    def set_attention_backend(self, backend: str) -> None:
-        for block in self.blocks:
-            block.attn.backend = backend
 
     # -- packing -------------------------------------------------------------------------------------------
 
@@ -109,12 +108,13 @@ class FramePackTransformer(nn.Module):
                 guidance: torch.Tensor | None = None, latent_indices: torch.Tensor | None = None,
                 clean_latents=None, clean_latent_indices=None, clean_latents_2x=None, clean_latent_2x_indices=None,
                 clean_latents_4x=None, clean_latent_4x_indices=None, image_embeddings: torch.Tensor | None = None,
-                context: SectionContext | None = None, teacache: TeaCache | None = None) -> torch.Tensor:
+                context: SectionContext | None = None, cache: TeaCache | MagCache | None = None) -> torch.Tensor:
         """Predicts the flow velocity of `hidden_states` [B, C, T, H, W]; returns float32 [B, C_out, T, H, W].
 
         timestep and guidance are [B] (sigma*1000 and distilled guidance*1000). encoder_attention_mask is an
         optional bool [B, L] over the LLaMA tokens. Pass `context` from `prepare` to skip re-embedding the
-        step-invariant inputs; otherwise they are embedded here.
+        step-invariant inputs; otherwise they are embedded here. `cache` is a step cache (TeaCache, MagCache or
+        MagCacheCalibration) deciding whether the block stack runs this step.
         """
         b, _, t, hh, ww = hidden_states.shape
         if context is None:
@@ -128,6 +128,7 @@ class FramePackTransformer(nn.Module):
         noisy = self.x_embedder.proj(hidden_states.to(device=device, dtype=dtype)).flatten(1, 3)
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
+        del noisy
 
         # Rounded to the compute dtype as the original does (bf16: guidance 10 reaches the model as 9984).
         timestep = timestep.to(device=device, dtype=dtype)
@@ -148,7 +149,7 @@ class FramePackTransformer(nn.Module):
             ones = torch.ones(b, tokens.shape[1] + image_tokens.shape[1], dtype=torch.bool, device=device)
             key_mask = torch.cat([ones, mask], dim=1)
 
-        tokens = self._run_blocks(tokens, encoder, temb, context.rope, key_mask, teacache)
+        tokens = self._run_blocks(tokens, encoder, temb, context.rope, key_mask, cache)
 
         out = self.norm_out(tokens[:, -n_noisy:], temb)
         out = self.proj_out(out.float())  # float32 head, as the original's high_quality_fp32_output_for_inference
@@ -156,22 +157,31 @@ class FramePackTransformer(nn.Module):
         return rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
                          t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
 
-    def _run_blocks(self, tokens, encoder, temb, rope, key_mask, teacache):
-        if teacache is not None:
-            modulated = self.transformer_blocks[0].norm1(tokens, temb)[0]
-            if not teacache.should_compute(modulated):
-                return tokens + teacache.residual
-            before = tokens
+    def _run_blocks(self, tokens, encoder, temb, rope, key_mask, cache):
         run = self.block_runner or (lambda block, fn: fn())
+        if cache is not None:
+            # through the runner: a streamed first block is then fetched once for both uses
+            first = self.transformer_blocks[0]
+            probe = run(first, lambda: first.norm1(tokens, temb)[0]) if cache.needs_probe else None
+            if not cache.should_compute(probe):
+                return tokens + cache.residual
+            before = tokens
+        block_rope = torch.view_as_real(rope) if self.compile_mode else rope  # compiled blocks take real RoPE
+        if self.compile_mode:
+            mark_token_dims((tokens, 1), (encoder, 1), (block_rope, 0), (key_mask, 1))
         for block in self.transformer_blocks:
-            tokens, encoder = run(block, lambda blk=block: blk(tokens, encoder, temb, rope, key_mask))
+            tokens, encoder = run(block, lambda blk=block, x=tokens, e=encoder: blk(x, e, temb, block_rope, key_mask))
         n = tokens.shape[1]
         joint = torch.cat([tokens, encoder], dim=1)
         # text tokens get no RoPE: identity rotations let the single blocks rotate the joint sequence in one go
         joint_rope = torch.cat([rope, torch.ones(encoder.shape[1], rope.shape[1], dtype=rope.dtype, device=rope.device)])
+        del tokens, encoder  # the joint sequence holds them; keeping them alive would add to the peak
+        if self.compile_mode:
+            joint_rope = torch.view_as_real(joint_rope)
+            mark_token_dims((joint, 1), (joint_rope, 0))
         for block in self.single_transformer_blocks:
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
-        if teacache is not None:
-            teacache.residual = tokens - before
+        if cache is not None:
+            cache.store_residual(tokens - before)
         return tokens

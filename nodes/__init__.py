@@ -4,12 +4,15 @@ from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FramePackImageConditioning, FramePackKeyframe, FramePackTimestampedPrompt
 from .loader import FramePackLoraSelect, FramePackModelLoader
+from .safety import FramePackSafetyChecker
 from .sampler import FramePackSampler
 from .video import FramePackVideoCombine
+from .video_conditioning import FramePackVideoConditioning
 
 NODES: list[type[io.ComfyNode]] = [
     FramePackModelLoader, FramePackLoraSelect, FramePackImageConditioning, FramePackKeyframe,
-    FramePackTimestampedPrompt, FramePackSampler, FramePackVideoCombine,
+    FramePackTimestampedPrompt, FramePackSampler, FramePackVideoCombine, FramePackSafetyChecker,
+    FramePackVideoConditioning,
 ]
 
 

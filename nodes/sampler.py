@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from comfy_api.latest import io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR
-from ..framepack_core.errors import Interrupted
-from ..framepack_core.generate import MAX_SEED, GenerationRequest, generate_video
-from ..framepack_core.planning import MAX_FRAMES, MIN_FRAMES, plan_video
+from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
+from ..framepack_core.errors import InputError, Interrupted
+from ..framepack_core.generate import GenerationRequest, generate_video
+from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE,
+                                     DEFAULT_STEPS, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED,
+                                     MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES,
+                                     VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
-from .conditioning import schedule_to_core
-from .runtime import SamplingProgress, interrupt_requested, model_on_device, raise_if_interrupted, text_from_conditioning
+from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
+from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
+                      raise_if_interrupted, schedule_to_core, text_from_conditioning)
 from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")
+
+
+def check_continuation_mode(variant: str, mode: str) -> None:
+    """A continuation runs only in the mode its weights were trained for: F1 forwards from the input's history,
+    FramePackI2V_HY inverted from the input's last frame (framepack_core/starts.py)."""
+    if mode == VARIANT_MODES[variant]:
+        return
+    if variant == "F1":
+        raise InputError("continuing a video with F1 runs in forward mode (set mode to auto or forward): F1 was "
+                         "trained to sample forwards from its history, which is what keeps the input's motion")
+    raise InputError("FramePackI2V_HY continues a video only in inverted mode (set mode to auto or inverted): it "
+                     "was never trained on a forward history. Load FramePack F1 for a continuation that keeps the "
+                     "input's motion")
 
 
 class FramePackSampler(io.ComfyNode):
@@ -24,18 +42,20 @@ class FramePackSampler(io.ComfyNode):
         return io.Schema(
             node_id="FramePackSampler", display_name="FramePack Sampler", category=CATEGORY,
             description="Samples the video section by section (FramePackI2V_HY: from the end backwards; F1: "
-                        "forwards) and returns exactly num_frames frames of latents at 30 fps.",
+                        "forwards) and returns exactly num_frames frames of latents at 30 fps (new frames, after a "
+                        "continued video or a blank text-to-video start).",
             inputs=[
                 FramePackModel.Input("model"),
                 io.Conditioning.Input("positive", tooltip="CLIPTextEncode with DualCLIPLoader type hunyuan_video"),
                 io.Conditioning.Input("negative", tooltip="Used only when cfg_scale > 1"),
                 FramePackConditioning.Input("conditioning", tooltip="From FramePack Image Conditioning"),
-                io.Int.Input("num_frames", default=180, min=MIN_FRAMES, max=MAX_FRAMES,
-                             tooltip="Exact number of output frames at 30 fps (30-1800)"),
-                io.Int.Input("num_inference_steps", default=25, min=4, max=50),
-                io.Float.Input("guidance_scale", default=10.0, min=0.0, max=32.0, step=0.1,
-                               tooltip="Distilled guidance fed to the model (FramePack's default 10)"),
-                io.Float.Input("cfg_scale", default=1.0, min=0.0, max=7.0, step=0.1,
+                io.Int.Input("num_frames", default=DEFAULT_FRAMES, min=MIN_FRAMES, max=MAX_FRAMES,
+                             tooltip=f"Exact number of output frames at {FPS} fps ({MIN_FRAMES}-{MAX_FRAMES})"),
+                io.Int.Input("num_inference_steps", default=DEFAULT_STEPS, min=MIN_STEPS, max=MAX_STEPS),
+                io.Float.Input("guidance_scale", default=DEFAULT_GUIDANCE, min=0.0, max=MAX_GUIDANCE, step=0.1,
+                               tooltip="Distilled guidance fed to the model (FramePack's default "
+                                       f"{DEFAULT_GUIDANCE:g})"),
+                io.Float.Input("cfg_scale", default=DEFAULT_CFG, min=0.0, max=MAX_CFG, step=0.1,
                                tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)"),
                 io.Int.Input("seed", default=0, min=-1, max=MAX_SEED, control_after_generate=True,
                              tooltip="-1 picks a random seed; the seed used is output and shown"),
@@ -43,21 +63,35 @@ class FramePackSampler(io.ComfyNode):
                 io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Sigma shift; 0 = FramePack's resolution-dependent rule (7.0 at usual sizes)"),
                 io.Float.Input("teacache_threshold", default=0.15, min=0.0, max=1.0, step=0.01,
-                               tooltip="TeaCache: 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, not lossless"),
-                io.Int.Input("window_size", default=9, min=1, max=33,
+                               tooltip="TeaCache (cache = teacache): 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, "
+                                       "not lossless"),
+                io.Int.Input("window_size", default=DEFAULT_WINDOW, min=MIN_WINDOW, max=MAX_WINDOW,
                              tooltip="Latent frames per section (9 = 33 frames, the trained setting)"),
-                io.Combo.Input("mode", options=["auto", "inverted", "forward"], default="auto",
+                io.Combo.Input("mode", options=list(MODE_CHOICES), default=AUTO,
                                tooltip="auto: inverted anti-drifting for FramePackI2V_HY, forward for F1"),
                 io.Float.Input("cfg_rescale", default=0.0, min=0.0, max=1.0, step=0.01),
                 FramePackPrompts.Input("prompts", optional=True,
                                        tooltip="Timestamped prompts; when connected they replace 'positive'"),
+                # -- step cache choice (optional, so workflows saved before it load with TeaCache as they ran)
+                io.Combo.Input("cache", options=list(CACHE_CHOICES), default="teacache", optional=True,
+                               tooltip="Skip denoising steps whose result is predictable. teacache: uses "
+                                       "teacache_threshold. magcache: uses magcache_threshold and magcache_ratios "
+                                       "(0.1: 12 of 25 steps computed, ~2x faster). magcache_calibrate: computes every step and "
+                                       "saves this run's ratios to models/framepack_magcache. none: every step."),
+                io.Float.Input("magcache_threshold", default=0.1, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="MagCache: accumulated error allowed while skipping; 0 = off, 0.1 = the "
+                                       "authors' setting, higher is faster and less faithful"),
+                io.Combo.Input("magcache_ratios", options=ratio_choices(), default=PUBLISHED, optional=True,
+                               tooltip="published: the MagCache authors' ratios for this model (25 steps, resampled "
+                                       "for other step counts); or a file made by a magcache_calibrate run"),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Int.Output(display_name="seed")],
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, mode):
-        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, ["auto", "inverted", "forward"]))
+    def validate_inputs(cls, sampler, mode, cache="teacache", magcache_ratios=PUBLISHED):
+        return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, MODE_CHOICES),
+                             cache=(cache, list(CACHE_CHOICES)), magcache_ratios=(magcache_ratios, ratio_choices()))
 
     @classmethod
     def fingerprint_inputs(cls, seed, **_):
@@ -66,10 +100,14 @@ class FramePackSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
-                cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None):
+                cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None,
+                cache="teacache", magcache_threshold=0.1, magcache_ratios=PUBLISHED):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
-        mode = model.default_mode if mode == "auto" else mode
+        mode = model.default_mode if mode == AUTO else mode
+        continues = conditioning.continuation
+        if continues is not None:
+            check_continuation_mode(model.variant, mode)
         schedule = schedule_to_core(prompts, text_dim) if prompts is not None else \
             [(0.0, text_from_conditioning(positive, text_dim, "positive"))]
         request = GenerationRequest(
@@ -78,21 +116,45 @@ class FramePackSampler(io.ComfyNode):
             end=conditioning.end, end_strength=conditioning.strength, keyframes=conditioning.keyframes,
             steps=num_inference_steps, guidance_scale=guidance_scale, cfg_scale=cfg_scale, cfg_rescale=cfg_rescale,
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
-            window=window_size)
-        plan = plan_video(num_frames, mode, window_size)
-        progress = SamplingProgress(len(plan.sections), num_inference_steps)
+            window=window_size, cache=cache, magcache_threshold=magcache_threshold,
+            magcache_ratios=load_ratios(magcache_ratios, model.variant) if cache == "magcache" else None,
+            start_in_output=conditioning.start_in_output,
+            continuation=continues.continuation if continues is not None else None)
+        latent_hw = tuple(conditioning.start.latent.shape[-2:])
+        plan = request.plan()
+        # a step cache keeps one residual per guidance branch on the device
+        step_cache_on = (cache == "teacache" and teacache_threshold > 0) or cache.startswith("magcache")
+        reserve = activation_reserve_bytes(model, plan, latent_hw, step_cache_on, cfg_scale != 1.0,
+                                           mode == Mode.FORWARD and conditioning.end is not None
+                                           and conditioning.strength > 0)
         try:
-            with model_on_device(model) as device:
-                result = generate_video(transformer, request, device=device, on_step=progress,
-                                        interrupt=interrupt_requested)
+            device = model_on_device(model, reserve)
+            result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
+                                    interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
-        log.info("FramePack: %s, seed %d", result.plan.summary()["description"], result.seed)
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR,
-                  "framepack": {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": plan.fps,
-                                "seed": result.seed}}
+        except torch.cuda.OutOfMemoryError as err:
+            size = f"{latent_hw[1] * VAE_SPATIAL_FACTOR}x{latent_hw[0] * VAE_SPATIAL_FACTOR}, window {window_size}"
+            raise out_of_memory(model, "sampling", reserve, size, err) from err
         summary = result.plan.summary()
+        log.info("FramePack: %s, seed %d", summary["description"], result.seed)
+        meta = {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
+                "seed": result.seed, "start_in_output": result.plan.start_in_output, "lead_latents": result.lead_latents}
+        if continues is not None:  # Video Combine writes the input (or not) before the continuation
+            meta["continues"] = {"source": continues.source, "keep_input": continues.keep_input}
+        latent = {"samples": result.latents / VAE_SCALING_FACTOR, "framepack": meta}
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
-        report = {"text": [f"seed: {result.seed}\n{summary['description']}"],
+        if continues is not None:
+            summary["input_frames"] = continues.continuation.input_frames
+            summary["description"] = (f"continues a {summary['input_frames']}-frame video: "
+                                      f"{summary['description']}")
+        text = f"seed: {result.seed}\n{summary['description']}"
+        if "magcache_calibration" in result.stats:
+            saved = save_calibration(result.stats["magcache_calibration"], model.variant, num_inference_steps,
+                                     model=model.name, mode=mode, sampler=sampler, window=window_size)
+            result.stats["magcache_calibration"]["file"] = saved
+            text += f"\nMagCache calibration saved as models/framepack_magcache/{saved}"
+            log.info("FramePack: MagCache calibration saved as models/framepack_magcache/%s", saved)
+        report = {"text": [text],
                   "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
         return io.NodeOutput(latent, result.seed, ui=report)

@@ -1,35 +1,69 @@
 """FramePack Video Combine: decodes the sampled latents section by section with FramePack's overlap blending and
-writes the MP4 while decoding."""
+writes the MP4 while decoding (framepack_core.mp4.write_mp4); this node translates ComfyUI's types."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 
-import comfy.utils
 import folder_paths
 import torch
+from comfy.cli_args import args as comfy_args
 from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
-from ..framepack_core.frames import StreamingBlender, decode_chunks
+from ..framepack_core.frames import check_video_latents, video_size
+from ..framepack_core.limits import MAX_RETURNED_FRAMES_BYTES
+from ..framepack_core.mp4 import write_mp4
 from ..framepack_core.planning import plan_video
-from .mp4 import Mp4Writer
+from .runtime import Progress
 from .types import CATEGORY
 
 log = logging.getLogger("FramePack")
 
 
+def next_counter(folder: str, name: str) -> int:
+    """One more than the highest counter of the <name>_<counter>.mp4 files in ``folder``. ComfyUI's own counter
+    only recognises image names (<name>_<counter>_.png), so for these names it would always answer 1."""
+    pattern = re.compile(re.escape(name) + r"_(\d{1,9})\.mp4")
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 1
+    found = [int(m.group(1)) for m in map(pattern.fullmatch, names) if m]
+    return max(found, default=0) + 1
+
+
 def output_path(prefix: str, width: int, height: int) -> tuple[str, str, str]:
-    """(full path, file name, subfolder) in ComfyUI's output folder; a prefix that would escape it is refused."""
+    """(full path, file name, subfolder) in ComfyUI's output folder: always a new <name>_<counter>.mp4 made by
+    ComfyUI's counter. A prefix that would escape the folder, or with control characters (a NUL byte cuts the path
+    FFmpeg opens, so "a.mp4\\x00/z" would overwrite a.mp4), is refused."""
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in prefix):
+        raise InputError(f"filename_prefix {prefix!r} holds a control character (such as a NUL byte or a line "
+                         "break); use letters, digits, '-', '_' and '/' for subfolders")
     if os.path.isabs(prefix) or ".." in prefix.replace("\\", "/").split("/"):
         raise InputError(f"filename_prefix {prefix!r} must stay inside the output folder: no '..' and no absolute "
                          "path (a subfolder like 'framepack/clip' is fine)")
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        prefix, folder_paths.get_output_directory(), width, height)
-    file = f"{name}_{counter:05}.mp4"
-    return os.path.join(folder, file), file, subfolder
+    output = folder_paths.get_output_directory()
+    folder, name, _, subfolder, _ = folder_paths.get_save_image_path(prefix, output, width, height)
+    file = f"{name}_{next_counter(folder, name):05}.mp4"
+    path = os.path.join(folder, file)
+    if os.path.commonpath([os.path.abspath(path), os.path.abspath(output)]) != os.path.abspath(output):
+        raise InputError(f"filename_prefix {prefix!r} must stay inside the output folder")
+    return path, file, subfolder
+
+
+def _decode(vae, latents, width: int, height: int):
+    try:
+        return vae.decode(latents)
+    except torch.cuda.OutOfMemoryError as err:
+        # ComfyUI's VAE already retried in tiles before this escapes; still an OutOfMemoryError, so ComfyUI
+        # unloads its models afterwards
+        raise torch.cuda.OutOfMemoryError(
+            f"decoding {width}x{height} frames ran out of GPU memory, even in tiles. Fixes: a smaller resolution, "
+            f"'Unload models' before decoding, or ComfyUI's --lowvram. ({err})") from err
 
 
 class FramePackVideoCombine(io.ComfyNode):
@@ -38,7 +72,9 @@ class FramePackVideoCombine(io.ComfyNode):
         return io.Schema(
             node_id="FramePackVideoCombine", display_name="FramePack Video Combine", category=CATEGORY,
             description="Decodes FramePack latents section by section with FramePack's overlap blending, writes an "
-                        "H.264 MP4 at 30 fps while decoding, and outputs the frames and a VIDEO.",
+                        "H.264 MP4 at 30 fps while decoding, and outputs the frames and a VIDEO. A continued video "
+                        "is written as the input (its frames passed through as read) joined to the continuation, "
+                        "or the new frames only (FramePack Video Conditioning's keep_input).",
             inputs=[
                 io.Latent.Input("latent", tooltip="From FramePack Sampler"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (or TAEHV for quick drafts)"),
@@ -46,12 +82,26 @@ class FramePackVideoCombine(io.ComfyNode):
                 io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and bigger"),
                 io.Boolean.Input("return_frames", default=True,
                                  tooltip="Off: the IMAGE output holds only the last frame, so very long videos are "
-                                         "never held in memory as float frames (the MP4 has them all)"),
+                                         "never held in memory as float frames (the MP4 and the video output have "
+                                         "them all). On: refused above "
+                                         f"{MAX_RETURNED_FRAMES_BYTES >> 30} GiB of frames"),
             ],
             outputs=[io.Image.Output(display_name="frames"), io.Video.Output(display_name="video")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
+
+    @classmethod
+    def file_metadata(cls) -> dict[str, str]:
+        """What ComfyUI's SaveVideo stores in the file: every extra_pnginfo entry (the UI "workflow", from which
+        dropping the MP4 on ComfyUI restores the graph) and the API "prompt", each as JSON; none with
+        --disable-metadata."""
+        if comfy_args.disable_metadata:
+            return {}
+        metadata = dict(cls.hidden.extra_pnginfo or {})
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = cls.hidden.prompt
+        return {key: json.dumps(value) for key, value in metadata.items()}
 
     @classmethod
     def execute(cls, latent, vae, filename_prefix, crf, return_frames):
@@ -62,41 +112,18 @@ class FramePackVideoCombine(io.ComfyNode):
         if meta is None:
             raise InputError("this latent does not come from FramePack Sampler (no section plan); decode it with "
                              "VAE Decode instead")
-        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"])
-        if samples.shape[2] != plan.total_latents:
-            raise InputError(f"the latent has {samples.shape[2]} frames but its plan expects {plan.total_latents}")
-        height, width = samples.shape[-2] * 8, samples.shape[-1] * 8
+        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"],
+                          start_in_output=meta.get("start_in_output", True))
+        lead = meta.get("lead_latents", 1)
+        check_video_latents(plan, samples, lead)
+        continues = meta.get("continues") or {}
+        width, height = video_size(samples)
         path, file, subfolder = output_path(filename_prefix, width, height)
-        metadata = {}
-        if cls.hidden.prompt is not None:
-            metadata["prompt"] = json.dumps(cls.hidden.prompt)
-        writer = Mp4Writer(path, width, height, plan.fps, crf, metadata)
-        blender = StreamingBlender(plan)
-        chunks = decode_chunks(plan)
-        bar = comfy.utils.ProgressBar(len(chunks))
-        kept, last = [], None
-
-        def emit(frames):
-            nonlocal last
-            if len(frames):
-                writer.write(frames)
-                last = frames[-1:]
-                if return_frames:
-                    kept.append(frames)
-
-        try:
-            for chunk in chunks:
-                pixels = vae.decode(samples[:, :, chunk.latent_start:chunk.latent_end])
-                emit(blender.push(chunk, pixels.reshape(-1, *pixels.shape[-3:]).float().cpu()))
-                bar.update(1)  # also the interrupt point between chunks
-            emit(blender.flush())
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        if writer.frames != plan.output_frames:
-            raise RuntimeError(f"wrote {writer.frames} frames, expected {plan.output_frames}")
-        images = torch.cat(kept) if return_frames else last
-        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, writer.frames, width, height)
+        source, keep_input = continues.get("source"), continues.get("keep_input", True)
+        images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf,
+                           metadata=cls.file_metadata(), keep_frames=return_frames, on_chunk=Progress().update,
+                           lead_latents=lead, continues=source, keep_input=keep_input)
+        frames = plan.output_frames + (source.frames if source is not None and keep_input else 0)
+        log.info("FramePack: wrote %s (%d frames, %dx%d)", path, frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),
                              ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))

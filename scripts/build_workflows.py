@@ -33,20 +33,26 @@ VAE = "hunyuan_video_vae_bf16.safetensors"
 CLIP_VISION = "sigclip_vision_patch14_384.safetensors"
 START_IMAGE = "framepack_start.png"
 END_IMAGE = "framepack_end.png"
+INPUT_VIDEO = "framepack_input.mp4"
 PROMPT = "The girl dances gracefully, with clear movements, full of charm."
 NEGATIVE = ""
 
 # Titles the API client uses to find the nodes it fills (class_type + title).
 TITLE_START, TITLE_END = "Start image", "End image"
+TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
+TITLE_SAFETY = "Safety checker"
+NSFW_CLASSIFIER = "nsfw_image_detection"  # folder in models/nsfw_detector (README: where to get it)
 
 
-def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> dict:
-    """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills."""
+def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image") -> dict:
+    """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills. start: "image"
+    (LoadImage), "video" (LoadVideo into FramePack Video Conditioning: continue a video) or a blank kind
+    (text-to-video: no image)."""
     g = {
         "1": ("FramePackModelLoader", "Load FramePack Model", {
             "model": model_file, "variant": "auto", "compute_dtype": "bf16", "weight_storage": "auto",
-            "attention": "sdpa", "vram_reserve_gb": 6.0}),
+            "attention": "sdpa", "vram_reserve_gb": 0.0, "pin_memory": False}),
         "2": ("DualCLIPLoader", "DualCLIPLoader", {
             "clip_name1": TEXT_ENCODER_1, "clip_name2": TEXT_ENCODER_2, "type": "hunyuan_video", "device": "default"}),
         "3": ("CLIPTextEncode", TITLE_POSITIVE, {"text": PROMPT, "clip": ["2", 0]}),
@@ -62,9 +68,25 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str) -> di
             "num_frames": num_frames, "num_inference_steps": 25, "guidance_scale": 10.0, "cfg_scale": 1.0,
             "seed": 31337, "sampler": "unipc_bh1", "shift": 0.0, "teacache_threshold": 0.15, "window_size": 9,
             "mode": "auto", "cfg_rescale": 0.0}),
+        # return_frames off: the MP4 (and the VIDEO output) hold the video; every frame as float32 would take
+        # 20 GB at 720p x 1800 frames, a request the hosted APIs accept.
         "10": ("FramePackVideoCombine", "FramePack Video Combine", {
-            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": True}),
+            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": False}),
+        # Off by default: the API client and the service switch it on with enable_safety_checker. It reads the
+        # frames it scores (first and last included) from the video output, the MP4.
+        "12": ("FramePackSafetyChecker", TITLE_SAFETY, {
+            "video": ["10", 1], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
+            "sample_frames": 8, "block": False}),
     }
+    if start == "video":
+        g["7"] = ("LoadVideo", TITLE_VIDEO, {"file": INPUT_VIDEO})
+        g["8"] = ("FramePackVideoConditioning", "FramePack Video Conditioning", {
+            "video": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "fps": 30.0, "context_latents": 19,
+            "keep_input": True, "aspect_ratio": "auto", "resolution": "480p", "custom_width": 832,
+            "custom_height": 480, "strength": 0.8})
+    elif start != "image":
+        del g["7"], g["8"][2]["start_image"]
+        g["8"][2].update(start_kind=start, noise_seed=0, blank_embeddings="blank_image")
     if end_image:
         g["11"] = ("LoadImage", TITLE_END, {"image": END_IMAGE})
         g["8"][2]["end_image"] = ["11", 0]
@@ -75,10 +97,13 @@ WORKFLOWS = {
     "framepack_i2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/i2v"),
     "framepack_first_last_frame": _graph(MODEL_I2V, end_image=True, num_frames=240, prefix="FramePack/flf2v"),
     "framepack_f1": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/f1"),
+    # F1 keeps the input's motion (framepack_core/starts.py); FramePackI2V_HY continues from its last frame only
+    "framepack_extend": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/extend", start="video"),
+    "framepack_t2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/t2v", start="black"),
 }
 
 # Left-to-right layout columns for the UI files (purely cosmetic).
-COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "9": 3, "10": 4}
+COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "9": 3, "10": 4, "12": 5}
 
 
 def load_object_info(source: str) -> dict:

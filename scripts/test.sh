@@ -7,7 +7,8 @@
 #
 # Steps: scripts/comfy_env.sh install (venv + pinned ComfyUI, or your COMFYUI_DIR/COMFYUI_PYTHON),
 # Debian chromium for the frontend tests (installed with apt-get when missing and we are root),
-# then `python -m pytest`. The exit code is pytest's (or the failing setup step's).
+# then `python -m pytest` with tests/skip_guard.py, which makes any skipped test fail the run (this run has
+# everything installed). The exit code is pytest's (or the failing setup step's).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,6 +45,7 @@ targets=()
 [ "$has_path" = 1 ] || targets=(tests)
 
 cd "$ROOT" || exit 1
-log "running: $PY -m pytest ${targets[*]:-} $*"
-"$PY" -m pytest "${targets[@]}" "$@"
+# tests/skip_guard.py: everything is installed here, so any skip fails the run (allowed ones: tests/allowed_skips.txt)
+log "running: $PY -m pytest -p tests.skip_guard ${targets[*]:-} $*"
+"$PY" -m pytest -p tests.skip_guard "${targets[@]}" "$@"
 exit $?

@@ -75,7 +75,6 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("num_frames", 30.0, "drop the fraction"),
     ("num_frames", "30", "text, not a number"),
     ("num_frames", True, "a boolean"),
-    ("num_frames", None, None),  # None means "not given": the default applies, no error
     ("num_inference_steps", 0, "from 4 to 50"),
     ("num_inference_steps", 3, "from 4 to 50"),
     ("num_inference_steps", 51, "from 4 to 50"),
@@ -90,24 +89,84 @@ def test_values_at_the_edges_are_accepted(start_png, field, value):
     ("seed", 2**31, "from -1 to 2147483647"),
     ("seed", -2, "from -1 to 2147483647"),
     ("seed", 1.0, "drop the fraction"),
-    ("seed", [1], "not a number"),
+    ("seed", [1], "got [1] (a list, not a number)"),
     ("aspect_ratio", "4:3", "one of 16:9, 9:16, auto"),
     ("resolution", "1080p", "one of 480p, 720p, custom"),
     ("prompt", "x" * 600, "600 characters; the limit is 500"),
     ("prompt", "", "prompt is empty"),
     ("prompt", "   \n", "prompt is empty"),
     ("prompt", 5, "must be text"),
-    ("negative_prompt", None, None),
     ("negative_prompt", 3, "must be text"),
 ])
 def test_bad_values_are_named_with_the_fix(start_png, field, value, says):
-    if says is None:
-        make(start_png, **{field: value})
-        return
     problems = problems_of(start_png, **{field: value})
     assert len(problems) == 1, problems
     assert problems[0].startswith(field), problems
     assert says in problems[0], problems
+
+
+# Both edges of every range: the last accepted value, and the first refused one with its whole message.
+RANGE_EDGES = [
+    # field, lowest accepted, first refused below, highest accepted, first refused above, "from .. to .."
+    ("num_frames", 30, 29, 1800, 1801, "from 30 to 1800"),
+    ("num_inference_steps", 4, 3, 50, 51, "from 4 to 50"),
+    ("guidance_scale", 0, -0.01, 32, 32.01, "from 0 to 32"),
+    ("cfg_scale", 0, -0.01, 7, 7.01, "from 0 to 7"),
+    ("seed", -1, -2, 2147483647, 2147483648, "from -1 to 2147483647"),
+    ("strength", 0, -0.01, 1, 1.01, "from 0 to 1"),
+    ("width", 64, 48, 2048, 2064, "from 64 to 2048"),
+    ("height", 64, 48, 2048, 2064, "from 64 to 2048"),
+]
+
+
+def _with(field, value, end_png) -> dict:
+    """What a value of `field` needs beside it: strength an end image, width/height the custom resolution."""
+    if field == "strength":
+        return {"end_image": str(end_png), "strength": value}
+    if field in ("width", "height"):
+        return {"resolution": "custom", "width": 64, "height": 64, field: value}
+    return {field: value}
+
+
+@pytest.mark.parametrize("field,low,below,high,above,range_text", RANGE_EDGES, ids=[e[0] for e in RANGE_EDGES])
+def test_both_edges_of_every_range_with_exact_messages(start_png, end_png, field, low, below, high, above,
+                                                       range_text):
+    for value in (low, high):
+        assert getattr(make(start_png, **_with(field, value, end_png)), field) == value
+    for value in (below, above):
+        assert problems_of(start_png, **_with(field, value, end_png)) == [
+            f"{field} {value} is out of range; use a value {range_text}"]
+
+
+def test_prompt_length_edge_with_exact_message(start_png):
+    assert make(start_png, prompt="x" * 500).prompt == "x" * 500
+    assert problems_of(start_png, prompt="x" * 501) == ["prompt has 501 characters; the limit is 500: shorten it"]
+
+
+@pytest.mark.parametrize("field", ["width", "height"])
+@pytest.mark.parametrize("value,message", [
+    (63, "{field} 63 is out of range; use a value from 64 to 2048"),  # out of range: no "multiple" advice
+    (65, "{field} 65 is not a multiple of 16; use 64 or 80"),
+    (72, "{field} 72 is not a multiple of 16; use 64 or 80"),
+    (79, "{field} 79 is not a multiple of 16; use 64 or 80"),
+    (2040, "{field} 2040 is not a multiple of 16; use 2032 or 2048"),
+    (2049, "{field} 2049 is out of range; use a value from 64 to 2048"),
+])
+def test_custom_sides_must_be_multiples_of_16(start_png, end_png, field, value, message):
+    assert problems_of(start_png, **_with(field, value, end_png)) == [message.format(field=field)]
+    for fine in (80, 2032):
+        assert getattr(make(start_png, **_with(field, fine, end_png)), field) == fine
+
+
+@pytest.mark.parametrize("field", ["negative_prompt", "aspect_ratio", "resolution", "num_frames", "num_inference_steps",
+                                   "guidance_scale", "cfg_scale", "seed", "enable_safety_checker", "end_image",
+                                   "strength", "width", "height"])
+def test_a_null_parameter_is_not_given(start_png, field):
+    """JSON null means "not given": the default applies, as when the key is absent, also in the filled workflow."""
+    given = make(start_png, **{field: None})
+    assert given == make(start_png)
+    assert build_prompt(given, shipped("framepack_i2v")) == build_prompt(make(start_png), shipped("framepack_i2v"))
+    assert make(start_png).frames == 180 and make(start_png).negative_prompt == ""
 
 
 def test_strength_needs_an_end_image(start_png, end_png):
@@ -200,7 +259,37 @@ def test_hosted_aliases_and_unknown_keys(start_png, end_png):
                                    "num_frame": 30, "enable_safety_checker": True})
     text = "\n".join(err.value.problems)
     assert "image is given twice" in text and "unknown parameter 'num_frame'" in text
-    assert "enable_safety_checker" in text
+    assert not any(line.startswith("enable_safety_checker") for line in err.value.problems)  # a known parameter
+
+
+def test_safety_checker_switch_fills_the_checker_node(start_png):
+    graph = load_workflow("framepack_i2v")
+    (checker_id, checker), = [(i, n) for i, n in graph.items() if n["class_type"] == "FramePackSafetyChecker"]
+    assert checker["inputs"]["enabled"] is False  # shipped off
+    assert checker["inputs"]["video"] == [next(i for i, n in graph.items()
+                                               if n["class_type"] == "FramePackVideoCombine"), 1]
+    on = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
+                                                 "enable_safety_checker": True}), graph)
+    off = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)
+    assert on[checker_id]["inputs"]["enabled"] is True and off[checker_id]["inputs"]["enabled"] is False
+    with pytest.raises(ValidationError, match="enable_safety_checker must be true or false, got 'yes'"):
+        HostedParams.from_mapping({"image": str(start_png), "prompt": "p", "enable_safety_checker": "yes"})
+    del graph[checker_id]
+    with pytest.raises(WorkflowError, match="no FramePackSafetyChecker node"):
+        build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p",
+                                                "enable_safety_checker": True}), graph)
+    assert build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), graph)  # off: not needed
+
+
+@pytest.mark.parametrize("name", ["framepack_i2v", "framepack_first_last_frame", "framepack_f1"])
+def test_shipped_workflows_return_no_frames_and_the_checker_reads_the_video(name):
+    """What the client and the service fill never holds every frame in the server's memory (1800 frames at 720p
+    would be 20 GB); the safety checker then reads the frames it scores from the video output, the MP4."""
+    graph = load_workflow(name)
+    (video_id, video), = [(i, n) for i, n in graph.items() if n["class_type"] == "FramePackVideoCombine"]
+    (checker,) = [n for n in graph.values() if n["class_type"] == "FramePackSafetyChecker"]
+    assert video["inputs"]["return_frames"] is False
+    assert checker["inputs"]["video"] == [video_id, 1] and "frames" not in checker["inputs"]
 
 
 def test_relative_image_from_base_dir(tmp_path, start_png, monkeypatch):
@@ -221,6 +310,17 @@ def test_cli_strings_are_parsed_strictly():
     assert parse_cli_value("num_frames", "30.5") == 30.5  # kept as a float: validation says "drop the fraction"
     assert parse_cli_value("guidance_scale", "7.5") == 7.5
     assert parse_cli_value("num_frames", "thirty") == "thirty"
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("1", True), ("yes", True), ("on", True), (" On ", True),
+                                        ("TRUE", True), ("false", False), ("0", False), ("no", False),
+                                        ("off", False), ("OFF", False), (" No", False)])
+def test_cli_booleans_take_the_usual_spellings_in_any_case(text, value):
+    assert parse_cli_value("new_only", text) is value
+
+
+def test_a_cli_boolean_that_is_no_spelling_of_one_is_kept_for_validation_to_name():
+    assert parse_cli_value("new_only", "maybe") == "maybe"
 
 
 # -- workflows -----------------------------------------------------------------------------------------------------
@@ -339,6 +439,30 @@ def test_workflow_without_the_titles_is_refused(start_png, tmp_path):
         load_workflow(ui_like)
     with pytest.raises(WorkflowError, match="does not exist"):
         load_workflow(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("content,says", [
+    ("{}", "is not an API-format workflow"),
+    ('{"1": {"inputs": {}}}', "is not an API-format workflow"),  # a node without class_type
+    ('{"1": ["LoadImage"]}', "is not an API-format workflow"),  # a node that is not an object
+    ('{"1": ', "is not valid JSON"),
+])
+def test_a_workflow_file_that_is_no_api_workflow_is_refused_by_its_path(tmp_path, content, says):
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(WorkflowError, match=f"^(workflow file )?'{path}' {says}"):
+        load_workflow(path)
+    with pytest.raises(WorkflowError, match=f"^workflow file '{tmp_path / 'missing.json'}' does not exist$"):
+        load_workflow(tmp_path / "missing.json")
+
+
+def test_an_added_end_image_node_takes_a_fresh_id_and_keeps_every_node(start_png, end_png):
+    graph = shipped("framepack_i2v")  # no end image node: build_prompt adds one
+    prompt = build_prompt(make(start_png, end_image=str(end_png)), graph)
+    [new_id] = set(prompt) - set(graph)
+    assert new_id.isdigit() and int(new_id) > max(int(i) for i in graph)  # after every id, so never a reused one
+    assert prompt[new_id]["_meta"]["title"] == "End image"
+    assert all(prompt[i]["class_type"] == node["class_type"] for i, node in graph.items())
 
 
 def test_shipped_workflows_load_by_name():

@@ -1,1 +1,1 @@
-"""Tests against a real ComfyUI server (see harness.py) and its frontend (see frontend.py)."""
+"""Tests against a real ComfyUI server (see framepack_dev/comfy_server.py) and its frontend (see frontend.py)."""

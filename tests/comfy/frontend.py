@@ -207,8 +207,3 @@ class ComfyFrontend:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-
-def check_workflow(base_url: str, workflow: dict | str | Path, screenshot: str | Path) -> WorkflowCheck:
-    """One-shot: open the frontend, load ``workflow``, screenshot it, close."""
-    with ComfyFrontend(base_url) as frontend:
-        return frontend.load_workflow(workflow, screenshot)

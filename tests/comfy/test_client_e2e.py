@@ -19,7 +19,7 @@ import av
 import pytest
 
 from framepack_client import cli
-from tests.comfy.tiny_setup import END_IMAGE, START_IMAGE, TINY_F1, TINY_I2V, install_tiny_models, tiny_workflow
+from framepack_dev.tiny_models import END_IMAGE, START_IMAGE, TINY_F1, TINY_I2V, install_tiny_models, tiny_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_WORKFLOWS = ("framepack_i2v", "framepack_first_last_frame", "framepack_f1")
@@ -127,7 +127,7 @@ def test_random_seed_is_reported_as_the_seed_used(comfy, comfy_server, tiny, dir
 
 def test_progress_events_reach_the_client(comfy_server, tiny, tmp_path):
     """Library level: the websocket events of a 2-section job arrive in order while it runs."""
-    from framepack_client.comfy_api import ComfyClient
+    from framepack_client.server_api import ComfyClient
     from framepack_client.hosted import HostedParams
     from framepack_client.jobs import JobStore, fetch_outputs, follow, queue_job
 
@@ -154,7 +154,7 @@ def test_progress_events_reach_the_client(comfy_server, tiny, tmp_path):
 
 def comfy_history_sections(job) -> int:
     """The section count the sampler reported for this job (its plan), read from /history."""
-    from framepack_client.comfy_api import ComfyClient
+    from framepack_client.server_api import ComfyClient
     entry = ComfyClient(job.server).history(job.prompt_id)[job.prompt_id]
     sampler = next(i for i, n in job.prompt.items() if n["class_type"] == "FramePackSampler")
     return entry["outputs"][sampler]["framepack"][0]["sections"]
@@ -234,7 +234,7 @@ def test_uploading_an_image_again_leaves_the_stored_file_alone(comfy_server, inp
     rewrite it (rewriting truncates it first, and LoadImage then fails on a half-written PNG)."""
     from PIL import Image
 
-    from framepack_client.comfy_api import ComfyClient
+    from framepack_client.server_api import ComfyClient
     from framepack_client.jobs import upload_image
 
     source = tmp_path / "again.png"

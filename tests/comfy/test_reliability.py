@@ -22,14 +22,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from framepack_client.comfy_api import ComfyClient, PromptRejected
 from framepack_client.hosted import HostedParams
 from framepack_client.jobs import CREATED, PROCESSING, JobStore, check, follow, queue_job
+from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_core.loading import save_framepack_model
-from tests.comfy.harness import ComfyServer
+from framepack_dev.comfy_server import ComfyServer
+from framepack_dev.random_weights import tiny_transformer
+from framepack_dev.tiny_models import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_workflow,
+                                       write_image)
 from tests.comfy.test_client_e2e import cli_in_process, decoded_frames, probe, tiny_args, write_tiny_workflows
-from tests.comfy.tiny_setup import (END_IMAGE, START_IMAGE, TINY_I2V, install_tiny_models, node_of, tiny_transformer,
-                                    tiny_workflow, write_image)
 
 _SEEDS = itertools.count(10_000)
 
@@ -95,8 +96,39 @@ def test_non_framepack_safetensors(comfy_server, tiny, dirs):
     path = tiny["models"] / "diffusion_models" / "some_vae.safetensors"
     save_file({"decoder.conv_in.weight": torch.randn(8, 4, 3, 3), "encoder.conv_in.bias": torch.randn(8)}, str(path))
     code, result = client_run(comfy_server.url, tiny, dirs, "--model", path.name)
-    assert_failed(code, result, "FramePackModelLoader", "some_vae.safetensors", "not a FramePack transformer",
-                  "a VAE", "FramePackI2V_HY_bf16.safetensors")
+    error = assert_failed(code, result, "FramePackModelLoader", "some_vae.safetensors", "not a FramePack transformer",
+                          "a VAE", "FramePackI2V_HY_bf16.safetensors", "in models/diffusion_models")
+    assert "LoRA" not in error
+
+
+def test_a_lora_chosen_as_the_model_points_to_the_lora_node(comfy, tiny):
+    """The core names the file a LoRA; the loader node adds where LoRAs go in the graph."""
+    path = tiny["models"] / "diffusion_models" / "some_lora.safetensors"
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 32),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(32, 4)}, str(path))
+    graph = tiny_workflow("framepack_i2v", seed=next(_SEEDS), prefix=unique("lora_as_model"))
+    node_of(graph, "FramePackModelLoader")["inputs"]["model"] = path.name
+    result = comfy.run(graph, timeout=120)
+    assert result.status == "error" and result.error["node_type"] == "FramePackModelLoader"
+    for fragment in ("some_lora.safetensors is not a FramePack transformer: it looks like a LoRA",
+                     "in models/diffusion_models", "chain it through the FramePack LoRA node"):
+        assert fragment in result.error["exception_message"], result.error["exception_message"]
+
+
+def test_a_keyframe_encoded_with_another_clip_vision_model_is_named_at_its_node(comfy, tiny):
+    """The core says what does not match; the keyframe node adds which of its inputs to connect differently."""
+    graph = tiny_workflow("framepack_i2v", seed=next(_SEEDS), prefix=unique("keyframe_mismatch"))
+    graph["21"] = {"class_type": "FramePackTestClipVisionLoader", "inputs": {"embed_dim": 40, "tokens": 16},
+                   "_meta": {"title": "another CLIP vision"}}
+    graph["22"] = {"class_type": "FramePackKeyframe",
+                   "inputs": {"conditioning": ["8", 0], "image": ["7", 0], "vae": ["5", 0], "clip_vision": ["21", 0],
+                              "time_seconds": 0.5, "strength": 1.0}, "_meta": {"title": "keyframe"}}
+    node_of(graph, "FramePackSampler")["inputs"]["conditioning"] = ["22", 0]
+    result = comfy.run(graph, timeout=120)
+    assert result.status == "error" and result.error["node_type"] == "FramePackKeyframe"
+    message = result.error["exception_message"]
+    assert "the keyframe image embeddings have width 40, the start image's 24" in message, message
+    assert "Connect the same VAE and CLIP vision model to this node as to FramePack Image Conditioning" in message
 
 
 def test_truncated_safetensors(comfy_server, tiny, dirs):
@@ -163,7 +195,7 @@ def test_model_name_not_on_the_server(comfy_server, tiny, dirs):
 
 # -- images ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["rgba", "grayscale", "1x1", "10000x10"])
+@pytest.mark.parametrize("kind", ["rgba", "grayscale", "1x1", "8000x10"])
 def test_unusual_start_images(comfy_server, tiny, dirs, tmp_path, kind):
     path = tmp_path / f"{kind}.png"
     if kind == "rgba":
@@ -175,15 +207,22 @@ def test_unusual_start_images(comfy_server, tiny, dirs, tmp_path, kind):
     elif kind == "1x1":
         Image.new("RGB", (1, 1), (0, 128, 255)).save(path)
     else:
-        write_image(path, 10000, 10, seed=4)
+        write_image(path, 8000, 10, seed=4)
     code, result = client_run(comfy_server.url, tiny, dirs, image=path)
     assert_completed(code, result, 30)
 
 
+def test_image_over_the_side_limit_is_refused_before_upload(comfy_server, tiny, dirs, tmp_path):
+    path = write_image(tmp_path / "10000x10.png", 10000, 10, seed=4)
+    code, result = client_run(comfy_server.url, tiny, dirs, image=path)
+    assert_failed(code, result, "it is 10000x10 pixels; the limit is 8192 pixels per side", "scale it down",
+                  exit_code=2)
+
+
 def test_extreme_aspect_with_auto_size_is_clamped(comfy_server, tiny, dirs, tmp_path):
-    """10000x10 with aspect_ratio auto at 480p: the long side is capped at 2048 and the short one raised to 64,
-    instead of a 20000-pixel-wide video (480p area at a 1000:1 aspect)."""
-    path = write_image(tmp_path / "strip.png", 10000, 10, seed=5)
+    """8000x10 with aspect_ratio auto at 480p: the long side is capped at 2048 and the short one raised to 64,
+    instead of an 18000-pixel-wide video (480p area at an 800:1 aspect)."""
+    path = write_image(tmp_path / "strip.png", 8000, 10, seed=5)
     code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "-q", "--image", str(path),
                                     "--prompt", "strip", "--workflow", str(tiny["workflows"]["framepack_i2v"]),
                                     "--model", TINY_I2V, "--aspect-ratio", "auto", "--resolution", "480p",
@@ -202,13 +241,15 @@ def test_truncated_and_corrupt_images(comfy_server, tiny, dirs, tmp_path):
     good = write_image(tmp_path / "good.png", 64, 64, seed=7)
     cut = tmp_path / "cut.png"
     cut.write_bytes(good.read_bytes()[:200])
-    # ComfyUI's LoadImage deliberately loads truncated files (the missing rows are filled): a video comes out
+    # ComfyUI's LoadImage would load a truncated file (filling the missing rows); the client decodes every image
+    # before uploading it and refuses a damaged one with the fix
     code, result = client_run(comfy_server.url, tiny, dirs, image=cut)
-    assert_completed(code, result, 30)
+    assert_failed(code, result, "does not decode as an image (image file is truncated)", "save it again as PNG",
+                  exit_code=2)
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(good.read_bytes()[:8] + bytes(range(256)) * 4)  # PNG signature, then no PNG at all
     code, result = client_run(comfy_server.url, tiny, dirs, image=garbage)
-    assert_failed(code, result, "LoadImage", f"the image '{garbage}' could not be decoded", "save it again as PNG")
+    assert_failed(code, result, str(garbage), exit_code=2)
 
 
 # -- parameters: the client refuses them before sending; the node refuses (or accepts) them on raw /prompt ----
@@ -450,8 +491,8 @@ def test_same_seed_gives_identical_frames_on_two_servers(comfy_server, spare, ti
     differing = [i for i, (a, b) in enumerate(zip(videos[0], videos[1])) if a != b]
     assert not differing, (
         f"same seed, same frames inside ComfyUI, but the MP4s decode differently at frames {differing[:10]}: the "
-        "MP4 encoding is not reproducible (see nodes/mp4.py: integer yuv420p conversion, libx264 capped at AVX2 on "
-        "AVX-512 CPUs; tests/comfy/test_mp4_writer.py checks it without a server)")
+        "MP4 encoding is not reproducible (see framepack_core/mp4.py: integer yuv420p conversion, libx264 capped at "
+        "AVX2 on AVX-512 CPUs; tests/core/test_mp4_writer.py checks it without a server)")
 
 
 def _memory_kib(pid: int) -> dict:

@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import urllib.request
 import uuid
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from framepack_client.comfy_api import PromptRejected
+from framepack_client.server_api import PromptRejected
+from framepack_dev.comfy_server import PACK_LINK_NAME
+from framepack_core.frames import resize_and_center_crop
+from framepack_dev.stand_in_nodes.describe import describe
+from framepack_dev.stand_in_nodes.stand_ins import vision_features
+from framepack_dev.tiny_models import IMAGE_DIM, IMAGE_TOKENS, START_IMAGE, install_tiny_models, node_of, tiny_workflow
 from scripts import build_workflows
-from tests.comfy.harness import PACK_LINK_NAME
-from tests.comfy.tiny_setup import install_tiny_models, node_of, tiny_workflow
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
-              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine")
+              "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker",
+              "FramePackVideoConditioning")
 WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
 
 
@@ -103,10 +111,30 @@ def test_api_workflow_end_to_end(comfy, name, num_frames, size):
     assert info == {"frames": num_frames, "fps": 30.0, "width": width, "height": height, "codec": "h264"}
     report = result.outputs[node_id(result, "FramePackSampler")]["framepack"][0]
     assert report["seed"] == 123 and report["frames"] == num_frames
+    # mode auto runs each checkpoint in the section order it was trained for: F1 forward, FramePackI2V_HY inverted
+    assert report["mode"] == ("forward" if name == "framepack_f1" else "inverted")
     steps = node_of(graph, "FramePackSampler")["inputs"]["num_inference_steps"]
     sampler_progress = [p for p in result.progress if p["node"] == node_id(result, "FramePackSampler")]
     assert [p["value"] for p in sampler_progress][-1] == report["sections"] * steps
     assert len(sampler_progress) >= report["sections"] * steps
+
+
+def test_mp4_carries_the_ui_workflow_and_the_api_prompt(comfy):
+    """As ComfyUI's SaveVideo does: the UI workflow the frontend sends (extra_pnginfo) and the API prompt are tags of
+    the MP4, so dropping the file on ComfyUI restores the graph."""
+    ui_workflow = json.loads((build_workflows.WORKFLOWS_DIR / "framepack_i2v.json").read_text())
+    graph = tiny_workflow("framepack_i2v", seed=5, prefix=unique_prefix("metadata"))
+    result = comfy.run(graph, timeout=600, extra_data={"extra_pnginfo": {"workflow": ui_workflow}})
+    result.prompt_graph = graph
+    assert result.ok, result.error_message
+    data, _ = mp4_of(comfy, result)
+    with av.open(io.BytesIO(data)) as container:
+        tags = dict(container.metadata)
+    assert json.loads(tags["workflow"]) == ui_workflow
+    stored = json.loads(tags["prompt"])
+    for node in stored.values():  # the server's own cache key, which ComfyUI adds to the prompt it runs
+        node.pop("is_changed", None)
+    assert stored == graph
 
 
 def test_random_seed_is_reported(comfy):
@@ -204,8 +232,13 @@ def test_lora_stack_through_the_loader(comfy, models_dir):
 
 
 
-def test_timestamped_prompts_and_keyframe_nodes(comfy):
-    graph = tiny_workflow("framepack_f1", num_frames=61, seed=8, prefix=unique_prefix("prompts"))
+def test_timestamped_prompts_and_keyframe_nodes(comfy, input_dir):
+    """Prompts and a keyframe through their nodes; the keyframe keeps its strength, and the image encoder sees the
+    whole resized frame (no square crop) for the keyframe and the start image (checked on a 96x64 video, where a
+    crop would drop a third of the picture)."""
+    width, height = 96, 64
+    graph = tiny_workflow("framepack_f1", num_frames=61, width=width, height=height, seed=8,
+                          prefix=unique_prefix("prompts"))
     graph["21"] = {"class_type": "FramePackTestCLIPLoader", "inputs": {"token_dim": 32, "pooled_dim": 16},
                    "_meta": {"title": "CLIP stand-in"}}
     graph["22"] = {"class_type": "FramePackTimestampedPrompt",
@@ -217,6 +250,20 @@ def test_timestamped_prompts_and_keyframe_nodes(comfy):
     sampler = node_of(graph, "FramePackSampler")["inputs"]
     sampler["prompts"] = ["22", 0]
     sampler["conditioning"] = ["23", 0]
+    graph["24"] = {"class_type": "FramePackTestDescribe", "inputs": {"value": ["23", 0]}, "_meta": {"title": "d"}}
     result = run(comfy, graph)
     assert result.ok, result.error_message
     assert probe(mp4_of(comfy, result)[0])["frames"] == 61
+
+    conditioning = json.loads(result.outputs["24"]["text"][0])
+    [key] = conditioning["keyframes"]
+    assert key["time_s"] == 1.0 and key["strength"] == 0.7
+    loaded = torch.from_numpy(np.asarray(Image.open(input_dir / START_IMAGE).convert("RGB"), dtype=np.float32) / 255)
+    pixels = resize_and_center_crop(loaded[None], width, height)
+    whole = describe(vision_features(pixels, embed_dim=IMAGE_DIM, tokens=IMAGE_TOKENS, crop=False))
+    cropped = describe(vision_features(pixels, embed_dim=IMAGE_DIM, tokens=IMAGE_TOKENS, crop=True))
+    assert not math.isclose(whole["mean"], cropped["mean"], rel_tol=1e-3)  # the check can tell the two apart
+    for embeds in (key["image"]["embeds"], conditioning["start"]["embeds"]):
+        assert embeds["shape"] == whole["shape"]
+        for stat in ("mean", "std", "min", "max"):
+            assert math.isclose(embeds[stat], whole[stat], rel_tol=1e-5, abs_tol=1e-6), (stat, embeds, whole)

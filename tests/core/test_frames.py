@@ -239,3 +239,65 @@ def test_streaming_rejects_misuse():
         blender.push(chunks[0], fake_decode(chunks[0]))
     with pytest.raises(ValueError, match="decoded chunks"):
         blend_all(plan, [fake_decode(chunks[0])])
+
+
+# -- starts left out of the output, and a continuation's seam -------------------------------------------------------
+
+@pytest.mark.parametrize("num_frames,mode", [(30, "forward"), (97, "inverted"), (180, "forward")])
+def test_a_blank_start_frame_is_never_output(num_frames, mode):
+    plan = plan_video(num_frames, mode, start_in_output=False)
+    frames = blend_all(plan, [fake_decode(c) for c in decode_chunks(plan)])
+    assert len(frames) == num_frames
+    assert frames[:, 0, 0, 0].tolist() == [true_frame(g) for g in kept_frame_indices(plan)]
+    assert true_frame(0) not in frames[:, 0, 0, 0].tolist()
+
+
+def seam_input(chunk, offset):
+    """The input's frames the first chunk overlaps: generated frames first_frame .. 0 (input frames N-o .. N-1)."""
+    values = torch.tensor([true_frame(g) + offset for g in range(chunk.first_frame, 1)])
+    return values.view(-1, 1, 1, 1).expand(-1, 2, 2, 3).clone()
+
+
+@pytest.mark.parametrize("lead,expected_context", [(19, 9), (9, 9), (3, 3), (1, 1)])
+@pytest.mark.parametrize("emit_seam", [True, False])
+def test_a_continuation_joins_its_input_like_a_section(lead, expected_context, emit_seam):
+    """The first chunk decodes min(window, lead) of the input's latents as context and overlaps exactly the input's
+    last 4c - 3 frames; when every decode agrees with the input, the join is seamless (true values throughout),
+    the seam's input frames come first when kept, then exactly num_frames new frames."""
+    plan = plan_video(61, "forward", start_in_output=False)
+    chunks = decode_chunks(plan, lead_latents=lead, seam=True)
+    first = chunks[0]
+    assert first == DecodeChunk(1 - expected_context, plan.sections_in_time_order[0].latent_end,
+                                4 * expected_context - 3)
+    assert chunks[1:] == decode_chunks(plan)[1:]  # later sections join as always
+    seam = seam_input(first, 0.0)
+    assert len(seam) == first.overlap_frames
+    blender = StreamingBlender(plan, lead_latents=lead, seam_frames=seam, emit_seam=emit_seam)
+    out = torch.cat([blender.push(c, fake_decode(c)) for c in chunks] + [blender.flush()])
+    new = [true_frame(g) for g in kept_frame_indices(plan)]
+    seam_values = [true_frame(g) for g in range(first.first_frame, 1)] if emit_seam else []
+    assert out[:, 0, 0, 0].tolist() == seam_values + new
+    assert len(out) == blender.output_frames == 61 + (first.overlap_frames if emit_seam else 0)
+
+
+def test_the_seam_cross_fades_from_the_input_to_the_decode():
+    """Input frames weigh 1 at the seam's start and 0 at the input's last frame (the original's soft append with
+    the input as the earlier video), so the first output frame is the input's own and the decode takes over."""
+    plan = plan_video(61, "forward", start_in_output=False)
+    chunks = decode_chunks(plan, lead_latents=19, seam=True)
+    o = chunks[0].overlap_frames
+    seam = torch.zeros(o, 1, 1, 1)
+    decoded = [torch.ones(c.num_frames, 1, 1, 1) for c in chunks]
+    blender = StreamingBlender(plan, lead_latents=19, seam_frames=seam)
+    out = torch.cat([blender.push(c, f) for c, f in zip(chunks, decoded)])[:, 0, 0, 0]
+    assert torch.allclose(out[:o], torch.linspace(0, 1, o)) and torch.all(out[o:] == 1)
+
+
+def test_seam_misuse():
+    plan = plan_video(61, "forward", start_in_output=False)
+    with pytest.raises(ValueError, match="last 33 frames"):
+        StreamingBlender(plan, lead_latents=19, seam_frames=torch.zeros(5, 1, 1, 1))
+    with pytest.raises(ValueError, match="start_in_output"):
+        StreamingBlender(plan_video(61), lead_latents=19, seam_frames=torch.zeros(33, 1, 1, 1))
+    with pytest.raises(ValueError, match="lead_latents"):
+        decode_chunks(plan, lead_latents=0)

@@ -4,25 +4,16 @@ interrupts, prompts per section, keyframes, bounded memory."""
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer, Interrupted
+from framepack_core import TINY, InputError, Interrupted
 from framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
 from framepack_core.generate import CONTEXT_LATENTS, GenerationRequest, generate_video
 from framepack_core.loading import load_framepack_model, save_framepack_model
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    model = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
+from framepack_dev.random_weights import tiny_transformer
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _model()
+    return tiny_transformer()
 
 
 def _image(seed):
@@ -129,6 +120,15 @@ def test_prompt_schedule(model):
     assert torch.equal(single, unused)
     switched = generate_video(model, _request(prompts=[(0.0, a), (1.5, b)], num_frames=97)).latents
     assert not torch.equal(single, switched)
+
+
+@pytest.mark.parametrize("what", ["end image", "keyframe"])
+def test_an_image_of_another_size_is_refused_in_the_core_own_terms(what):
+    small = ImageConditioning(torch.zeros(1, 16, 1, 4, 8), torch.zeros(1, 6, TINY.image_proj_dim))
+    request = _request(end=small) if what == "end image" else _request(keyframes=[Keyframe(1.0, small, 1.0)])
+    with pytest.raises(InputError, match=rf"the {what} latent \[1, 16, 1, 4, 8\] does not match the start image latent "
+                                         rf"\[1, 16, 1, 8, 8\]; encode the {what} at the start image's pixel size"):
+        request.validate()
 
 
 def test_keyframe_is_pinned(model):

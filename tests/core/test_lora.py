@@ -390,6 +390,53 @@ def test_alpha_scales_by_alpha_over_rank(tmp_path):
         torch.testing.assert_close(model.get_submodule(q).weight, before + 2.0 * factor * delta, rtol=0, atol=1e-6)
 
 
+def _peft_lora(tmp_path, name: str, modules: list[str], rank: int, config: dict):
+    """A diffusers-saved LoRA (lora_A/lora_B on each module, PEFT LoraConfig in the metadata); returns the file
+    and each module's up @ down."""
+    tensors, deltas = {}, {}
+    for seed, module in enumerate(modules):
+        down, up = _pair(D, D, rank, seed=20 + seed)
+        tensors[f"transformer.{module}.lora_A.weight"] = down
+        tensors[f"transformer.{module}.lora_B.weight"] = up
+        deltas[module] = up @ down
+    metadata = {"lora_adapter_metadata": json.dumps({"r": rank, **config})}
+    return load_lora_file(_save(tmp_path, name, tensors, metadata)), deltas
+
+
+def _applied_factors(lora, deltas) -> dict[str, float]:
+    """Each module's weight change at strength 1, as a multiple of its up @ down."""
+    model = _model()
+    before = _weights(model)
+    apply_loras(model, [(lora, 1.0)])
+    after = _weights(model)
+    factors = {}
+    for module, delta in deltas.items():
+        change = after[module] - before[module]
+        factors[module] = float((change * delta).sum() / (delta * delta).sum())
+        torch.testing.assert_close(change, factors[module] * delta, rtol=0, atol=1e-6)
+    return factors
+
+
+def test_peft_use_rslora_scales_by_alpha_over_the_square_root_of_the_rank(tmp_path):
+    modules = ["transformer_blocks.0.attn.to_q", "single_transformer_blocks.1.attn.to_k"]
+    rs, deltas = _peft_lora(tmp_path, "rs.safetensors", modules, 4, {"lora_alpha": 6.0, "use_rslora": True})
+    plain, _ = _peft_lora(tmp_path, "plain.safetensors", modules, 4, {"lora_alpha": 6.0, "use_rslora": False})
+    assert _applied_factors(rs, deltas) == pytest.approx({m: 3.0 for m in modules}, rel=1e-6)  # 6 / sqrt(4)
+    assert _applied_factors(plain, deltas) == pytest.approx({m: 1.5 for m in modules}, rel=1e-6)  # 6 / 4
+
+
+def test_peft_alpha_pattern_gives_the_named_module_its_alpha(tmp_path):
+    """alpha_pattern maps a module name to its own alpha; the other modules keep lora_alpha, and use_rslora applies
+    to both. A name is not a prefix: single_transformer_blocks.0 is not transformer_blocks.0."""
+    named = "transformer_blocks.0.attn.to_q"
+    others = ["transformer_blocks.1.attn.to_q", "single_transformer_blocks.0.attn.to_q"]
+    config = {"lora_alpha": 8.0, "alpha_pattern": {named: 2.0}}
+    lora, deltas = _peft_lora(tmp_path, "pattern.safetensors", [named, *others], 4, config)
+    assert _applied_factors(lora, deltas) == pytest.approx({named: 0.5, others[0]: 2.0, others[1]: 2.0}, rel=1e-6)
+    rs, deltas = _peft_lora(tmp_path, "pattern_rs.safetensors", [named, *others], 4, {**config, "use_rslora": True})
+    assert _applied_factors(rs, deltas) == pytest.approx({named: 1.0, others[0]: 4.0, others[1]: 4.0}, rel=1e-6)
+
+
 # -- refusals and reports -------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -201,6 +201,16 @@ def test_summary_is_json_friendly_and_complete():
     assert "dropped" not in plan_video(97, "forward").summary()["description"]
 
 
+def test_summary_description_in_words():
+    assert plan_video(240, "inverted").summary()["description"] == (
+        "240 frames (8.00 s at 30 fps) in 7 sections of 9/8 latents, sampled end to start; 1 interior frame(s) "
+        "dropped for the exact length")
+    assert plan_video(97, "forward").summary()["description"] == (
+        "97 frames (3.23 s at 30 fps) in 3 sections of 8 latents, sampled start to end")
+    assert "in 1 section of 8 latents" in plan_video(30, "forward").summary()["description"]
+    assert "in 2 sections of 6 latents" in plan_video(46, "inverted").summary()["description"]
+
+
 def test_prompt_weights_blend_across_changes():
     plan = plan_video(180, "forward")  # 5 sections of 9 latents: frames [0,37), [37,73), [73,109), ...
     weights = prompt_weights(plan, [0.0, 2.5])
@@ -211,6 +221,13 @@ def test_prompt_weights_blend_across_changes():
     assert weights[2] == pytest.approx([2 / 36, 34 / 36])
     # caller's order is kept when the starts are unsorted
     assert prompt_weights(plan, [2.5, 0.0]) == [list(reversed(r)) for r in weights]
+
+
+def test_a_change_within_the_first_second_blends_from_0():
+    plan = plan_video(180, "forward")  # section 0 holds frames [0, 37), so it spans [0, 37/30) s
+    # prompt 0 covers [0, 1.1) s (33 frames' time) of it, prompt 1 the remaining 4/30 s
+    assert prompt_weights(plan, [0.0, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])
+    assert prompt_weights(plan, [0.5, 1.1])[0] == pytest.approx([33 / 37, 4 / 37])  # the first starts at 0 anyway
 
 
 def test_prompt_weights_edges():
@@ -243,3 +260,38 @@ def test_keyframe_latent_index():
     assert keyframe_latent_index(dropped, 7 / 30) == 2
     with pytest.raises(InputError, match="keyframe time"):
         keyframe_latent_index(plan, float("nan"))
+
+
+# -- a start frame that is not an output frame (text-to-video, video continuation) -----------------------------------
+
+@pytest.mark.parametrize("mode", ["inverted", "forward"])
+@pytest.mark.parametrize("num_frames", LENGTHS + [32, 36])
+def test_start_left_out_gives_exactly_the_new_frames(num_frames, mode):
+    """The chain is planned for one frame more (brute force for N + 1 frames), frame 0 is not output, and the
+    output still has exactly N frames: generated frames 1 .. F-1 less interior drops."""
+    plan = plan_video(num_frames, mode, start_in_output=False)
+    expected, latents = simulate(num_frames + 1, 9, mode)
+    assert plan.total_latents == latents
+    assert [s.num_latents for s in plan.sections] == [s["num_latents"] for s in expected]
+    kept = kept_frame_indices(plan)
+    assert len(kept) == plan.output_frames == num_frames
+    assert kept[0] >= 1 and 0 not in kept and kept[-1] == plan.generated_frames - 1
+    assert all(0 < d < plan.generated_frames - 1 for d in plan.dropped_frames)
+    assert len(plan.dropped_frames) == plan.generated_frames - 1 - num_frames
+    assert [output_frame_to_generated(plan, j) for j in range(num_frames)] == kept
+    assert plan.summary()["frames"] == num_frames and plan.summary()["start_frame_in_output"] is False
+    assert "not in the output" in plan.summary()["description"]
+
+
+def test_start_left_out_known_figures():
+    plan = plan_video(1800, start_in_output=False)  # 1801 planned frames: L 451, F 1801, nothing dropped
+    assert (plan.total_latents, plan.generated_frames, plan.dropped_frames) == (451, 1801, ())
+    assert plan.output_frames == 1800 and plan.duration_s == 60.0
+    plan = plan_video(32, start_in_output=False)  # 33 planned frames: L 9, F 33, frames 1..32 out
+    assert plan.dropped_frames == () and kept_frame_indices(plan) == list(range(1, 33))
+    plan = plan_video(30, start_in_output=False)  # 31 planned: F 33, drops at 32/3 -> 11 and 64/3 -> 21
+    assert plan.dropped_frames == (11, 21) and len(kept_frame_indices(plan)) == 30
+    # output frame 0 is the first new frame, so a keyframe at 0 s pins latent 1 and one at 10/30 s frame 11 -> 12
+    assert keyframe_latent_index(plan, 0.0) == 1 and output_frame_to_generated(plan, 10) == 12
+    with pytest.raises(InputError, match="num_frames"):
+        plan_video(1801, start_in_output=False)

@@ -261,6 +261,28 @@ def test_interrupt_checked_before_the_first_model_call(name):
     assert model.sigmas == []
 
 
+@pytest.mark.parametrize("name,variant", [("unipc_bh1", "bh1"), ("unipc_bh2", "bh2")])
+def test_each_registered_unipc_runs_its_named_variant(name, variant):
+    """The registry entry reproduces the hand-derived run of its own B(h) variant, and not the other one's."""
+    sigmas = sigma_schedule(4, shift=3.0).to(F64)
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    other = {"bh1": "bh2", "bh2": "bh1"}[variant]
+    out = get_sampler(name)(linear_model, noise, sigmas)
+    assert torch.allclose(out, hand_unipc(noise, sigmas.tolist(), variant)[1][-1], atol=1e-12, rtol=0)
+    assert not torch.allclose(out, hand_unipc(noise, sigmas.tolist(), other)[1][-1], atol=1e-9, rtol=0)
+
+
+def test_registered_euler_is_the_euler_step():
+    """x_next = x0 + (sigma_next / sigma) * (x - x0), written out for three steps."""
+    sigmas = sigma_schedule(3, shift=3.0).to(F64)
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(4), dtype=F64)
+    x = noise
+    for sigma, sigma_next in zip(sigmas.tolist(), sigmas.tolist()[1:]):
+        x0 = linear_model(x, sigma)
+        x = x0 + (sigma_next / sigma) * (x - x0)
+    assert torch.allclose(get_sampler("euler")(linear_model, noise, sigmas), x, atol=1e-12, rtol=0)
+
+
 def test_registry_and_unknown_name():
     assert set(SAMPLERS) == {"unipc_bh1", "unipc_bh2", "euler"}
     assert get_sampler("euler") is sample_euler

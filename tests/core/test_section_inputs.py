@@ -12,6 +12,10 @@ Original rules (lllyasviel/FramePack):
   zeros and every section's latents are put in FRONT of it; the context is its first 19 latents, split 1 (the
   "post" latent right after the window) / 2 (2x) / 16 (4x); indices [start | blank | window | post | 2x | 4x]
   with padding * window blank indices, padding levels reversed(range(n)), or [3, 2, ..., 2, 1, 0] for n > 4.
+Starts (ours, starts.py): a continued video's history (the VAE encodings of its last frames) takes the place of
+the start latent in F1's buffer: 19 zeros, then the history, then every sampled section; the start anchor at index
+0 is the input's last frame. Inverted sampling keeps its buffer of zeros (its context is the future). A blank
+(text-to-video) start or a continuation plans one frame more (frame 0 is not output), which changes the windows.
 Ours on top: the end image (strength s) goes in as s * end_latent in the slot after the last window (I2V_HY: the
 post slot of the first sampled section; F1: one extra clean slot), the last latent's x0 is pulled towards it,
 lerp(x0, end, s), and the SigLIP embeddings move from start to end as lerp(start, end, s * u), u the section's
@@ -26,28 +30,21 @@ import math
 import pytest
 import torch
 
-from framepack_core import TINY, FramePackTransformer
+from framepack_core import TINY
 from framepack_core import generate as gen
 from framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
+from framepack_core.errors import InputError
 from framepack_core.generate import GenerationRequest, generate_video
+from framepack_core.starts import Continuation
+from framepack_dev.random_weights import tiny_transformer
 
 FPS = 30
 WINDOW = 9
 
 
-def _model():
-    torch.manual_seed(0)
-    model = FramePackTransformer(TINY).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, p in sorted(model.state_dict(keep_vars=True).items()):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _model()
+    return tiny_transformer()
 
 
 def _image(seed, h=4, w=6):
@@ -106,7 +103,7 @@ def _cpu(value):
 
 def _windows(num_frames: int) -> list[int]:
     """Time-order window sizes: the fewest windows of at most 9 latents covering ceil((N+3)/4) - 1 latents,
-    sizes within one of each other, larger first."""
+    sizes within one of each other, larger first (N counts frame 0 even when it is not output)."""
     generated = math.ceil((num_frames + 3) / 4) - 1
     n = math.ceil(generated / WINDOW)
     sizes = [generated // n] * n
@@ -135,13 +132,16 @@ def _sections(num_frames: int, mode: str) -> list[dict]:
     return out
 
 
-def _expected_context(mode: str, video: torch.Tensor, section: dict, end_strength: float, with_end: bool) -> dict:
+def _expected_context(mode: str, video: torch.Tensor, section: dict, end_strength: float, with_end: bool,
+                      lead: int = 1) -> dict:
     """The packed clean latents and their indices the original builds for this section, from the finished video
-    (which holds exactly what every earlier section sampled)."""
+    (which holds exactly what every earlier section sampled). The video's first `lead` latents precede the first
+    window: the start latent, or a continued video's history."""
     a, w = section["first"], section["window"]
     zeros = torch.zeros(1, 16, 19, *video.shape[-2:])
+    a += lead - 1  # the section's first latent in the video tensor
     if mode == "forward":
-        buffer = torch.cat([zeros, video[:, :, :a]], dim=2)  # 19 zeros, the start latent, every latent so far
+        buffer = torch.cat([zeros, video[:, :, :a]], dim=2)  # 19 zeros, the start or history, every latent so far
         ctx = buffer[:, :, -19:]
         c4x, c2x, c1x = ctx[:, :, :16], ctx[:, :, 16:18], ctx[:, :, 18:19]
         clean, clean_idx = torch.cat([START.latent, c1x], dim=2), [0, 19]
@@ -243,6 +243,54 @@ def test_every_section_gets_the_original_context_embeddings_and_prompt_mix(model
             _assert_close(call["encoder_hidden_states"], tokens, f"section {k} text tokens")
             _assert_close(call["pooled_projections"], pooled, f"section {k} pooled text")
             _assert_close(call["guidance"], torch.tensor([10000.0]), "distilled guidance x 1000")
+
+
+def _history(k, seed=40, h=4, w=6):
+    return torch.randn(1, 16, k, h, w, generator=torch.Generator().manual_seed(seed + k))
+
+
+STARTS = {
+    # mode, new frames, history latents (None: a blank text-to-video start)
+    "f1_continuation_full_history": ("forward", 61, 19),
+    "f1_continuation_short_input": ("forward", 61, 3),
+    "inverted_continuation": ("inverted", 61, 5),
+    "f1_text_to_video": ("forward", 61, None),
+    "inverted_text_to_video": ("inverted", 61, None),
+}
+
+
+@pytest.mark.parametrize("case", list(STARTS))
+def test_starts_without_an_output_start_frame_get_the_original_context(model, case):
+    """A continuation: F1's buffer is 19 zeros, the input's history latents, then every sampled latent; the anchor
+    at index 0 is the start latent (the input's last frame); inverted sampling sees zeros as before. A blank start:
+    the plain context. Either way the chain is planned for one frame more and the video holds the history (or the
+    start latent) before the sampled latents."""
+    mode, frames, k = STARTS[case]
+    continuation = Continuation(_history(k), input_frames=4 * k + 1) if k else None
+    result, spy = _run(model, mode=mode, num_frames=frames, start_in_output=False, continuation=continuation)
+    video, lead = result.latents, k or 1
+    sections = _sections(frames + 1, mode)
+    assert result.lead_latents == lead and result.plan.output_frames == frames
+    assert video.shape[2] == lead + sum(s["window"] for s in sections)
+    assert torch.equal(video[:, :, :lead], continuation.history if k else START.latent)
+    assert len(spy.prepared) == len(sections)
+    for n, section in enumerate(sections):
+        seen = spy.prepared[n]
+        for key, value in _expected_context(mode, video, section, 0.0, False, lead).items():
+            _assert_close(seen[key], value, f"section {n} {key}")
+        assert torch.equal(seen["clean_latents"][:, :, :1], START.latent)  # the anchor
+        _assert_close(seen["image_embeddings"], START.embeds, f"section {n} SigLIP embeddings")
+    if mode == "forward" and k:  # the first section's history is exactly the input's, zeros before a short one
+        first = spy.prepared[0]
+        packed = torch.cat([first["clean_latents_4x"], first["clean_latents_2x"], first["clean_latents"][:, :, 1:]],
+                           dim=2)
+        assert torch.equal(packed[:, :, 19 - k:], continuation.history)
+        assert not packed[:, :, :19 - k].any()
+
+
+def test_the_continuation_history_must_match_the_start_latent(model):
+    with pytest.raises(InputError, match="same pixel size"):
+        _run(model, mode="forward", num_frames=30, continuation=Continuation(_history(2, h=6), input_frames=9))
 
 
 def test_f1_second_section_holds_the_start_latent_once(model):

@@ -1,25 +1,26 @@
 """framepack_core must import and run with no ComfyUI present: torch, safetensors, einops and numpy only.
 
 Two checks: every import statement in framepack_core names the standard library, one of those four packages or
-framepack_core itself (static, so an import hidden in a rarely used function is caught too); and a fresh
-interpreter in which ComfyUI's modules (and diffusers/transformers) cannot be imported at all loads every
-framepack_core module and runs a tiny forward pass.
+framepack_core itself (static, so an import hidden in a rarely used function is caught too; the optional packages
+below are the only exceptions); and a fresh interpreter in which ComfyUI's modules (and diffusers/transformers, and
+PyAV) cannot be imported at all loads every framepack_core module and runs a tiny forward pass.
 """
 
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
+
+from tests.blocked_imports import run_without
 
 CORE = Path(__file__).resolve().parents[2] / "framepack_core"
 ALLOWED_THIRD_PARTY = {"torch", "safetensors", "einops", "numpy"}
-# optional attention kernels, imported inside try/except by attention.py and used only when installed
-OPTIONAL = {"flash_attn", "sageattention"}
+# optional attention kernels, imported inside try/except by attention.py and used only when installed; PyAV (which
+# ComfyUI ships), imported by mp4.py only when a file is written
+OPTIONAL = {"flash_attn", "sageattention", "av"}
 BLOCKED = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution", "latent_preview",
-           "diffusers", "transformers")
+           "diffusers", "transformers", "av")
 
 
 def _imported_top_level_names(path: Path) -> set[str]:
@@ -47,17 +48,8 @@ def test_imports_are_stdlib_or_the_four_allowed_packages():
 
 def test_imports_and_runs_where_comfyui_cannot_be_imported():
     modules = sorted(p.stem for p in CORE.glob("*.py") if p.stem != "__init__")
-    script = textwrap.dedent(f"""
-        import importlib, importlib.abc, sys
-        blocked = {BLOCKED!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in blocked:
-                    raise ImportError(f"{{name}} is blocked: framepack_core must not need it")
-                return None
-
-        sys.meta_path.insert(0, Block())
+    proc = run_without(BLOCKED, f"""
+        import importlib
         import torch
         import framepack_core
         for name in {modules!r}:
@@ -74,8 +66,6 @@ def test_imports_and_runs_where_comfyui_cannot_be_imported():
         leaked = sorted(m for m in sys.modules if m.split(".")[0] in blocked)
         assert not leaked, leaked
         print("ok")
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=CORE.parent)
+    """, cwd=CORE.parent, why="framepack_core must not need it")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok"

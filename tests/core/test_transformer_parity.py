@@ -10,8 +10,9 @@ import torch
 
 from framepack_core import RELEASED, TINY, FramePackConfig, FramePackTransformer
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is the test-only parity reference")
-Reference = diffusers.HunyuanVideoFramepackTransformer3DModel
+from framepack_dev.diffusers_reference import reference_forward, reference_model
+
+pytest.importorskip("diffusers", reason="diffusers is the test-only parity reference")
 
 TOLERANCE = 1e-5
 # Key names and shapes of the released checkpoints (1,274 tensors), derived from the original model code.
@@ -32,7 +33,7 @@ def _random_state_dict(model: torch.nn.Module, seed: int) -> dict:
 
 
 def _models(config: FramePackConfig, seed: int = 0):
-    ref = Reference(**config.to_diffusers_kwargs()).eval()
+    ref = reference_model(config).eval()
     ours = FramePackTransformer(config).eval()
     weights = _random_state_dict(ref, seed)
     ref.load_state_dict(weights, strict=True)
@@ -66,17 +67,6 @@ def _inputs(config: FramePackConfig, batch: int, text_lengths: list[int], seed: 
     )
 
 
-def _reference_forward(ref, x):
-    return ref(
-        hidden_states=x["hidden_states"], timestep=x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
-        encoder_attention_mask=x["encoder_attention_mask"], pooled_projections=x["pooled_projections"],
-        image_embeds=x["image_embeddings"], indices_latents=x["latent_indices"], guidance=x["guidance"],
-        latents_clean=x["clean_latents"], indices_latents_clean=x["clean_latent_indices"],
-        latents_history_2x=x["clean_latents_2x"], indices_latents_history_2x=x["clean_latent_2x_indices"],
-        latents_history_4x=x["clean_latents_4x"], indices_latents_history_4x=x["clean_latent_4x_indices"],
-        return_dict=False)[0]
-
-
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("batch,text_lengths", [(1, [7]), (2, [9, 4])])
 def test_forward_matches_diffusers(name, batch, text_lengths):
@@ -84,7 +74,7 @@ def test_forward_matches_diffusers(name, batch, text_lengths):
     ours, ref = _models(config)
     x = _inputs(config, batch, text_lengths)
     with torch.no_grad():
-        expected = _reference_forward(ref, x)
+        expected = reference_forward(ref, x)
         actual = ours(**x)
     assert actual.shape == expected.shape == x["hidden_states"].shape
     assert expected.abs().max() > 0.1  # a degenerate (all ~0) output would make the comparison meaningless

@@ -1,0 +1,150 @@
+"""What the service asks of one ComfyUI server: is it up and how busy, which models it has, queue a job, where a
+job is, its video, stop a job. This module is the only one of the service that talks to the ComfyUI client."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from ..server_api import ComfyClient
+from ..errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
+from ..hosted import HostedParams, ValidationError, WorkflowError, build_prompt, find_node, load_workflow
+from ..jobs import Job, JobError, apply_history, describe_rejection, upload_image
+
+# The video's name on the server. The same for every job, so that the prompt (which the MP4 carries as metadata)
+# and therefore the file are the same whichever server makes it; ComfyUI numbers the files.
+OUTPUT_PREFIX = "framepack_service/video"
+Unreachable = (ComfyConnectionError, ComfyTimeout)
+
+
+class ServerDown(Exception):
+    """The server did not answer (refused, reset, timed out)."""
+
+
+class Rejected(Exception):
+    """The server refused the prompt (validation); the message names the parameter where it can."""
+
+
+@dataclass
+class ServerStatus:
+    queue_length: int  # running + pending prompts, ours or not
+    prompt_ids: set = field(default_factory=set)
+    running: set = field(default_factory=set)
+
+
+@dataclass
+class Outcome:
+    """Where a job stands on its server: pending, running, lost (the server forgot it), or done."""
+    state: str
+    completed: bool = False
+    error: str = ""
+    seed: int | None = None
+    inference_ms: int | None = None
+    videos: list = field(default_factory=list)  # [{filename, subfolder, type}]
+    nsfw: list = field(default_factory=list)
+    nsfw_score: float | None = None
+    interrupted: bool = False
+
+
+def _client(url: str, timeout: float) -> ComfyClient:
+    return ComfyClient(url, timeout=timeout)
+
+
+def status(url: str, timeout: float) -> ServerStatus:
+    """The server's queue; ServerDown when it does not answer."""
+    try:
+        queue = _client(url, timeout).queue()
+    except (ComfyError, OSError, ValueError) as err:
+        raise ServerDown(str(err)) from err
+    running = {item[1] for item in queue.get("queue_running", []) if len(item) > 1}
+    pending = {item[1] for item in queue.get("queue_pending", []) if len(item) > 1}
+    return ServerStatus(queue_length=len(running) + len(pending), prompt_ids=running | pending, running=running)
+
+
+def model_choices(url: str, timeout: float) -> set[str]:
+    """The model files the server's Load FramePack Model node offers; ServerDown when it does not answer."""
+    try:
+        info = _client(url, timeout).object_info("FramePackModelLoader")
+    except (ComfyError, OSError, ValueError) as err:
+        raise ServerDown(str(err)) from err
+    node = info.get("FramePackModelLoader") or {}
+    spec = (node.get("input") or {}).get("required", {}).get("model") or []
+    if spec and isinstance(spec[0], list):  # [[choices...], {options}]
+        options = spec[0]
+    elif len(spec) > 1 and isinstance(spec[1], dict):  # ["COMBO", {"options": [choices...]}]
+        options = spec[1].get("options", [])
+    else:
+        options = []
+    return {str(o) for o in options}
+
+
+def workflow_model(workflow: str, model_file: str | None) -> str:
+    """The model file a job of ``workflow`` needs (the override, else the workflow's own)."""
+    return model_file or find_node(load_workflow(workflow), "FramePackModelLoader")[1]["inputs"]["model"]
+
+
+def submit(url: str, params: HostedParams, workflow: str, model_file: str | None, prompt_id: str,
+           timeout: float) -> dict:
+    """Uploads the images, fills the workflow and queues it as ``prompt_id``; returns the filled prompt.
+    ServerDown when the server does not answer, Rejected when it refuses the prompt."""
+    client = _client(url, timeout)
+    try:
+        start = upload_image(client, params.image)
+        end = upload_image(client, params.end_image) if params.end_image else None
+        graph = build_prompt(params, copy.deepcopy(load_workflow(workflow)), start_image_name=start,
+                             end_image_name=end, model=model_file, filename_prefix=OUTPUT_PREFIX)
+        client.queue_prompt(graph, prompt_id=prompt_id)
+    except PromptRejected as err:
+        raise Rejected(describe_rejection(err, graph)) from err
+    except Unreachable as err:
+        raise ServerDown(str(err)) from err
+    except (WorkflowError, ValidationError, JobError) as err:
+        raise Rejected(str(err)) from err
+    except ComfyHTTPError as err:
+        if err.status >= 500:
+            raise ServerDown(str(err)) from err
+        raise Rejected(f"the server refused the job: {err}") from err
+    return graph
+
+
+def outcome(url: str, prompt_id: str, graph: dict, params: dict, timeout: float) -> Outcome:
+    """Where ``prompt_id`` stands on the server; ServerDown when it does not answer."""
+    client = _client(url, timeout)
+    try:
+        entry = client.history(prompt_id).get(prompt_id)
+        if entry is None:
+            queue = status(url, timeout)
+            if prompt_id in queue.running:
+                return Outcome("running")
+            if prompt_id in queue.prompt_ids:
+                return Outcome("pending")
+            entry = client.history(prompt_id).get(prompt_id)  # it may have ended between the two questions
+            if entry is None:
+                return Outcome("lost")
+    except (ComfyError, OSError, ValueError) as err:
+        raise ServerDown(str(err)) from err
+    job = Job(id=prompt_id, server=url, client_id="", created_at="", params=params, model="", workflow="",
+              prompt_id=prompt_id, prompt=graph)
+    apply_history(job, entry)
+    messages = (entry.get("status") or {}).get("messages") or []
+    return Outcome("done", completed=job.status == "completed", error=job.error, seed=job.seed,
+                   inference_ms=job.inference_ms, videos=job.remote_outputs, nsfw=job.has_nsfw_contents,
+                   nsfw_score=job.nsfw_score,
+                   interrupted=any(m and m[0] == "execution_interrupted" for m in messages))
+
+
+def video_bytes(url: str, ref: dict, timeout: float) -> bytes:
+    try:
+        return _client(url, timeout).view(ref["filename"], ref.get("subfolder", ""), ref.get("type", "output"))
+    except (ComfyError, OSError) as err:
+        raise ServerDown(str(err)) from err
+
+
+def stop(url: str, prompt_id: str, timeout: float) -> None:
+    """Removes ``prompt_id`` from the server's queue, or interrupts it if it runs. Best effort."""
+    client = _client(url, timeout)
+    try:
+        client.delete_queued([prompt_id])
+        client.interrupt(prompt_id)
+    except (ComfyError, OSError):
+        pass

@@ -1,0 +1,112 @@
+"""``framepack-video serve`` / ``python -m framepack_client serve``: run the service (needs the ``service`` extra:
+``pip install .[service]``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_PORT = 8000
+DEFAULT_DATA_DIR = "~/.cache/framepack-service"
+KEY_ENV = "FRAMEPACK_API_KEY"
+
+EPILOG = """\
+examples:
+  framepack-video serve --comfy http://127.0.0.1:8188
+  FRAMEPACK_API_KEY=secret framepack-video serve --host 0.0.0.0 --port 8000 \\
+      --comfy http://gpu0:8188 --comfy http://gpu1:8188 --comfy http://gpu2:8188
+
+The job store (SQLite), the fetched input images and the finished videos live in --data-dir. Without an API key
+the service listens on loopback only and answers only loopback clients. API docs: http://HOST:PORT/docs"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="framepack-video serve", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--comfy", metavar="URL", action="append", default=None,
+                   help="a ComfyUI server with the FramePack pack (repeat for several; default "
+                        "$FRAMEPACK_SERVER or http://127.0.0.1:8188)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"job store (jobs.sqlite3), inputs and outputs (default {DEFAULT_DATA_DIR})")
+    p.add_argument("--api-key", default=None, help=f"the key clients must send (default ${KEY_ENV})")
+    p.add_argument("--public-url", default=None,
+                   help="base of the URLs in responses, e.g. https://video.example.com (default: the address the "
+                        "client used)")
+    g = p.add_argument_group("input images")
+    g.add_argument("--allow-private-urls", action="store_true",
+                   help="fetch image URLs that resolve to loopback, private or link-local addresses")
+    g.add_argument("--allow-url-network", metavar="CIDR", action="append", default=[],
+                   help="fetch image URLs in this network even without --allow-private-urls (repeatable)")
+    g.add_argument("--url-timeout", type=float, default=30.0, help="seconds for one image download (default 30)")
+    g.add_argument("--max-image-mb", type=float, default=32.0, help="largest image download (default 32)")
+    g.add_argument("--max-body-mb", type=float, default=48.0, help="largest request body (default 48)")
+    g = p.add_argument_group("jobs and servers")
+    g.add_argument("--jobs-per-server", type=int, default=2, help="our jobs on one server at once (default 2)")
+    g.add_argument("--max-attempts", type=int, default=3,
+                   help="sends of one job (another server after a failure) before it fails (default 3)")
+    g.add_argument("--server-grace", type=float, default=15.0,
+                   help="seconds a server may not answer before its jobs go to another server (default 15)")
+    g.add_argument("--poll-interval", type=float, default=0.5, help="seconds between looks at the servers")
+    g.add_argument("--job-timeout", type=float, default=4 * 3600.0, help="seconds one job may take (default 4 h)")
+    g.add_argument("--workflow-dir", default=None,
+                   help="folder whose framepack_i2v.json / framepack_first_last_frame.json replace the shipped API "
+                        "workflows")
+    g.add_argument("--model", default=None, help="model file replacing the workflows' (every server needs it)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    from .core import ServiceConfig
+    from .gate import is_loopback
+    from .scheduler import SchedulerSettings
+
+    key = args.api_key or os.environ.get(KEY_ENV) or None
+    if key is None and not is_loopback(args.host):
+        raise SystemExit(f"error: --host {args.host} would serve other machines without an API key; set "
+                         f"--api-key or {KEY_ENV}, or keep the default --host 127.0.0.1")
+    for value, name in ((args.max_attempts, "--max-attempts"), (args.jobs_per_server, "--jobs-per-server")):
+        if value < 1:
+            raise SystemExit(f"error: {name} must be at least 1")
+    urls = args.comfy or [os.environ.get("FRAMEPACK_SERVER", "http://127.0.0.1:8188")]
+    try:
+        import ipaddress
+        for cidr in args.allow_url_network:
+            ipaddress.ip_network(cidr, strict=False)
+    except ValueError as err:
+        raise SystemExit(f"error: --allow-url-network: {err}") from None
+    return ServiceConfig(
+        comfy_urls=urls, data_dir=Path(args.data_dir).expanduser(), api_key=key, host=args.host, port=args.port,
+        public_url=args.public_url, allow_private_urls=args.allow_private_urls,
+        allowed_networks=list(args.allow_url_network), url_timeout=args.url_timeout,
+        max_image_bytes=int(args.max_image_mb * 1024 * 1024), max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        workflow_dir=Path(args.workflow_dir).expanduser() if args.workflow_dir else None, model_file=args.model,
+        server_grace=args.server_grace,
+        scheduler=SchedulerSettings(poll_interval=args.poll_interval, jobs_per_server=args.jobs_per_server,
+                                    max_attempts=args.max_attempts, job_timeout=args.job_timeout))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import uvicorn
+
+        from .app import create_app
+        from .core import Service
+    except ImportError as err:
+        print(f"error: the service needs its extra packages ({err.name} is missing): pip install '.[service]' "
+              "from the project folder", file=sys.stderr)
+        return 2
+    config = config_from_args(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(Service(config))
+    print(f"FramePack service on http://{config.host}:{config.port} over {', '.join(config.comfy_urls)} "
+          f"({'API key required' if config.api_key else 'no API key: loopback only'})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, lifespan="on")
+    return 0

@@ -1,0 +1,155 @@
+"""A contract's request body -> a validated job, before anything reaches a server.
+
+Each contract (WaveSpeed's ``wavespeed-ai/framepack``, fal's ``fal-ai/framepack`` and ``fal-ai/framepack/flf2v``)
+names its fields, required fields and defaults; the values are checked with the client's hosted-parameter rules
+(:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see fetch.py) and stored
+in the service's inputs folder under their content hash, and a random seed (-1) is drawn here, once, so that a job
+sent again after a failure makes the same video.
+
+Beyond the contracts the service also takes ``resolution: "custom"`` with ``width``/``height`` (multiples of 16),
+``aspect_ratio: "auto"``, and on fal ``num_inference_steps`` (fal's pages do not list it; 25 by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
+from ..jobs import now_iso
+from . import backend
+from ..fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
+from .store import JobRecord
+
+LOCAL_EXTRAS = ("width", "height")
+
+
+@dataclass(frozen=True)
+class Contract:
+    kind: str  # "wavespeed" or "fal"
+    endpoint: str  # the model id the contract names
+    workflow: str  # shipped API workflow (workflows/api/<name>.json)
+    fields: tuple[str, ...]  # accepted body keys, in the contract's names
+    required: tuple[str, ...]
+    defaults: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)  # contract field -> HostedParams field, for the images
+
+    def hosted_name(self, name: str) -> str:
+        return self.images.get(name, name)
+
+    def contract_name(self, hosted: str) -> str:
+        return next((k for k, v in self.images.items() if v == hosted), hosted)
+
+
+WAVESPEED = Contract(
+    "wavespeed", "wavespeed-ai/framepack", "framepack_i2v",
+    fields=("image", "prompt", "negative_prompt", "aspect_ratio", "resolution", "seed", "num_inference_steps",
+            "num_frames", "guidance_scale", "enable_safety_checker", *LOCAL_EXTRAS),
+    required=("image", "prompt"),
+    defaults={"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "720p", "seed": -1,
+              "num_inference_steps": 25, "num_frames": 180, "guidance_scale": 10, "enable_safety_checker": False},
+    images={"image": "image"})
+_FAL_COMMON = ("prompt", "negative_prompt", "image_url", "seed", "aspect_ratio", "resolution", "cfg_scale",
+               "guidance_scale", "num_frames", "enable_safety_checker", "num_inference_steps", *LOCAL_EXTRAS)
+_FAL_DEFAULTS = {"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "480p", "cfg_scale": 1,
+                 "guidance_scale": 10, "seed": -1, "enable_safety_checker": False, "num_inference_steps": 25}
+FAL_I2V = Contract("fal", "fal-ai/framepack", "framepack_i2v", fields=_FAL_COMMON, required=("prompt", "image_url"),
+                   defaults={**_FAL_DEFAULTS, "num_frames": 180}, images={"image_url": "image"})
+FAL_FLF2V = Contract("fal", "fal-ai/framepack/flf2v", "framepack_first_last_frame",
+                     fields=(*_FAL_COMMON, "end_image_url", "strength"),
+                     required=("prompt", "image_url", "end_image_url"),
+                     defaults={**_FAL_DEFAULTS, "num_frames": 240, "strength": 0.8},
+                     images={"image_url": "image", "end_image_url": "end_image"})
+
+
+class BadRequest(ValueError):
+    """The body cannot become a job; ``problems`` is [(field, message naming the field and the fix)]."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    inputs_dir: Path
+    policy: UrlPolicy
+    workflow_dir: Path | None = None  # <name>.json here replaces the shipped workflow of that name
+    model_file: str | None = None  # replaces the workflows' model file
+    resolver: Resolver = system_resolver
+
+
+def workflow_path(name: str, workflow_dir: Path | None) -> str:
+    if workflow_dir is not None and (Path(workflow_dir) / f"{name}.json").is_file():
+        return str(Path(workflow_dir) / f"{name}.json")
+    return str(API_WORKFLOWS_DIR / f"{name}.json")
+
+
+def _problem_field(line: str, contract: Contract) -> tuple[str, str]:
+    """(contract field, message in the contract's names) for one HostedParams problem line."""
+    first = line.split(" ", 1)[0].rstrip(":,")
+    name = contract.contract_name(first)
+    if name != first:
+        line = name + line[len(first):]
+    return (name if name in contract.fields else "body"), line
+
+
+def _store_image(data: bytes, kind: str, inputs_dir: Path) -> str:
+    inputs_dir.mkdir(parents=True, exist_ok=True)
+    path = inputs_dir / f"{hashlib.sha256(data).hexdigest()}.{'jpg' if kind == 'jpeg' else kind}"
+    if not path.exists():
+        tmp = path.with_name(f".{uuid.uuid4().hex}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def check_body(contract: Contract, body: Any) -> dict[str, Any]:
+    """The body in HostedParams names with the contract's defaults, images still as given; BadRequest lists
+    every problem that can be seen without fetching anything."""
+    if not isinstance(body, dict):
+        raise BadRequest([("body", f"the request body must be a JSON object with the fields "
+                                   f"{', '.join(contract.fields)}")])
+    problems = [(key, f"unknown parameter {key!r}; {contract.endpoint} takes {', '.join(contract.fields)}")
+                for key in body if key not in contract.fields]
+    problems += [(name, f"{name} is required") for name in contract.required if body.get(name) in (None, "")]
+    # an explicit null means "not given": the default applies
+    values = {**contract.defaults, **{k: v for k, v in body.items() if k in contract.fields and v is not None}}
+    if "strength" not in body and not values.get("end_image_url"):
+        values.pop("strength", None)  # its default belongs to the end image; without one it is only noise
+    mapped = {contract.hosted_name(k): v for k, v in values.items()}
+    try:
+        # images must be URLs or data: URIs: a body never names a file of the service's machine
+        HostedParams.from_mapping(mapped, local_files=False)
+    except ValidationError as err:
+        seen = {name for name, _ in problems}
+        problems += [p for p in (_problem_field(line, contract) for line in err.problems) if p[0] not in seen]
+    if problems:
+        raise BadRequest(problems)
+    return {contract.hosted_name(k): v for k, v in values.items()}
+
+
+def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord:
+    """A new job (not yet stored) for ``body``; BadRequest when it cannot be one. Fetches the images."""
+    values = check_body(contract, body)
+    for field_name, hosted in contract.images.items():
+        source = values.get(hosted)
+        if not source:
+            continue
+        try:
+            data, kind = load_image(source, settings.policy, settings.resolver)
+        except FetchError as err:
+            shown = "a data: URI" if source[:5].lower() == "data:" else short(source)
+            raise BadRequest([(field_name, f"{field_name} {shown}: {err}")]) from err
+        values[hosted] = _store_image(data, kind, settings.inputs_dir)
+    params = HostedParams.from_mapping(values)
+    seed = params.seed if params.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    workflow = workflow_path(contract.workflow, settings.workflow_dir)
+    return JobRecord(id=uuid.uuid4().hex, contract=contract.kind, endpoint=contract.endpoint, params=params.to_dict(),
+                     seed=seed, workflow=workflow, model_file=backend.workflow_model(workflow, settings.model_file),
+                     created_at=now_iso())

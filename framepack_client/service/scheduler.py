@@ -1,0 +1,234 @@
+"""Moves the service's jobs along: sends waiting jobs to servers, follows them there, fetches their videos, and
+sends a job again (same seed, so the same video) when its server dies, restarts or forgets it.
+
+One thread ticks every ``poll_interval`` seconds (and at once when woken by a submit or a cancel): it probes the
+servers, asks each server where our jobs on it stand, and picks servers for waiting jobs. The slow work (image
+uploads, video downloads) runs in a small thread pool, one piece of work per job at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hosted import HostedParams
+from . import backend
+from .servers import ServerPool
+from .store import (CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED, RUNNING, JobRecord, JobStore)
+
+log = logging.getLogger("framepack.service")
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    poll_interval: float = 0.5
+    jobs_per_server: int = 2  # our jobs on one server at once (one running, one ready to start)
+    max_attempts: int = 3  # sends of one job before it fails
+    job_timeout: float = 4 * 3600.0  # seconds from a send to the end of the job
+    request_timeout: float = 30.0  # one HTTP request to a server
+    download_timeout: float = 600.0
+
+
+class Scheduler:
+    def __init__(self, store: JobStore, pool: ServerPool, outputs_dir: Path, settings: SchedulerSettings):
+        self.store, self.pool, self.outputs_dir, self.settings = store, pool, Path(outputs_dir), settings
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._busy: set[str] = set()  # job ids with an upload or download in flight
+        self._busy_lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=max(4, 2 * len(pool.servers)),
+                                           thread_name_prefix="framepack-service")
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+
+    # -- life cycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="framepack-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bug in one tick must not stop the service from following its jobs
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.settings.poll_interval)
+            self._wake.clear()
+
+    # -- one round
+
+    def tick(self) -> None:
+        self.pool.probe_all()
+        for job in self.store.active():
+            if job.status != QUEUED and not self._is_busy(job.id):
+                self._follow(job)
+        self._assign()
+        self.ticks += 1
+
+    def _is_busy(self, job_id: str) -> bool:
+        with self._busy_lock:
+            return job_id in self._busy
+
+    def _run_busy(self, job: JobRecord, work) -> None:
+        with self._busy_lock:
+            if job.id in self._busy:
+                return
+            self._busy.add(job.id)
+
+        def wrapped():
+            try:
+                work(job)
+            except Exception:
+                log.exception("job %s: background work failed", job.id)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(job.id)
+                self.wake()
+
+        self._workers.submit(wrapped)
+
+    # -- following jobs on servers
+
+    def _follow(self, job: JobRecord) -> None:
+        s = self.settings
+        if job.cancel_requested:
+            if job.server and job.prompt_id:
+                backend.stop(job.server, job.prompt_id, s.request_timeout)
+            self._finish(job, CANCELLED, "cancelled on request")
+            return
+        if job.dispatched_at is not None and time.time() - job.dispatched_at > s.job_timeout:
+            if job.server and job.prompt_id:
+                backend.stop(job.server, job.prompt_id, s.request_timeout)
+            self._finish(job, FAILED, f"the job did not finish within {s.job_timeout:g} s on {job.server}")
+            return
+        if self.pool.is_dead(job.server):
+            self._requeue(job, f"the server {job.server} stopped answering")
+            return
+        if not self.pool.by_url[job.server].answering:
+            return  # a short outage: wait for the grace period before giving the job to another server
+        try:
+            result = backend.outcome(job.server, job.prompt_id, job.graph or {}, job.params, s.request_timeout)
+        except backend.ServerDown:
+            return  # the next probe records the outage
+        if result.state == "lost":
+            self._requeue(job, f"the server {job.server} no longer knows the job (it was restarted)")
+        elif result.state == "running" and job.status != RUNNING:
+            job.status, job.started_at = RUNNING, job.started_at or time.time()
+            self.store.save(job)
+        elif result.state == "done":
+            if result.completed:
+                job.status = RUNNING  # until the videos are here
+                job.seed = result.seed if result.seed is not None else job.seed
+                job.inference_ms, job.nsfw, job.nsfw_score = result.inference_ms, result.nsfw, result.nsfw_score
+                self.store.save(job)
+                self._run_busy(job, lambda j: self._download(j, result.videos))
+            elif result.interrupted and job.cancel_requested:
+                self._finish(job, CANCELLED, "cancelled on request")
+            else:
+                self._finish(job, FAILED, result.error or "the job failed on the server")
+
+    def _download(self, job: JobRecord, videos: list[dict]) -> None:
+        folder = self.outputs_dir / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        outputs = []
+        for ref in videos:
+            try:
+                data = backend.video_bytes(job.server, ref, self.settings.download_timeout)
+            except backend.ServerDown:
+                return  # followed again next tick: the server's history still has the job, or it is lost
+            token = secrets.token_urlsafe(24)  # the output's URL: unguessable, made here, never from input
+            path = folder / f"{token}.mp4"
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            outputs.append({"token": token, "file": f"{job.id}/{path.name}", "size": len(data),
+                            "content_type": "video/mp4"})
+        fresh = self.store.get(job.id)
+        if fresh is None or fresh.final:
+            return
+        fresh.outputs, fresh.seed = outputs, job.seed
+        fresh.inference_ms, fresh.nsfw, fresh.nsfw_score = job.inference_ms, job.nsfw, job.nsfw_score
+        self._finish(fresh, COMPLETED, "")
+
+    def _finish(self, job: JobRecord, status: str, error: str) -> None:
+        job.status, job.error, job.finished_at = status, error, time.time()
+        self.store.save(job)
+        log.info("job %s %s%s", job.id, status, f": {error}" if error else "")
+
+    def _requeue(self, job: JobRecord, reason: str) -> None:
+        """Back to the queue (it keeps its place: the queue is in submission order), or failed after the last try."""
+        job.notes.append(f"attempt {job.attempts} on {job.server}: {reason}")
+        if job.attempts >= self.settings.max_attempts:
+            self._finish(job, FAILED, f"{reason}; the job was sent {job.attempts} times "
+                                      f"({', '.join(job.tried)}) and is given up")
+            return
+        log.warning("job %s: %s; sending it again", job.id, reason)
+        job.status, job.server, job.prompt_id, job.graph = QUEUED, None, None, None
+        job.dispatched_at = job.started_at = None
+        self.store.save(job)
+
+    # -- sending waiting jobs
+
+    def _assign(self) -> None:
+        jobs = self.store.active()
+        ours: dict[str, set] = {}  # server -> our prompt ids there
+        for job in jobs:
+            if job.status in (DISPATCHED, RUNNING) and job.server:
+                ours.setdefault(job.server, set()).add(job.prompt_id)
+        for job in jobs:
+            if job.status != QUEUED or self._is_busy(job.id):
+                continue
+            if job.cancel_requested:
+                self._finish(job, CANCELLED, "cancelled on request")
+                continue
+            if self.pool.has_model_anywhere(job.model_file) is False:
+                self._finish(job, FAILED, f"no ComfyUI server of this service has the model {job.model_file!r} "
+                                          "in models/diffusion_models; put it there (every server needs it)")
+                continue
+            server = self.pool.choose(job.model_file, ours, self.settings.jobs_per_server, job.tried)
+            if server is None:
+                continue  # every fitting server is full or down: the job waits its turn
+            job.status, job.server, job.prompt_id = DISPATCHED, server.url, uuid.uuid4().hex
+            ours.setdefault(server.url, set()).add(job.prompt_id)
+            job.attempts += 1
+            job.tried.append(server.url)
+            job.dispatched_at = time.time()
+            self.store.save(job)  # before the send: a restarted service then finds it there (or lost, and resends)
+            self._run_busy(job, self._dispatch)
+
+    def _dispatch(self, job: JobRecord) -> None:
+        params = HostedParams.from_mapping({**job.params, "seed": job.seed})
+        try:
+            job.graph = backend.submit(job.server, params, job.workflow, job.model_file or None, job.prompt_id,
+                                       self.settings.request_timeout)
+        except (backend.Rejected, backend.ServerDown) as err:
+            fresh = self.store.get(job.id)
+            if fresh is None or fresh.final:
+                return
+            if isinstance(err, backend.Rejected):
+                self._finish(fresh, FAILED, str(err))
+            else:
+                self._requeue(fresh, f"the server {job.server} did not take the job ({err})")
+            return
+        fresh = self.store.get(job.id)
+        if fresh is not None and not fresh.final:
+            fresh.graph = job.graph
+            self.store.save(fresh)

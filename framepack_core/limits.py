@@ -1,0 +1,124 @@
+"""Every user-facing limit, default, option list and mode name of FramePack, written once.
+
+The core's validation, the ComfyUI nodes (schemas and validate_inputs) and the API client all read from here, so
+a range cannot disagree between them. Standard library only, and `framepack_core/__init__.py` is lazy: the client
+imports this module without torch.
+
+Two step ranges, on purpose:
+- MIN_STEPS..MAX_STEPS (4-50, default 25) is the hosted APIs' range; the nodes offer the same, so a workflow and
+  an API request accept the same values.
+- The core accepts CORE_MIN_STEPS..CORE_MAX_STEPS (1-100). It is also the library under tests, benchmarks and
+  experiments that run one or two steps on tiny models, so it refuses only what cannot run (no step at all) and
+  what would make one request's work unbounded; 100 leaves experiments room past the product's 50.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Mode(str, Enum):
+    """Section order. The values are the strings workflows and API requests carry."""
+
+    INVERTED = "inverted"  # FramePackI2V_HY, anti-drifting: sections sampled from the end of the video backwards
+    FORWARD = "forward"  # F1: sections sampled from the start
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+MODES = tuple(m.value for m in Mode)
+AUTO = "auto"  # the option that lets the pack choose (variant from the file name, mode from the variant, ...)
+
+# -- models --------------------------------------------------------------------------------------------------------
+VARIANTS = ("I2V_HY", "F1")  # FramePackI2V_HY and FramePack_F1_I2V_HY_20250503
+VARIANT_MODES = {"I2V_HY": Mode.INVERTED, "F1": Mode.FORWARD}
+VARIANT_CHOICES = (AUTO, *VARIANTS)
+MODE_CHOICES = (AUTO, *MODES)
+# The dtypes the model may compute in. No fp16: HunyuanVideo-family activations exceed its range (fp16 files
+# still load; their weights are converted).
+COMPUTE_DTYPE_NAMES = ("bf16", "fp32")
+DEFAULT_COMPUTE_DTYPE = "bf16"
+# auto: fp8 files stay fp8, others take the compute dtype; compute: always the compute dtype; fp8_*: block weights
+# stored in that fp8 format
+STORAGE_CHOICES = (AUTO, "compute", "fp8_e4m3fn", "fp8_e5m2")
+
+# -- length and time -----------------------------------------------------------------------------------------------
+FPS = 30  # the models were trained on 30 fps video
+MAX_FPS = 240
+MIN_FRAMES, MAX_FRAMES = 30, 1800  # 1 s to 60 s at 30 fps
+DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END = 180, 240  # the hosted APIs' defaults (image-to-video, first+last frame)
+MIN_WINDOW, MAX_WINDOW = 1, 33  # latents per section
+DEFAULT_WINDOW = 9  # 33 frames, the trained setting
+MAX_KEYFRAME_SECONDS = MAX_FRAMES / FPS
+
+# -- starts: an image, a blank (text-to-video) or the end of an input video -----------------------------------------
+START_IMAGE = "image"
+BLANK_KINDS = ("black", "white", "grey", "noise")  # text-to-video starts
+START_KINDS = (START_IMAGE, *BLANK_KINDS)
+# SigLIP embeddings of a blank start: the blank image's own, or zeros (README: text-to-video)
+BLANK_EMBEDDINGS = ("blank_image", "zero")
+MAX_CONTEXT_LATENTS = 19  # F1's history: 16 latents at 4x, 2 at 2x, 1 at 1x compression
+MIN_INPUT_FRAMES = 5  # one latent beyond the first frame: the least a video's context can be
+MAX_INPUT_FRAMES = 10_800  # 6 minutes at 30 fps: an input video is decoded twice, so its length is bounded
+MAX_INPUT_SIDE = 8192  # pixels; larger inputs are refused before any frame is decoded
+FPS_TOLERANCE = 0.05  # 29.97 (30000/1001) counts as 30
+
+# -- sampling ------------------------------------------------------------------------------------------------------
+MIN_STEPS, MAX_STEPS = 4, 50  # the nodes and the hosted APIs (module docstring)
+CORE_MIN_STEPS, CORE_MAX_STEPS = 1, 100  # the core's own check (module docstring)
+DEFAULT_STEPS = 25
+MAX_GUIDANCE, DEFAULT_GUIDANCE = 32.0, 10.0  # distilled guidance fed to the model
+MAX_CFG, DEFAULT_CFG = 7.0, 1.0  # real classifier-free guidance; 1 = off
+DEFAULT_END_STRENGTH = 0.8  # the hosted first+last-frame APIs' `strength`
+MAX_SEED = 2 ** 64 - 1
+RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
+
+# step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
+CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
+# torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+# -- picture size --------------------------------------------------------------------------------------------------
+ASPECT_RATIOS = (AUTO, "16:9", "9:16")
+RESOLUTION_SIZES = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (width, height)
+BUCKETS_RESOLUTION = "640"  # FramePack's own 640 buckets
+CUSTOM_RESOLUTION = "custom"
+RESOLUTION_CHOICES = (*RESOLUTION_SIZES, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION)
+SIDE_STEP = 16  # 8x VAE downsampling, then 2x2 patches
+MIN_SIDE, MAX_SIDE = 64, 2048
+DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
+
+# -- bounds on what a workflow, a file or a server hands us (README "Security") -------------------------------------
+# Every one of these is checked before the work it bounds starts, with an error that names the limit.
+MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
+MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
+MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts once, its strengths added)
+MAX_ALPHA_PATTERNS = 4096  # alpha_pattern entries in a LoRA's PEFT metadata (module names)
+MAX_ALPHA_PATTERN_CHARS = 256  # one alpha_pattern entry: a module name is far shorter
+MAX_CHECKPOINT_JSON_BYTES = 16 * 1024 * 1024  # a model folder's config.json or shard index (real ones: < 200 KB)
+# Model config fields from a file (config.json or safetensors metadata): (low, high), inclusive. The released
+# checkpoints sit well inside (20 / 40 / 2 layers, 24 heads of 128, widths 4096 / 768 / 1152); the bounds keep a
+# hostile config from building a huge model before the weights are compared with it.
+MODEL_CONFIG_BOUNDS = {
+    "in_channels": (1, 64), "out_channels": (1, 64), "num_attention_heads": (1, 128), "attention_head_dim": (2, 512),
+    "num_layers": (1, 128), "num_single_layers": (0, 256), "num_refiner_layers": (0, 16), "mlp_ratio": (0.25, 16.0),
+    "patch_size": (1, 8), "patch_size_t": (1, 4), "text_embed_dim": (1, 16384), "pooled_projection_dim": (1, 16384),
+    "image_proj_dim": (1, 16384), "rope_theta": (1.0, 1e9),
+}
+MAX_MODEL_INNER_DIM = 16384  # num_attention_heads x attention_head_dim (released: 3072)
+# Input images (the client checks them before uploading, the service before storing): the size from the header,
+# before anything is decoded. 8K UHD (7680 x 4320) fits; a 500 KB PNG of 13000 x 13000 does not.
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 36_000_000
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# An input video to continue (local file, URL or data: URI), before it is uploaded; ComfyUI itself refuses uploads
+# over its --max-upload-size (100 MB by default), so a larger one also needs that raised.
+MAX_VIDEO_BYTES = 1024 ** 3
+# FramePack Video Combine with return_frames on holds every frame as float32 (frames x height x width x 3 x 4
+# bytes: 1800 frames at 720p would be 20 GB); above this it refuses and points to return_frames off (the MP4 and
+# the VIDEO output hold the whole video either way).
+MAX_RETURNED_FRAMES_BYTES = 8 * 1024 ** 3

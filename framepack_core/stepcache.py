@@ -1,0 +1,58 @@
+"""The step cache of a generation: TeaCache, MagCache, a MagCache calibration run, or none.
+
+A step cache decides per denoising step whether the transformer's block stack runs or the last residual is
+reused (FramePackTransformer.forward's `cache`). Each section and each guidance branch gets a fresh one.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+from .limits import CACHE_CHOICES, VARIANT_MODES
+from .magcache import DEFAULT_THRESHOLD, MagCache, MagCacheCalibration, average_ratios, published_ratios
+from .teacache import TeaCache
+
+__all__ = ["CACHE_CHOICES", "validate_cache", "new_step_cache", "section_stats", "calibration_of", "calibration_summary"]
+# without explicit ratios MagCache uses the published ones of the model that samples in the request's mode
+_VARIANT_OF_MODE = {mode: variant for variant, mode in VARIANT_MODES.items()}
+
+
+def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: float, magcache_ratios) -> None:
+    if cache not in CACHE_CHOICES:
+        raise InputError(f"cache {cache!r} must be one of {', '.join(CACHE_CHOICES)}")
+    if teacache_threshold < 0:
+        raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
+    if not 0 <= magcache_threshold <= 1:
+        raise InputError(f"magcache threshold {magcache_threshold} must be between 0 (off) and 1 "
+                         f"({DEFAULT_THRESHOLD} is the authors' setting)")
+    if magcache_ratios is not None and (len(magcache_ratios) < 2 or any(not 0 < r < 10 for r in magcache_ratios)):
+        raise InputError("magcache ratios must be at least 2 numbers between 0 and 10, one per step")
+
+
+def new_step_cache(request):
+    """A fresh cache for one section and one branch of `request` (a GenerationRequest), or None for no cache."""
+    if request.cache == "teacache" and request.teacache_threshold > 0:
+        return TeaCache(request.steps, request.teacache_threshold)
+    if request.cache == "magcache" and request.magcache_threshold > 0:
+        ratios = request.magcache_ratios or published_ratios(_VARIANT_OF_MODE[request.mode])
+        return MagCache(request.steps, ratios, request.magcache_threshold)
+    if request.cache == "magcache_calibrate":
+        return MagCacheCalibration(request.steps)
+    return None
+
+
+def section_stats(caches: dict) -> dict:
+    """Computed/skipped steps of one section over its branches ({} without a cache)."""
+    active = [c for c in caches.values() if c is not None]
+    if not active:
+        return {}
+    return {"computed": sum(c.computed_steps for c in active), "skipped": sum(c.skipped_steps for c in active)}
+
+
+def calibration_of(caches: dict) -> list[float] | None:
+    """The positive branch's recorded ratios of a calibration section (the branch the sampler always runs)."""
+    cache = caches.get("positive")
+    return list(cache.ratios) if isinstance(cache, MagCacheCalibration) else None
+
+
+def calibration_summary(per_section: list[list[float]]) -> dict:
+    return {"ratios": average_ratios(per_section), "sections": per_section}
