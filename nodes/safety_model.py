@@ -1,6 +1,6 @@
-"""The NSFW image classifier behind FramePack Safety Checker: a Hugging Face image-classification folder
-(config.json + model.safetensors, e.g. Falconsai/nsfw_image_detection, a ViT-B/16 at 224 px, 343 MB) scored on a
-sample of video frames.
+"""Loads the NSFW image classifier behind FramePack Safety Checker: a Hugging Face image-classification folder
+(config.json + model.safetensors, e.g. Falconsai/nsfw_image_detection, a ViT-B/16 at 224 px, 343 MB), handed to
+framepack_core.safety, which scores the frames.
 
 Only safetensors weights are read, from local files (``local_files_only``); ``transformers`` (which ComfyUI
 already requires) builds the architecture the folder's config.json names. No ComfyUI import here.
@@ -11,66 +11,27 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 
 import torch
+
+from ..framepack_core.safety import FrameScorer, nsfw_label_index
 
 CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE = "config.json", "model.safetensors", "preprocessor_config.json"
 DEFAULT_CLASSIFIER = "nsfw_image_detection"
 DOWNLOAD_HINT = ("download config.json, model.safetensors (343 MB) and preprocessor_config.json from "
                  "https://huggingface.co/Falconsai/nsfw_image_detection/tree/main")
-# Labels that mean "safe"; every other label of a two-way classifier is the NSFW one.
-SAFE_LABELS = ("normal", "sfw", "safe", "neutral")
-BATCH = 8
 
 
 class ClassifierError(ValueError):
     """The classifier folder is missing, incomplete or not an image classifier; the message says how to fix it."""
 
 
-def sample_indices(frame_count: int, samples: int) -> list[int]:
-    """``samples`` frame indices spread evenly over the video, always including the first and the last frame."""
-    if frame_count <= 0:
-        return []
-    samples = max(1, min(samples, frame_count))
-    if samples == 1:
-        return [0] if frame_count == 1 else [0, frame_count - 1]
-    step = (frame_count - 1) / (samples - 1)
-    return sorted({round(i * step) for i in range(samples)})
-
-
-@dataclass
-class Classifier:
-    model: torch.nn.Module
-    nsfw_index: int
-    size: tuple[int, int]  # (height, width) the model expects
-    mean: torch.Tensor
-    std: torch.Tensor
-    labels: dict[int, str]
-
-    @torch.no_grad()
-    def scores(self, frames: torch.Tensor) -> torch.Tensor:
-        """NSFW probability of each frame of ``frames`` ([N, H, W, C] floats in 0..1, ComfyUI's IMAGE layout)."""
-        out = []
-        for start in range(0, frames.shape[0], BATCH):
-            pixels = frames[start:start + BATCH, ..., :3].to(torch.float32).permute(0, 3, 1, 2)
-            pixels = torch.nn.functional.interpolate(pixels, size=self.size, mode="bilinear", align_corners=False,
-                                                     antialias=True)
-            pixels = (pixels - self.mean) / self.std
-            logits = self.model(pixel_values=pixels).logits
-            out.append(torch.softmax(logits.float(), dim=-1)[:, self.nsfw_index])
-        return torch.cat(out) if out else torch.zeros(0)
-
-
 def _nsfw_index(labels: dict[int, str], folder: str) -> int:
-    unsafe = [i for i, name in labels.items() if str(name).lower() not in SAFE_LABELS]
-    named = [i for i in unsafe if "nsfw" in str(labels[i]).lower()]
-    if len(named) == 1:
-        return named[0]
-    if len(labels) == 2 and len(unsafe) == 1:
-        return unsafe[0]
-    raise ClassifierError(f"cannot tell which label of {folder} means NSFW (labels: {labels}); use a two-label "
-                          "classifier such as Falconsai/nsfw_image_detection (normal / nsfw)")
+    index = nsfw_label_index(labels)
+    if index is None:
+        raise ClassifierError(f"cannot tell which label of {folder} means NSFW (labels: {labels}); use a two-label "
+                              "classifier such as Falconsai/nsfw_image_detection (normal / nsfw)")
+    return index
 
 
 def _preprocessing(folder: str, config) -> tuple[tuple[int, int], list[float], list[float]]:
@@ -94,7 +55,7 @@ def _preprocessing(folder: str, config) -> tuple[tuple[int, int], list[float], l
     return size, mean, std
 
 
-def load_classifier(folder: str) -> Classifier:
+def load_classifier(folder: str) -> FrameScorer:
     """Loads the classifier in ``folder``; ClassifierError names the missing or bad file and where to get it."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not os.path.isfile(os.path.join(folder, name)):
@@ -114,16 +75,17 @@ def load_classifier(folder: str) -> Classifier:
                               f"download both again ({DOWNLOAD_HINT})")
     labels = {int(k): v for k, v in (config.id2label or {}).items()}
     size, mean, std = _preprocessing(folder, config)
-    return Classifier(model=model.eval().to(torch.float32), nsfw_index=_nsfw_index(labels, folder), size=size,
-                      mean=torch.tensor(mean).view(1, -1, 1, 1), std=torch.tensor(std).view(1, -1, 1, 1),
-                      labels=labels)
+    model = model.eval().to(torch.float32)
+    return FrameScorer(logits=lambda pixels: model(pixel_values=pixels).logits,
+                       nsfw_index=_nsfw_index(labels, folder), size=size,
+                       mean=torch.tensor(mean).view(1, -1, 1, 1), std=torch.tensor(std).view(1, -1, 1, 1))
 
 
-_cache: dict[str, tuple[tuple, Classifier]] = {}
+_cache: dict[str, tuple[tuple, FrameScorer]] = {}
 _cache_lock = threading.Lock()
 
 
-def cached_classifier(folder: str) -> Classifier:
+def cached_classifier(folder: str) -> FrameScorer:
     """The classifier of ``folder``, loaded once and reloaded when its weights file changes."""
     weights = os.path.join(folder, WEIGHTS_FILE)
     try:

@@ -1,41 +1,48 @@
-"""The safety checker's classifier code (nodes/safety_model.py, which needs torch and transformers but no ComfyUI):
-frame sampling, and scores equal to transformers' own ViT image processor + model on the same pictures, through a
-tiny random-weight classifier saved as safetensors and loaded from its folder."""
+"""The safety checker's classifier: frame sampling (framepack_core.safety), and scores equal to transformers' own
+ViT image processor + model on the same pictures, through a tiny random-weight classifier saved as safetensors and
+loaded from its folder by nodes/safety_model.py (torch and transformers, no ComfyUI)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from framepack_core.safety import sample_indices
+
 REPO = Path(__file__).resolve().parents[2]
 transformers = pytest.importorskip("transformers")
 
 
 def _load_module():
-    # nodes/__init__.py imports ComfyUI; the classifier module itself does not, so load it by its file
-    spec = importlib.util.spec_from_file_location("framepack_safety_model", REPO / "nodes" / "safety_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """nodes/safety_model.py alone: nodes/__init__.py imports ComfyUI, the classifier module does not. It sits in
+    stand-in packages for the checkout and nodes/ (their __init__ files are not run), so its relative import of
+    framepack_core resolves."""
+    pack = types.ModuleType("framepack_pack")
+    pack.__path__ = [str(REPO)]
+    nodes = types.ModuleType("framepack_pack.nodes")
+    nodes.__path__ = [str(REPO / "nodes")]
+    sys.modules.setdefault("framepack_pack", pack)
+    sys.modules.setdefault("framepack_pack.nodes", nodes)
+    return importlib.import_module("framepack_pack.nodes.safety_model")
 
 
 safety_model = _load_module()
 
 
 def test_sample_indices_cover_first_and_last():
-    assert safety_model.sample_indices(30, 4) == [0, 10, 19, 29]
-    assert safety_model.sample_indices(30, 1) == [0, 29]
-    assert safety_model.sample_indices(3, 8) == [0, 1, 2]
-    assert safety_model.sample_indices(1, 8) == [0]
-    assert safety_model.sample_indices(0, 8) == []
-    many = safety_model.sample_indices(1800, 8)
+    assert sample_indices(30, 4) == [0, 10, 19, 29]
+    assert sample_indices(30, 1) == [0, 29]
+    assert sample_indices(3, 8) == [0, 1, 2]
+    assert sample_indices(1, 8) == [0]
+    assert sample_indices(0, 8) == []
+    many = sample_indices(1800, 8)
     assert len(many) == 8 and many[0] == 0 and many[-1] == 1799
 
 
