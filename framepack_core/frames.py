@@ -21,6 +21,9 @@ Decoding: see decode_chunks and StreamingBlender; decode_video runs them with an
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -319,6 +322,25 @@ def check_video_latents(plan: SectionPlan, latents: torch.Tensor, lead_latents: 
         raise InputError(f"the latent has {latents.shape[2]} frames but its plan expects {expected}")
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+
+
+def return_freed_memory() -> None:
+    """Hands the heap pages freed since the last call back to the OS (glibc's malloc_trim; a no-op elsewhere).
+    Once a frame-sized block has been freed, glibc raises its mmap threshold and serves later blocks of up to 32 MB
+    from the heap, whose freed pages it keeps: the server's RSS would keep every decoded chunk's temporaries (about
+    150 MB at 720p, bench/extend_memory.md). Called once per decoded chunk: a heap walk, well under a millisecond
+    next to a chunk's decode."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
                  on_frames: Callable[[torch.Tensor], None], *, on_chunk: Callable[[int, int], None] | None = None,
                  overlap_latents: int | None = None, lead_latents: int = 1, seam_frames: torch.Tensor | None = None,
@@ -350,6 +372,7 @@ def decode_video(plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[
         while parts:
             emit(parts.pop(0))
         blender.release_chunk()
+        return_freed_memory()
         if on_chunk is not None:
             on_chunk(done, len(blender.chunks))
     emit(blender.flush())

@@ -20,7 +20,7 @@ import torch
 
 from .color import rgb_to_yuv420p, to_rgb24
 from .errors import InputError
-from .frames import check_video_latents, decode_chunks, decode_video, video_size
+from .frames import check_video_latents, decode_chunks, decode_video, return_freed_memory, video_size
 from .limits import MAX_RETURNED_FRAMES_BYTES
 from .planning import SectionPlan
 from .video_input import FrameSource
@@ -174,6 +174,7 @@ def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Ca
             overlap = decode_chunks(plan, lead_latents=lead_latents, seam=True)[0].overlap_frames
             seam = dict(seam_frames=_pass_through(continues, overlap, writer, keep_input, keep if keep_frames else None),
                         emit_seam=keep_input)
+            return_freed_memory()  # the input's decoded chunks, before the first VAE decode
         decode_video(plan, latents, decode_fn, on_frames, on_chunk=on_chunk, lead_latents=lead_latents, **seam)
         writer.close()
     except BaseException:
