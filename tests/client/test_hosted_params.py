@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from framepack_client.hosted import (API_WORKFLOWS_DIR, HostedParams, ValidationError, WorkflowError, build_prompt,
+                                     default_model,
                                      find_node, hosted_name, load_workflow, model_id, parse_cli_value, workflow_name)
 
 
@@ -480,3 +481,51 @@ def test_node_inputs_map_back_to_hosted_names():
     assert hosted_name(graph, ids[("FramePackImageConditioning", "FramePack Image Conditioning")],
                        "custom_width") == "width"
     assert hosted_name(graph, ids[("FramePackSampler", "FramePack Sampler")], "window_size") is None
+
+
+# -- found by the mutation run (scripts/mutation.sh): each test below fails on a mutant that passed before ----------
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_frames", "90", "num_frames must be a whole number from 30 to 1800, got '90' (text, not a number)"),
+    ("num_frames", True, "num_frames must be a whole number from 30 to 1800, got True (a boolean)"),
+    ("num_frames", 90.5, "num_frames must be a whole number from 30 to 1800, got 90.5; drop the fraction"),
+    ("guidance_scale", "10", "guidance_scale must be a number from 0 to 32, got '10' (text, not a number)"),
+    ("guidance_scale", [10], "guidance_scale must be a number from 0 to 32, got [10] (a list, not a number)"),
+])
+def test_wrong_types_say_whole_number_or_number(start_png, field, value, message):
+    assert problems_of(start_png, **{field: value}) == [message]
+
+
+@pytest.mark.parametrize("side", ["width", "height"])
+def test_one_custom_side_without_custom_resolution_is_refused(start_png, side):
+    problems = problems_of(start_png, **{side: 64})
+    assert len(problems) == 1 and "width and height are used only with resolution custom" in problems[0]
+
+
+def test_default_model_is_the_i2v_model_unless_f1(start_png):
+    t2v = HostedParams.from_mapping({"prompt": "waves", "text_to_video": True})
+    i2v_model = titled(shipped("framepack_i2v"), "FramePackModelLoader")["inputs"]["model"]
+    f1_model = titled(shipped("framepack_f1"), "FramePackModelLoader")["inputs"]["model"]
+    assert i2v_model != f1_model
+    assert default_model(t2v) == i2v_model and default_model(t2v, f1=True) == f1_model
+    assert default_model(make(start_png)) is None  # image-to-video: the workflow's own model
+
+
+def _with_end_node(graph: dict, node_id: str) -> dict:
+    graph = copy.deepcopy(graph)
+    graph[node_id] = {"class_type": "LoadImage", "inputs": {"image": "old.png"}, "_meta": {"title": "End image"}}
+    return graph
+
+
+def test_an_end_image_node_already_in_the_workflow_is_filled_and_linked(start_png, end_png):
+    graph = _with_end_node(shipped("framepack_i2v"), "900")
+    prompt = build_prompt(make(start_png, end_image=str(end_png)), graph, end_image_name="e.png")
+    assert prompt["900"]["inputs"]["image"] == "e.png"
+    cond = titled(prompt, "FramePackImageConditioning")
+    assert cond["inputs"]["end_image"] == ["900", 0]
+
+
+def test_two_end_image_nodes_are_refused(start_png, end_png):
+    graph = _with_end_node(_with_end_node(shipped("framepack_i2v"), "900"), "901")
+    with pytest.raises(WorkflowError, match="End image"):
+        build_prompt(make(start_png, end_image=str(end_png)), graph)

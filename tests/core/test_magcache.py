@@ -240,3 +240,21 @@ def test_calibration_paths_stay_inside_their_folder(tmp_path):
             confined_path(folder, name)
     with pytest.raises(InputError, match="'link.json' resolves outside"):
         confined_path(folder, "link.json")
+
+
+def _ratios_text(ratios) -> str:
+    return json.dumps({"format": "framepack-magcache-ratios", "ratios": ratios})
+
+
+def test_ratio_bounds_are_exclusive_and_the_count_inclusive():
+    """Both edges (found by the mutation run): 0 and 10 are refused, values just inside accepted; 2 and 101 ratios
+    (MAX_RATIOS, written out here) accepted, 1 and 102 refused."""
+    assert ratios_from_json(_ratios_text([1.0, 1e-9, 9.999])) == [1.0, 1e-9, 9.999]
+    for bad in (0.0, 10.0):
+        with pytest.raises(InputError, match=r"ratio 1 \(.*\) must be a number between 0 and 10"):
+            ratios_from_json(_ratios_text([1.0, bad]))
+    assert len(ratios_from_json(_ratios_text([1.0] * 101))) == 101
+    assert len(ratios_from_json(_ratios_text([1.0, 1.0]))) == 2
+    for count in (1, 102):
+        with pytest.raises(InputError, match="must be a list of 2-101 numbers"):
+            ratios_from_json(_ratios_text([1.0] * count))

@@ -295,3 +295,19 @@ def test_start_left_out_known_figures():
     assert keyframe_latent_index(plan, 0.0) == 1 and output_frame_to_generated(plan, 10) == 12
     with pytest.raises(InputError, match="num_frames"):
         plan_video(1801, start_in_output=False)
+
+
+def test_the_plan_keeps_its_window_and_accepts_one_fps():
+    """Found by the mutation run: the plan's window was never read back, and fps = 1 (the lowest) never tried."""
+    for window in (5, 9, 13):
+        assert plan_video(120, "inverted", window).window == window
+    assert plan_video(30, "forward", 9, 1).fps == 1
+    with pytest.raises(InputError, match="fps"):
+        plan_video(30, "forward", 9, 0)
+
+
+def test_a_boolean_is_not_an_output_frame_index():
+    plan = plan_video(60, "inverted")
+    for bad in (True, False, 1.0, -1, plan.output_frames):
+        with pytest.raises(ValueError, match="output frame"):
+            output_frame_to_generated(plan, bad)

@@ -127,3 +127,8 @@ def test_a_skipped_step_adds_the_last_computed_residual_to_its_own_input():
     for step in (1, 2):
         torch.testing.assert_close(stack_out[step], inputs[step][:, -n:] + residual, rtol=0, atol=1e-6)
         assert not torch.allclose(stack_out[step], inputs[step][:, -n:], atol=1e-3)  # the residual is not ~0
+
+
+def test_default_threshold_is_the_originals():
+    """FramePack's demo enables TeaCache with rel_l1_thresh=0.15 (written out here, not imported)."""
+    assert TeaCache(25).threshold == 0.15
