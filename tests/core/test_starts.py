@@ -67,3 +67,20 @@ def test_blank_images():
     assert 0 <= noise.min() and noise.max() <= 1 and noise.std() > 0.2
     with pytest.raises(InputError, match="black, white, grey, noise"):
         blank_image("green", 8, 8)
+
+
+def test_noise_blank_is_one_rgb_picture_seeded_from_zero_by_default():
+    """Found by the mutation run: the noise start's shape and default seed were never checked."""
+    noise = blank_image("noise", 24, 40)
+    assert noise.shape == (1, 24, 40, 3) and 0 <= noise.min() and noise.max() < 1
+    assert torch.equal(noise, blank_image("noise", 24, 40, seed=0))
+    assert not torch.equal(noise, blank_image("noise", 24, 40, seed=1))
+    assert torch.equal(noise, torch.rand((1, 24, 40, 3), generator=torch.Generator("cpu").manual_seed(0)))
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 3, 4), (2, 16, 3, 4, 4), (1, 15, 3, 4, 4), (1, 16, 0, 4, 4),
+                                   (1, 16, 20, 4, 4)])
+def test_continuation_refuses_history_of_another_shape(shape):
+    with pytest.raises(InputError, match=r"history latents must be \[1, 16, 1\.\.\.19, h, w\]"):
+        Continuation(torch.zeros(shape), 100)
+    Continuation(torch.zeros(1, 16, 19, 4, 4), 100)
