@@ -336,13 +336,14 @@ def _one_call_sampler(records):
 @pytest.mark.parametrize("strength", [0.35, 0.8])
 def test_pins_pull_x0_by_exactly_their_strength(model, monkeypatch, mode, strength):
     """x0 of the pinned latent is lerp(x - 0.5 v, target, strength); every other latent is x - 0.5 v untouched.
-    97 frames: 25 latents, no dropped frames, so the keyframe at 1.0 s (frame 30) is latent (30 + 3) // 4 = 8."""
+    97 frames: 25 latents, no dropped frames, so the keyframe at 1.0 s (frame 30) is latent (30 + 3) // 4 = 8 and
+    the one at 0.5 s (frame 15) latent 4, inside a section's window (a pin spilling onto its neighbour shows)."""
     records = []
     monkeypatch.setattr(gen, "get_sampler", lambda name: _one_call_sampler(records))
     key_strength = 0.45
     result, spy = _run(model, mode=mode, num_frames=97, end=END, end_strength=strength,
-                       keyframes=[Keyframe(1.0, KEY, key_strength)])
-    pins = {24: (END.latent, strength), 8: (KEY.latent, key_strength)}
+                       keyframes=[Keyframe(1.0, KEY, key_strength), Keyframe(0.5, KEY, 0.6)])
+    pins = {24: (END.latent, strength), 8: (KEY.latent, key_strength), 4: (KEY.latent, 0.6)}
     sections = _sections(97, mode)
     assert len(records) == len(sections)
     for (x, x0), call, section in zip(records, spy.forwards, sections):
