@@ -12,11 +12,10 @@ So a blank picture's encoding is an input of the kind the model was trained on; 
 
 import pytest
 import torch
+import transformers  # test-only (the safety checker's tests need it too)
 
 from framepack_core import TINY
 from framepack_dev.random_weights import tiny_transformer
-
-import transformers  # noqa: E402  (test-only; the safety checker needs it too)
 
 IMAGE_SIZE, PATCH = 32, 8  # 16 tokens (the released SigLIP: 384 px, patch 14, 729 tokens)
 
