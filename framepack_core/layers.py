@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fp8
+from . import matmul
 from .attention import attention
 from .rope import rotate_float32
 
@@ -21,9 +21,10 @@ class Linear(nn.Linear):
     """A linear layer that computes in its input's dtype whatever dtype its weight is stored in.
 
     This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
-    live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
-    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding. `fp8_matmul`
-    (set by fp8.select_fp8_matmul) multiplies an fp8 weight in fp8 instead of upcasting it.
+    live on another device than the activations (streamed offload); matmul.linear does the matmul for each storage.
+    `lora` holds runtime low-rank adapters (lora_apply.LoraDelta), used when the base weight is stored in fp8 and
+    merging would lose the LoRA in fp8 rounding. `fp8_matmul` (set by fp8.select_fp8_matmul) multiplies an fp8
+    weight in fp8 instead of upcasting it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -34,25 +35,10 @@ class Linear(nn.Linear):
         self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = fp8.linear(x, self.weight, self.bias, self.fp8_matmul)
+        out = matmul.linear(x, self.weight, self.bias, self.fp8_matmul)
         for delta in self.lora:
             out = out + delta(x)
         return out
-
-
-class LoraDelta(nn.Module):
-    """scale * up(down(x)) kept in high precision next to a (possibly fp8) base weight."""
-
-    def __init__(self, down: torch.Tensor, up: torch.Tensor, scale: float):
-        super().__init__()
-        self.register_buffer("down", down, persistent=False)
-        self.register_buffer("up", up, persistent=False)
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        down = self.down.to(device=x.device, dtype=x.dtype)
-        up = self.up.to(device=x.device, dtype=x.dtype)
-        return F.linear(F.linear(x, down), up) * self.scale
 
 
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
@@ -68,7 +54,7 @@ def fused_projection(x: torch.Tensor, layers: list[Linear]) -> torch.Tensor:
     # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
     weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
-    return fp8.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
+    return matmul.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
 
 
 class RMSNorm(nn.Module):

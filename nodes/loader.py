@@ -16,7 +16,7 @@ from ..framepack_core.fp8 import select_fp8_matmul
 from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, MAX_LORAS,
                                      STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
-from ..framepack_core.lora import apply_lora_stack
+from ..framepack_core.lora_apply import apply_lora_stack
 from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
