@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from ..framepack_core.errors import InputError
 from ..framepack_core.mp4 import count_frames, read_frames
 from ..framepack_core.safety import sample_indices
-from .safety_model import DEFAULT_CLASSIFIER, DOWNLOAD_HINT, ClassifierError, cached_classifier
+from ..framepack_core.safety_classifier import DEFAULT_CLASSIFIER, DOWNLOAD_HINT, ClassifierError, cached_classifier
 from .types import CATEGORY
 
 log = logging.getLogger("FramePack")
