@@ -13,7 +13,8 @@ from ..framepack_core.attention import BACKENDS
 from ..framepack_core.compile import compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.fp8 import select_fp8_matmul
-from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, MAX_LORAS,
+from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_ATTENTION,
+                                     DEFAULT_COMPUTE_DTYPE, MAX_LORA_STRENGTH, MAX_LORAS, MAX_VRAM_RESERVE_GB,
                                      STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
 from ..framepack_core.lora_apply import apply_lora_stack
@@ -110,9 +111,9 @@ class FramePackModelLoader(io.ComfyNode):
                                        "the block weights in fp8 (half the memory). On GPUs of compute capability "
                                        "8.9+ (RTX 40xx, H100) e4m3fn weights multiply in fp8, elsewhere they are "
                                        "upcast at each matmul"),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
+                io.Combo.Input("attention", options=list(BACKENDS), default=DEFAULT_ATTENTION,
                                tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
-                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=128.0, step=0.5,
+                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=MAX_VRAM_RESERVE_GB, step=0.5,
                                tooltip="GPU memory kept free for activations; blocks that do not fit are streamed "
                                        "from CPU memory. 0 = auto: derived from each job's resolution and window "
                                        "(about 2.4 GB at 640x608, 4.9 GB at 1280x720); raise it if you get "
@@ -176,7 +177,7 @@ class FramePackLoraSelect(io.ComfyNode):
                         "chain several. Applied at full strength also to fp8 weights.",
             inputs=[
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras")),
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.Float.Input("strength", default=1.0, min=-MAX_LORA_STRENGTH, max=MAX_LORA_STRENGTH, step=0.01),
                 FramePackLora.Input("previous", optional=True),
             ],
             outputs=[FramePackLora.Output(display_name="lora")],

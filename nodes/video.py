@@ -15,7 +15,7 @@ from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import check_video_latents, video_size
-from ..framepack_core.limits import MAX_RETURNED_FRAMES_BYTES
+from ..framepack_core.limits import DEFAULT_CRF, MAX_CRF, MAX_RETURNED_FRAMES_BYTES
 from ..framepack_core.mp4 import write_mp4
 from ..framepack_core.planning import plan_video
 from .runtime import Progress
@@ -79,7 +79,8 @@ class FramePackVideoCombine(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="From FramePack Sampler"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (or TAEHV for quick drafts)"),
                 io.String.Input("filename_prefix", default="FramePack"),
-                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and bigger"),
+                io.Int.Input("crf", default=DEFAULT_CRF, min=0, max=MAX_CRF,
+                             tooltip="H.264 quality: lower is better and bigger"),
                 io.Boolean.Input("return_frames", default=True,
                                  tooltip="Off: the IMAGE output holds only the last frame, so very long videos are "
                                          "never held in memory as float frames (the MP4 and the video output have "

@@ -14,7 +14,7 @@ from ..framepack_core.config import VAE_SCALING_FACTOR
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
 from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH, FPS,
-                                     MAX_CONTEXT_LATENTS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
+                                     MAX_CONTEXT_LATENTS, MAX_FPS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
 from ..framepack_core.starts import Continuation, check_input_frames, history_from_encoding, tail_frames
 from ..framepack_core.video_input import Fitted, FrameSource, FrameTensor, VideoFile
 from .conditioning import encode_image
@@ -56,7 +56,7 @@ class FramePackVideoConditioning(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
                 io.Video.Input("video", optional=True, tooltip="The video to continue (Load Video); 30 fps"),
                 io.Image.Input("images", optional=True, tooltip="Or its frames as an IMAGE batch (then set fps)"),
-                io.Float.Input("fps", default=float(FPS), min=1.0, max=240.0, step=0.001,
+                io.Float.Input("fps", default=float(FPS), min=1.0, max=float(MAX_FPS), step=0.001,
                                tooltip=f"Frame rate of images: must be {FPS} (29.97 is accepted); other rates are "
                                        "refused, convert the video first. A VIDEO carries its own rate."),
                 io.Int.Input("context_latents", default=MAX_CONTEXT_LATENTS, min=1, max=MAX_CONTEXT_LATENTS,
