@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, check_same_size, parse_timestamped_prompts
-from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.config import to_model_space
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
 from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, BLANK_EMBEDDINGS, DEFAULT_CUSTOM_SIZE,
@@ -27,7 +27,7 @@ def encode_image(pixels, vae, clip_vision) -> ImageConditioning:
                          "with VAELoader")
     # SigLIP sees the whole frame resized to its square input, as FramePack's image processor does (no crop)
     embeds = clip_vision.encode_image(pixels[..., :3], crop=False)["last_hidden_state"]
-    return ImageConditioning(latent[:, :, :1].float() * VAE_SCALING_FACTOR, embeds[:1].float())
+    return ImageConditioning(to_model_space(latent[:, :, :1].float()), embeds[:1].float())
 
 
 # A text-to-video start has no picture to follow: "auto" takes the 16:9 shape.

@@ -7,7 +7,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
+from ..framepack_core.config import VAE_SPATIAL_FACTOR
 from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
 from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_FRAMES,
@@ -16,6 +16,7 @@ from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT
                                      MAX_GUIDANCE, MAX_SEED, MAX_SHIFT, MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS,
                                      MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
+from .latent import SampledPlan, sampler_latent
 from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
 from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
                       raise_if_interrupted, schedule_to_core, text_from_conditioning)
@@ -140,11 +141,10 @@ class FramePackSampler(io.ComfyNode):
             raise out_of_memory(model, "sampling", reserve, size, err) from err
         summary = result.plan.summary()
         log.info("FramePack: %s, seed %d", summary["description"], result.seed)
-        meta = {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
-                "seed": result.seed, "start_in_output": result.plan.start_in_output, "lead_latents": result.lead_latents}
-        if continues is not None:  # Video Combine writes the input (or not) before the continuation
-            meta["continues"] = {"source": continues.source, "keep_input": continues.keep_input}
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR, "framepack": meta}
+        # the plan travels with the latents; Video Combine writes the input (or not) before a continuation
+        sampled = SampledPlan(result.plan, result.seed, result.lead_latents,
+                              *((continues.source, continues.keep_input) if continues is not None else ()))
+        latent = sampler_latent(result.latents, sampled)
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
         if continues is not None:
             summary["input_frames"] = continues.continuation.input_frames

@@ -10,7 +10,7 @@ import os
 
 from comfy_api.latest import InputImpl, io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.config import to_model_space
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
 from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH, FPS,
@@ -104,7 +104,7 @@ class FramePackVideoConditioning(io.ComfyNode):
         if encoded.ndim != 5:
             raise InputError("the VAE is an image VAE; load the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) "
                              "with VAELoader")
-        history = history_from_encoding(encoded.float(), context_latents) * VAE_SCALING_FACTOR
+        history = to_model_space(history_from_encoding(encoded.float(), context_latents))
         last = pixels[-1:]
         inputs = ImageInputs(encode_image(last, vae, clip_vision), width, height, strength=strength,
                              start_in_output=False,
