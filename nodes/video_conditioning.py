@@ -13,11 +13,11 @@ from comfy_api.latest import InputImpl, io
 from ..framepack_core.config import to_model_space
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
-from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH, FPS,
-                                     MAX_CONTEXT_LATENTS, MAX_FPS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
+from ..framepack_core.limits import DEFAULT_END_STRENGTH, FPS, MAX_CONTEXT_LATENTS, MAX_FPS
 from ..framepack_core.starts import Continuation, check_input_frames, history_from_encoding, tail_frames
 from ..framepack_core.video_input import Fitted, FrameSource, FrameTensor, VideoFile
 from .conditioning import encode_image
+from .size_inputs import size_choices, size_inputs
 from .types import CATEGORY, FramePackConditioning, ImageInputs, VideoInputs, check_choices
 
 log = logging.getLogger("FramePack")
@@ -65,15 +65,7 @@ class FramePackVideoConditioning(io.ComfyNode):
                 io.Boolean.Input("keep_input", default=True,
                                  tooltip="On: the video is the input followed by the continuation (joined with "
                                          "FramePack's overlap blending). Off: only the new frames"),
-                io.Combo.Input("aspect_ratio", options=list(ASPECT_RATIOS), default=AUTO,
-                               tooltip="auto keeps the input's aspect ratio"),
-                io.Combo.Input("resolution", options=list(RESOLUTION_CHOICES), default=RESOLUTION_CHOICES[0],
-                               tooltip="480p / 720p, FramePack's 640 buckets, or custom_width x custom_height; an "
-                                       "input of another size is fitted to it"),
-                io.Int.Input("custom_width", default=DEFAULT_CUSTOM_SIZE[0], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
-                io.Int.Input("custom_height", default=DEFAULT_CUSTOM_SIZE[1], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
+                *size_inputs("input", "; an input of another size is fitted to it"),
                 io.Float.Input("strength", default=DEFAULT_END_STRENGTH, min=0.0, max=1.0, step=0.01,
                                tooltip="How strongly the last frame follows the end image. Unused without one."),
                 io.Image.Input("end_image", optional=True),
@@ -85,7 +77,7 @@ class FramePackVideoConditioning(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, aspect_ratio, resolution):
-        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES))
+        return check_choices(**size_choices(aspect_ratio, resolution))
 
     @classmethod
     def execute(cls, vae, clip_vision, fps, context_latents, keep_input, aspect_ratio, resolution, custom_width,
