@@ -89,7 +89,8 @@ DEFAULT_TEACACHE_THRESHOLD = 0.15  # the original's setting: ~2.1x faster, not l
 DEFAULT_MAGCACHE_THRESHOLD = 0.1  # the MagCache authors' demo default (magcache.py)
 MAX_MAGCACHE_RATIO = 10.0  # a MagCache ratio (a calibration file's or a request's) lies in (0, this)
 # torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+DEFAULT_COMPILE_MODE = "default"  # torch.compile's own default mode
+COMPILE_MODES = (DEFAULT_COMPILE_MODE, "max-autotune-no-cudagraphs")
 
 # -- output video --------------------------------------------------------------------------------------------------
 DEFAULT_CRF, MAX_CRF = 19, 51  # H.264 quality (x264's crf: 0 is lossless, 51 the worst; lower is better and bigger)

@@ -13,7 +13,7 @@ from ..framepack_core.attention import BACKENDS
 from ..framepack_core.compile import compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.fp8 import select_fp8_matmul
-from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_ATTENTION,
+from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_ATTENTION, DEFAULT_COMPILE_MODE,
                                      DEFAULT_COMPUTE_DTYPE, MAX_LORA_STRENGTH, MAX_LORAS, MAX_VRAM_RESERVE_GB,
                                      STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
@@ -129,7 +129,8 @@ class FramePackModelLoader(io.ComfyNode):
                                  tooltip="Compile the transformer blocks with torch.compile: faster steps after a "
                                          "one-time compilation of about a minute (2 graphs, reused by all 60 blocks "
                                          "and every section); needs Triton on NVIDIA GPUs"),
-                io.Combo.Input("compile_mode", options=list(COMPILE_MODES), default="default", optional=True,
+                io.Combo.Input("compile_mode", options=list(COMPILE_MODES), default=DEFAULT_COMPILE_MODE,
+                               optional=True,
                                tooltip="default: quick to compile. max-autotune-no-cudagraphs: benchmarks kernel "
                                        "choices, longer compilation, sometimes faster steps"),
             ],
@@ -137,7 +138,8 @@ class FramePackModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model, variant, compute_dtype, weight_storage, attention, compile_mode="default"):
+    def validate_inputs(cls, model, variant, compute_dtype, weight_storage, attention,
+                        compile_mode=DEFAULT_COMPILE_MODE):
         listed = check_model_name(model)
         if listed is not True:
             return listed
@@ -149,7 +151,7 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, pin_memory,
-                lora=None, torch_compile=False, compile_mode="default"):
+                lora=None, torch_compile=False, compile_mode=DEFAULT_COMPILE_MODE):
         path = resolve_model_path(model)
         transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
                                        attention_backend=attention)
