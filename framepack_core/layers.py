@@ -44,13 +44,13 @@ class Linear(nn.Linear):
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
     """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
     the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
-    if any(len(layer.lora) for layer in layers) or len({layer.weight.dtype for layer in layers}) > 1:
+    if any(len(layer.lora) for layer in layers) or not matmul.fusable([layer.weight for layer in layers]):
         return [layer(x) for layer in layers]
     return list(fused_projection(x, layers).split([layer.out_features for layer in layers], dim=-1))
 
 
 def fused_projection(x: torch.Tensor, layers: list[Linear]) -> torch.Tensor:
-    """The outputs of LoRA-free Linears of one storage dtype side by side in one tensor, from one matmul."""
+    """The outputs of LoRA-free Linears whose weights are matmul.fusable side by side in one tensor, from one matmul."""
     # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
     weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
@@ -331,7 +331,7 @@ class SingleStreamBlock(nn.Module):
     def forward(self, h, temb, rope, key_mask):
         nh, (gate,) = self.norm(h, temb)
         layers = [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp]
-        mixed_storage = len({layer.weight.dtype for layer in layers}) > 1
+        mixed_storage = not matmul.fusable([layer.weight for layer in layers])
         if mixed_storage or any(len(layer.lora) for layer in [*layers, self.proj_out]):
             q, k, v, mlp = (layer(nh) for layer in layers)
             del nh

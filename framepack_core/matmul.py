@@ -6,7 +6,8 @@ A weight may be stored in another dtype than the activations (fp8 storage, loadi
   F.linear;
 - an e4m3fn weight of a layer that fp8.select_fp8_matmul switched on: multiplied in fp8 (fp8.scaled_linear).
 Another storage format (a quantized weight dequantized at the matmul, say) adds its branch here, next to fp8's, and
-answers `merges_exactly` for LoRA application (lora_apply.py).
+answers `fusable` (layers.py joins the projections that read one input into one matmul) and `merges_exactly`
+(LoRA application, lora_apply.py) for its weights.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp8
     weight = weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
     bias = None if bias is None else bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
     return F.linear(x, weight, bias)
+
+
+def fusable(weights: list[torch.Tensor]) -> bool:
+    """Whether these weights (of layers reading the same input) can be concatenated row-wise into one weight for
+    one matmul: all stored in one dtype."""
+    return len({weight.dtype for weight in weights}) == 1
 
 
 def merges_exactly(weight: torch.Tensor) -> bool:
