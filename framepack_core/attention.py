@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .limits import DEFAULT_ATTENTION
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
     return out.to(dtype)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa",
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = DEFAULT_ATTENTION,
               key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """q, k, v: [B, L, H, D]. key_mask: optional bool [B, Lk], True = attend. Returns [B, L, H*D]."""
     fast_ok = key_mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)

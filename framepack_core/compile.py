@@ -24,7 +24,7 @@ import logging
 import torch
 
 from .errors import InputError
-from .limits import COMPILE_MODES
+from .limits import COMPILE_MODES, DEFAULT_COMPILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def unavailable_reason(device: torch.device | str) -> str | None:
     return None
 
 
-def compile_blocks(model, mode: str = "default", backend="inductor", device: torch.device | str | None = None) -> None:
+def compile_blocks(model, mode: str = DEFAULT_COMPILE_MODE, backend="inductor",
+                   device: torch.device | str | None = None) -> None:
     """Compiles each transformer block in place (lazily: the first forward pays the compilation).
     `backend` is torch.compile's (a name or a callable; tests pass a counting one); with `device`, inductor's
     needs for it are checked first, so a missing compiler is an error here rather than at the first step."""
@@ -59,7 +60,7 @@ def compile_blocks(model, mode: str = "default", backend="inductor", device: tor
     if reason:
         raise InputError(f"torch_compile is on, but {reason}; install it or turn torch_compile off")
     for block in model.blocks:
-        block.compile(backend=backend, mode=None if mode == "default" else mode)
+        block.compile(backend=backend, mode=None if mode == DEFAULT_COMPILE_MODE else mode)
     model.compile_mode = mode
     log.info("FramePack: transformer blocks compiled with torch.compile (%s); the first step compiles them", mode)
 

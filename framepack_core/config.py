@@ -8,13 +8,26 @@ from dataclasses import dataclass
 
 from .limits import MAX_MODEL_INNER_DIM, MODEL_CONFIG_BOUNDS
 
-# HunyuanVideo VAE latent scale: ComfyUI's VAE returns unscaled latents, the transformer works on scaled ones.
+# HunyuanVideo VAE latent scale: ComfyUI's VAE returns unscaled latents, the transformer works on scaled ones
+# (to_model_space / to_vae_space below).
 VAE_SCALING_FACTOR = 0.476986
 LATENT_CHANNELS = 16
 VAE_SPATIAL_FACTOR = 8
 VAE_TEMPORAL_FACTOR = 4
 # The original FramePack crops prompts to 256 LLaMA tokens; the model never saw longer ones.
 MAX_TEXT_TOKENS = 256
+
+
+def to_model_space(vae_latents):
+    """Latents as the VAE encodes them (ComfyUI's VAE.encode, its LATENT type) -> the space the transformer samples
+    in. HunyuanVideo's VAE has a scaling factor and no shift; this pair is the one place that knows."""
+    return vae_latents * VAE_SCALING_FACTOR
+
+
+def to_vae_space(model_latents):
+    """The transformer's latents -> the VAE's space (what VAE.decode and ComfyUI's LATENT take); to_model_space's
+    inverse."""
+    return model_latents / VAE_SCALING_FACTOR
 
 
 @dataclass(frozen=True)

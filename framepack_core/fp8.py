@@ -7,8 +7,9 @@ directly at about twice the bf16 rate: the activations are quantised to float8_e
 as the community fp8 files and our fp8 storage are plain casts). Only e4m3fn weights take this path (e5m2 stays
 upcast), and only bf16/fp16 compute with both matmul dimensions multiples of 16 (what the fp8 kernels need).
 
-`select_fp8_matmul` decides once per model and device and logs why when it keeps upcasting. `linear` is the
-matmul every fp8-capable layer calls.
+`select_fp8_matmul` decides once per model and device and logs why when it keeps upcasting; matmul.linear, the
+matmul of every layer, takes `scaled_linear` for the layers it switched on. This module knows no layer class: the
+layers that can multiply in fp8 are the modules carrying an `fp8_matmul` flag (layers.Linear).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +38,28 @@ def unsupported_reason(device: torch.device | str, capability: tuple[int, int] |
     return None
 
 
-def _eligible(layer) -> bool:
-    weight = layer.weight
+def eligible_weight(weight: torch.Tensor) -> bool:
+    """An e4m3fn weight whose matmul dimensions are multiples of 16, as the fp8 kernels need."""
     return weight.dtype == torch.float8_e4m3fn and weight.shape[0] % 16 == 0 and weight.shape[1] % 16 == 0
+
+
+def takes_scaled_matmul(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `scaled_linear` can multiply x by this weight: an eligible weight and bf16/fp16 activations."""
+    return eligible_weight(weight) and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def select_fp8_matmul(model, device: torch.device | str, capability: tuple[int, int] | None = None) -> bool:
     """Turns fp8 matmul on for the model's eligible layers when `device` supports it; otherwise they keep
     upcasting and the reason is logged (once per reason). Returns whether fp8 matmul is on."""
-    from .layers import Linear  # layers imports this module
-
-    layers = [m for m in model.modules() if isinstance(m, Linear) and m.weight.dtype in (torch.float8_e4m3fn,
-                                                                                       torch.float8_e5m2)]
+    layers = [m for m in model.modules() if hasattr(m, "fp8_matmul") and m.weight.dtype in (torch.float8_e4m3fn,
+                                                                                           torch.float8_e5m2)]
     if not layers:
         return False
     reason = unsupported_reason(device, capability)
-    if reason is None and not any(_eligible(m) for m in layers):
+    if reason is None and not any(eligible_weight(m.weight) for m in layers):
         reason = "the fp8 weights are float8_e5m2 or not multiples of 16 in size (fp8 matmul takes e4m3fn)"
     for layer in layers:
-        layer.fp8_matmul = reason is None and _eligible(layer)
+        layer.fp8_matmul = reason is None and eligible_weight(layer.weight)
     if reason is not None:
         if reason not in _logged:
             _logged.add(reason)
@@ -64,17 +67,6 @@ def select_fp8_matmul(model, device: torch.device | str, capability: tuple[int, 
         return False
     log.info("FramePack: fp8 weights are multiplied in fp8 (torch._scaled_mm) on %s", torch.device(device))
     return True
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp8_matmul: bool = False) -> torch.Tensor:
-    """F.linear in x's dtype and on x's device whatever the weight's storage; `fp8_matmul` (a layer's selection)
-    multiplies an e4m3fn weight in fp8."""
-    if fp8_matmul and weight.dtype == torch.float8_e4m3fn and x.dtype in (torch.bfloat16, torch.float16) \
-            and weight.shape[0] % 16 == 0 and weight.shape[1] % 16 == 0:
-        return scaled_linear(x, weight.to(device=x.device, non_blocking=True), bias)
-    weight = weight.to(device=x.device, dtype=x.dtype, non_blocking=True)
-    bias = None if bias is None else bias.to(device=x.device, dtype=x.dtype, non_blocking=True)
-    return F.linear(x, weight, bias)
 
 
 def scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,8 +41,9 @@ from .conditioning import ImageConditioning, Keyframe, TextConditioning, blend_t
 from .config import LATENT_CHANNELS
 from .errors import InputError
 from .guidance import FlowDenoiser
-from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CFG, DEFAULT_END_STRENGTH, DEFAULT_GUIDANCE,
-                     DEFAULT_STEPS, DEFAULT_WINDOW, FPS, MAX_SEED, MODES, RANDOM_SEED_BOUND, Mode)
+from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_END_STRENGTH,
+                     DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_WINDOW, FPS,
+                     MAX_SEED, MODES, RANDOM_SEED_BOUND, Mode)
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
@@ -68,13 +69,13 @@ class GenerationRequest:
     cfg_scale: float = DEFAULT_CFG
     cfg_rescale: float = 0.0
     seed: int = -1
-    sampler: str = "unipc_bh1"
+    sampler: str = DEFAULT_SAMPLER
     shift: float | None = None  # None: resolution-dependent (capped at 7.0)
-    teacache_threshold: float = 0.0  # 0 = off; the original's default when on is 0.15
+    teacache_threshold: float = 0.0  # 0 = off; the original's default when on is limits.DEFAULT_TEACACHE_THRESHOLD
     # the step cache (stepcache.py): "teacache" uses teacache_threshold; "magcache" magcache_threshold and
     # magcache_ratios (None: the published ratios of the mode's model); "magcache_calibrate" records ratios
-    cache: str = "teacache"
-    magcache_threshold: float = 0.1  # 0 = off
+    cache: str = DEFAULT_CACHE
+    magcache_threshold: float = DEFAULT_MAGCACHE_THRESHOLD  # 0 = off
     magcache_ratios: tuple[float, ...] | None = None
     window: int = DEFAULT_WINDOW
     fps: int = FPS

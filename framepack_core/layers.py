@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fp8
+from . import matmul
 from .attention import attention
 from .rope import rotate_float32
 
@@ -21,9 +21,10 @@ class Linear(nn.Linear):
     """A linear layer that computes in its input's dtype whatever dtype its weight is stored in.
 
     This is what makes fp8 storage work (weights upcast at the matmul, one layer at a time) and what lets weights
-    live on another device than the activations (streamed offload). `lora` holds runtime low-rank adapters, used
-    when the base weight is stored in fp8 and merging would lose the LoRA in fp8 rounding. `fp8_matmul`
-    (set by fp8.select_fp8_matmul) multiplies an fp8 weight in fp8 instead of upcasting it.
+    live on another device than the activations (streamed offload); matmul.linear does the matmul for each storage.
+    `lora` holds runtime low-rank adapters (lora_apply.LoraDelta), used when the base weight is stored in fp8 and
+    merging would lose the LoRA in fp8 rounding. `fp8_matmul` (set by fp8.select_fp8_matmul) multiplies an fp8
+    weight in fp8 instead of upcasting it.
     """
 
     def __init__(self, *args, **kwargs):
@@ -34,41 +35,26 @@ class Linear(nn.Linear):
         self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = fp8.linear(x, self.weight, self.bias, self.fp8_matmul)
+        out = matmul.linear(x, self.weight, self.bias, self.fp8_matmul)
         for delta in self.lora:
             out = out + delta(x)
         return out
 
 
-class LoraDelta(nn.Module):
-    """scale * up(down(x)) kept in high precision next to a (possibly fp8) base weight."""
-
-    def __init__(self, down: torch.Tensor, up: torch.Tensor, scale: float):
-        super().__init__()
-        self.register_buffer("down", down, persistent=False)
-        self.register_buffer("up", up, persistent=False)
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        down = self.down.to(device=x.device, dtype=x.dtype)
-        up = self.up.to(device=x.device, dtype=x.dtype)
-        return F.linear(F.linear(x, down), up) * self.scale
-
-
 def fused_linear(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
     """Several Linears reading the same input as ONE matmul (weights concatenated on the fly, a cheap copy next to
     the activations), split back per layer. Layers with runtime LoRA adapters fall back to separate calls."""
-    if any(len(layer.lora) for layer in layers) or len({layer.weight.dtype for layer in layers}) > 1:
+    if any(len(layer.lora) for layer in layers) or not matmul.fusable([layer.weight for layer in layers]):
         return [layer(x) for layer in layers]
     return list(fused_projection(x, layers).split([layer.out_features for layer in layers], dim=-1))
 
 
 def fused_projection(x: torch.Tensor, layers: list[Linear]) -> torch.Tensor:
-    """The outputs of LoRA-free Linears of one storage dtype side by side in one tensor, from one matmul."""
+    """The outputs of LoRA-free Linears whose weights are matmul.fusable side by side in one tensor, from one matmul."""
     # concatenated in the storage dtype (fp8 weights stay fp8 for fp8 matmul, and an upcast touches each byte once)
     weight = torch.cat([layer.weight.to(device=x.device, non_blocking=True) for layer in layers])
     bias = torch.cat([layer.bias.to(device=x.device, dtype=x.dtype, non_blocking=True) for layer in layers])
-    return fp8.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
+    return matmul.linear(x, weight, bias, all(layer.fp8_matmul for layer in layers))
 
 
 class RMSNorm(nn.Module):
@@ -345,7 +331,7 @@ class SingleStreamBlock(nn.Module):
     def forward(self, h, temb, rope, key_mask):
         nh, (gate,) = self.norm(h, temb)
         layers = [self.attn.to_q, self.attn.to_k, self.attn.to_v, self.proj_mlp]
-        mixed_storage = len({layer.weight.dtype for layer in layers}) > 1
+        mixed_storage = not matmul.fusable([layer.weight for layer in layers])
         if mixed_storage or any(len(layer.lora) for layer in [*layers, self.proj_out]):
             q, k, v, mlp = (layer(nh) for layer in layers)
             del nh

@@ -45,6 +45,9 @@ DEFAULT_COMPUTE_DTYPE = "bf16"
 # auto: fp8 files stay fp8, others take the compute dtype; compute: always the compute dtype; fp8_*: block weights
 # stored in that fp8 format
 STORAGE_CHOICES = (AUTO, "compute", "fp8_e4m3fn", "fp8_e5m2")
+DEFAULT_ATTENTION = "sdpa"  # PyTorch's own; attention.BACKENDS lists the others
+MAX_VRAM_RESERVE_GB = 128.0  # the loader's vram_reserve_gb (0 = derived from each job)
+MAX_LORA_STRENGTH = 10.0  # a LoRA's strength, either sign
 
 # -- length and time -----------------------------------------------------------------------------------------------
 FPS = 30  # the models were trained on 30 fps video
@@ -74,13 +77,26 @@ DEFAULT_STEPS = 25
 MAX_GUIDANCE, DEFAULT_GUIDANCE = 32.0, 10.0  # distilled guidance fed to the model
 MAX_CFG, DEFAULT_CFG = 7.0, 1.0  # real classifier-free guidance; 1 = off
 DEFAULT_END_STRENGTH = 0.8  # the hosted first+last-frame APIs' `strength`
+DEFAULT_SAMPLER = "unipc_bh1"  # the original's sampler; samplers.SAMPLERS lists the others
+MAX_SHIFT = 100.0  # sigma shift; 0 = FramePack's resolution-dependent rule
 MAX_SEED = 2 ** 64 - 1
 RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
 
 # step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
 CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
+DEFAULT_CACHE = "teacache"
+DEFAULT_TEACACHE_THRESHOLD = 0.15  # the original's setting: ~2.1x faster, not lossless (teacache.py)
+DEFAULT_MAGCACHE_THRESHOLD = 0.1  # the MagCache authors' demo default (magcache.py)
+MAX_MAGCACHE_RATIO = 10.0  # a MagCache ratio (a calibration file's or a request's) lies in (0, this)
 # torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+DEFAULT_COMPILE_MODE = "default"  # torch.compile's own default mode
+COMPILE_MODES = (DEFAULT_COMPILE_MODE, "max-autotune-no-cudagraphs")
+
+# -- output video --------------------------------------------------------------------------------------------------
+DEFAULT_CRF, MAX_CRF = 19, 51  # H.264 quality (x264's crf: 0 is lossless, 51 the worst; lower is better and bigger)
+# the safety checker (nodes/safety.py): a frame whose NSFW probability reaches the threshold flags the video
+DEFAULT_NSFW_THRESHOLD = 0.5
+DEFAULT_SAFETY_SAMPLE_FRAMES, MAX_SAFETY_SAMPLE_FRAMES = 8, 64  # frames scored, spread over the video
 
 # -- picture size --------------------------------------------------------------------------------------------------
 ASPECT_RATIOS = (AUTO, "16:9", "9:16")

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError, NotFramePackError
-from .limits import MAX_CHECKPOINT_JSON_BYTES, STORAGE_CHOICES
+from .limits import AUTO, DEFAULT_ATTENTION, DEFAULT_COMPUTE_DTYPE, MAX_CHECKPOINT_JSON_BYTES, STORAGE_CHOICES
 from .safetensors_file import (FP8_DTYPES, FP8_STORAGE, UNREADABLE, check_file, describe_error, is_pickle_name,
                               unreadable)
 from .transformer import FramePackTransformer
@@ -324,7 +324,7 @@ def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, stor
         return compute
     if storage in FP8_STORAGE:
         return FP8_STORAGE[storage]
-    if storage == "auto" and file_dtype in FP8_STORAGE.values():
+    if storage == AUTO and file_dtype in FP8_STORAGE.values():
         return file_dtype
     return compute
 
@@ -338,8 +338,9 @@ def _convert(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype)
 
 
-def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype = "bf16", storage: str = "auto",
-                         attention_backend: str = "sdpa", device: str | torch.device = "cpu") -> FramePackTransformer:
+def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype = DEFAULT_COMPUTE_DTYPE,
+                         storage: str = AUTO, attention_backend: str = DEFAULT_ATTENTION,
+                         device: str | torch.device = "cpu") -> FramePackTransformer:
     """Loads a FramePack transformer.
 
     compute_dtype: "bf16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in (fp16 is refused:

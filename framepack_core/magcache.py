@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .limits import DEFAULT_MAGCACHE_THRESHOLD, MAX_MAGCACHE_RATIO
 
 # Magnitude ratios published by the MagCache authors for FramePack at 25 steps (unipc, distilled guidance 10,
 # 640 bucket), entry 0 a placeholder for the first step. Source: github.com/Zehong-Ma/MagCache,
@@ -48,8 +49,7 @@ PUBLISHED_RATIOS: dict[str, tuple[float, ...]] = {
            1.00781, 1.01562, 1.00781, 1.02344, 1.01562, 0.98047, 1.05469, 0.98047, 0.96875, 1.03125, 0.97266,
            0.9375, 0.96484, 0.78516),
 }
-# The authors' demo defaults (threshold slider 0.1, K 3, retention 0.2).
-DEFAULT_THRESHOLD = 0.1
+# The authors' demo defaults (threshold slider limits.DEFAULT_MAGCACHE_THRESHOLD, K 3, retention 0.2).
 DEFAULT_MAX_SKIPS = 3
 DEFAULT_RETENTION_RATIO = 0.2
 MAX_RATIO_DRIFT = 0.06  # a step whose own ratio moves more than this is always computed
@@ -81,7 +81,7 @@ class MagCache:
 
     needs_probe = False  # decides from the calibrated ratios alone, unlike TeaCache
 
-    def __init__(self, num_steps: int, ratios, threshold: float = DEFAULT_THRESHOLD,
+    def __init__(self, num_steps: int, ratios, threshold: float = DEFAULT_MAGCACHE_THRESHOLD,
                  max_skips: int = DEFAULT_MAX_SKIPS, retention_ratio: float = DEFAULT_RETENTION_RATIO):
         self.num_steps = int(num_steps)
         self.ratios = nearest_interp(ratios, self.num_steps) if len(ratios) != self.num_steps else np.asarray(ratios, np.float64)
@@ -183,8 +183,8 @@ def ratios_from_json(text: str, label: str = "calibration file") -> list[float]:
     values = []
     for i, value in enumerate(ratios):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0.0 < value < 10.0:
-            raise InputError(f"{label}: ratio {i} ({value!r}) must be a number between 0 and 10")
+                or not 0.0 < value < MAX_MAGCACHE_RATIO:
+            raise InputError(f"{label}: ratio {i} ({value!r}) must be a number between 0 and {MAX_MAGCACHE_RATIO:g}")
         values.append(float(value))
     values[0] = 1.0  # the first step has no previous residual; its entry is a placeholder
     return values

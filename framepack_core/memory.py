@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import FramePackConfig, MAX_TEXT_TOKENS
+from .limits import DEFAULT_TEACACHE_THRESHOLD
 
 MiB = 1024 ** 2
 GiB = 1024 ** 3
@@ -126,7 +127,7 @@ def measure_peak_activations(model, latent_frames: int, latent_h: int, latent_w:
         timestep, guidance = torch.empty(1, device="meta"), torch.empty(1, device="meta")
         # TeaCache keeps the previous step's modulated input and residual between steps: two computed steps (a
         # two-step cache computes both) measure the second one with them alive
-        cache = TeaCache(2, 0.15) if teacache else None
+        cache = TeaCache(2, DEFAULT_TEACACHE_THRESHOLD) if teacache else None
         with PeakTracker() as tracker, torch.no_grad():
             for _ in range(2 if teacache else 1):
                 model(x, timestep, text, None, pooled, guidance, context=context, cache=cache)

@@ -21,7 +21,7 @@ import torch
 from .color import rgb_to_yuv420p, to_rgb24
 from .errors import InputError
 from .frames import check_video_latents, decode_chunks, decode_video, return_freed_memory, video_size
-from .limits import MAX_RETURNED_FRAMES_BYTES
+from .limits import DEFAULT_CRF, FPS, MAX_RETURNED_FRAMES_BYTES
 from .planning import SectionPlan
 from .video_input import FrameSource
 
@@ -49,7 +49,8 @@ class Mp4Writer:
     "workflow" that the plain MP4 muxer drops; ComfyUI restores the graph from "workflow" when the file is dropped
     on its canvas."""
 
-    def __init__(self, path: str, width: int, height: int, fps: int = 30, crf: int = 19, metadata: dict | None = None):
+    def __init__(self, path: str, width: int, height: int, fps: int = FPS, crf: int = DEFAULT_CRF,
+                 metadata: dict | None = None):
         import av
 
         self._av = av
@@ -128,7 +129,7 @@ def check_returned_frames(frames: int, width: int, height: int, budget: int = MA
 
 
 def write_mp4(path: str, plan: SectionPlan, latents: torch.Tensor, decode_fn: Callable[[torch.Tensor], torch.Tensor],
-              *, crf: int = 19, metadata: dict | None = None, keep_frames: bool = True,
+              *, crf: int = DEFAULT_CRF, metadata: dict | None = None, keep_frames: bool = True,
               on_chunk: Callable[[int, int], None] | None = None, lead_latents: int = 1,
               continues: FrameSource | None = None, keep_input: bool = True,
               frames_budget: int = MAX_RETURNED_FRAMES_BYTES) -> torch.Tensor:

@@ -7,8 +7,9 @@ reused (FramePackTransformer.forward's `cache`). Each section and each guidance 
 from __future__ import annotations
 
 from .errors import InputError
-from .limits import CACHE_CHOICES, VARIANT_MODES
-from .magcache import DEFAULT_THRESHOLD, MagCache, MagCacheCalibration, average_ratios, published_ratios
+from .limits import (CACHE_CHOICES, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_TEACACHE_THRESHOLD, MAX_MAGCACHE_RATIO,
+                     VARIANT_MODES)
+from .magcache import MagCache, MagCacheCalibration, average_ratios, published_ratios
 from .teacache import TeaCache
 
 __all__ = ["CACHE_CHOICES", "validate_cache", "new_step_cache", "section_stats", "calibration_of", "calibration_summary"]
@@ -20,12 +21,15 @@ def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: fl
     if cache not in CACHE_CHOICES:
         raise InputError(f"cache {cache!r} must be one of {', '.join(CACHE_CHOICES)}")
     if teacache_threshold < 0:
-        raise InputError("teacache threshold must be >= 0 (0 = off; 0.15 is the original's setting)")
+        raise InputError(f"teacache threshold must be >= 0 (0 = off; {DEFAULT_TEACACHE_THRESHOLD} is the original's "
+                         "setting)")
     if not 0 <= magcache_threshold <= 1:
         raise InputError(f"magcache threshold {magcache_threshold} must be between 0 (off) and 1 "
-                         f"({DEFAULT_THRESHOLD} is the authors' setting)")
-    if magcache_ratios is not None and (len(magcache_ratios) < 2 or any(not 0 < r < 10 for r in magcache_ratios)):
-        raise InputError("magcache ratios must be at least 2 numbers between 0 and 10, one per step")
+                         f"({DEFAULT_MAGCACHE_THRESHOLD} is the authors' setting)")
+    if magcache_ratios is not None and (len(magcache_ratios) < 2
+                                        or any(not 0 < r < MAX_MAGCACHE_RATIO for r in magcache_ratios)):
+        raise InputError(f"magcache ratios must be at least 2 numbers between 0 and {MAX_MAGCACHE_RATIO:g}, one per "
+                         "step")
 
 
 def new_step_cache(request):

@@ -13,13 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .limits import DEFAULT_TEACACHE_THRESHOLD
+
 RESCALE_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02)
 
 
 class TeaCache:
     needs_probe = True  # decides from the modulated input of the first block (the "probe")
 
-    def __init__(self, num_steps: int, rel_l1_threshold: float = 0.15):
+    def __init__(self, num_steps: int, rel_l1_threshold: float = DEFAULT_TEACACHE_THRESHOLD):
         self.num_steps = int(num_steps)
         self.threshold = float(rel_l1_threshold)
         self._rescale = np.poly1d(RESCALE_COEFFICIENTS)

@@ -17,6 +17,7 @@ from torch import nn
 from .compile import mark_token_dims
 from .config import FramePackConfig
 from .errors import InputError
+from .limits import DEFAULT_ATTENTION
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
                      OutputNorm, PatchEmbed, SingleStreamBlock, TokenRefiner)
 from .magcache import MagCache
@@ -37,7 +38,7 @@ class SectionContext:
 
 
 class FramePackTransformer(nn.Module):
-    def __init__(self, config: FramePackConfig, attention_backend: str = "sdpa"):
+    def __init__(self, config: FramePackConfig, attention_backend: str = DEFAULT_ATTENTION):
         super().__init__()
         self.config = config
         self.compute_dtype = torch.float32

@@ -9,13 +9,13 @@ import torch
 from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, check_same_size, parse_timestamped_prompts
-from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.config import to_model_space
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
-from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, BLANK_EMBEDDINGS, DEFAULT_CUSTOM_SIZE,
-                                     DEFAULT_END_STRENGTH, MAX_KEYFRAME_SECONDS, MAX_SEED, MAX_SIDE, MIN_SIDE,
-                                     RESOLUTION_CHOICES, SIDE_STEP, START_IMAGE, START_KINDS)
+from ..framepack_core.limits import (BLANK_EMBEDDINGS, DEFAULT_END_STRENGTH, MAX_KEYFRAME_SECONDS, MAX_SEED,
+                                     START_IMAGE, START_KINDS)
 from ..framepack_core.starts import blank_image
+from .size_inputs import size_choices, size_inputs
 from .types import CATEGORY, FramePackConditioning, FramePackPrompts, ImageInputs, PromptSchedule, check_choices
 
 
@@ -27,7 +27,7 @@ def encode_image(pixels, vae, clip_vision) -> ImageConditioning:
                          "with VAELoader")
     # SigLIP sees the whole frame resized to its square input, as FramePack's image processor does (no crop)
     embeds = clip_vision.encode_image(pixels[..., :3], crop=False)["last_hidden_state"]
-    return ImageConditioning(latent[:, :, :1].float() * VAE_SCALING_FACTOR, embeds[:1].float())
+    return ImageConditioning(to_model_space(latent[:, :, :1].float()), embeds[:1].float())
 
 
 # A text-to-video start has no picture to follow: "auto" takes the 16:9 shape.
@@ -48,14 +48,7 @@ class FramePackImageConditioning(io.ComfyNode):
                                tooltip="The video's first frame; leave it unconnected for text-to-video"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (VAELoader)"),
                 io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
-                io.Combo.Input("aspect_ratio", options=list(ASPECT_RATIOS), default=AUTO,
-                               tooltip="auto keeps the start image's aspect ratio"),
-                io.Combo.Input("resolution", options=list(RESOLUTION_CHOICES), default=RESOLUTION_CHOICES[0],
-                               tooltip="480p / 720p, FramePack's 640 buckets, or custom_width x custom_height"),
-                io.Int.Input("custom_width", default=DEFAULT_CUSTOM_SIZE[0], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
-                io.Int.Input("custom_height", default=DEFAULT_CUSTOM_SIZE[1], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
+                *size_inputs("start image"),
                 io.Float.Input("strength", default=DEFAULT_END_STRENGTH, min=0.0, max=1.0, step=0.01,
                                tooltip="How strongly the last frame follows the end image (0 ignores it, 1 ends "
                                        "exactly on it). Unused without an end image."),
@@ -77,8 +70,8 @@ class FramePackImageConditioning(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, aspect_ratio, resolution, start_kind=START_IMAGE, blank_embeddings=BLANK_EMBEDDINGS[0]):
-        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES),
-                             start_kind=(start_kind, START_KINDS), blank_embeddings=(blank_embeddings, BLANK_EMBEDDINGS))
+        return check_choices(**size_choices(aspect_ratio, resolution), start_kind=(start_kind, START_KINDS),
+                             blank_embeddings=(blank_embeddings, BLANK_EMBEDDINGS))
 
     @classmethod
     def execute(cls, vae, clip_vision, aspect_ratio, resolution, custom_width, custom_height, strength,

@@ -13,10 +13,11 @@ from ..framepack_core.attention import BACKENDS
 from ..framepack_core.compile import compile_blocks
 from ..framepack_core.errors import CheckpointError, InputError, NotFramePackError
 from ..framepack_core.fp8 import select_fp8_matmul
-from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_COMPUTE_DTYPE, MAX_LORAS,
+from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, DEFAULT_ATTENTION, DEFAULT_COMPILE_MODE,
+                                     DEFAULT_COMPUTE_DTYPE, MAX_LORA_STRENGTH, MAX_LORAS, MAX_VRAM_RESERVE_GB,
                                      STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
-from ..framepack_core.lora import apply_lora_stack
+from ..framepack_core.lora_apply import apply_lora_stack
 from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
@@ -110,9 +111,9 @@ class FramePackModelLoader(io.ComfyNode):
                                        "the block weights in fp8 (half the memory). On GPUs of compute capability "
                                        "8.9+ (RTX 40xx, H100) e4m3fn weights multiply in fp8, elsewhere they are "
                                        "upcast at each matmul"),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
+                io.Combo.Input("attention", options=list(BACKENDS), default=DEFAULT_ATTENTION,
                                tooltip="flash_attn / sage are used when installed, else PyTorch SDPA"),
-                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=128.0, step=0.5,
+                io.Float.Input("vram_reserve_gb", default=0.0, min=0.0, max=MAX_VRAM_RESERVE_GB, step=0.5,
                                tooltip="GPU memory kept free for activations; blocks that do not fit are streamed "
                                        "from CPU memory. 0 = auto: derived from each job's resolution and window "
                                        "(about 2.4 GB at 640x608, 4.9 GB at 1280x720); raise it if you get "
@@ -128,7 +129,8 @@ class FramePackModelLoader(io.ComfyNode):
                                  tooltip="Compile the transformer blocks with torch.compile: faster steps after a "
                                          "one-time compilation of about a minute (2 graphs, reused by all 60 blocks "
                                          "and every section); needs Triton on NVIDIA GPUs"),
-                io.Combo.Input("compile_mode", options=list(COMPILE_MODES), default="default", optional=True,
+                io.Combo.Input("compile_mode", options=list(COMPILE_MODES), default=DEFAULT_COMPILE_MODE,
+                               optional=True,
                                tooltip="default: quick to compile. max-autotune-no-cudagraphs: benchmarks kernel "
                                        "choices, longer compilation, sometimes faster steps"),
             ],
@@ -136,7 +138,8 @@ class FramePackModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model, variant, compute_dtype, weight_storage, attention, compile_mode="default"):
+    def validate_inputs(cls, model, variant, compute_dtype, weight_storage, attention,
+                        compile_mode=DEFAULT_COMPILE_MODE):
         listed = check_model_name(model)
         if listed is not True:
             return listed
@@ -148,7 +151,7 @@ class FramePackModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, variant, compute_dtype, weight_storage, attention, vram_reserve_gb, pin_memory,
-                lora=None, torch_compile=False, compile_mode="default"):
+                lora=None, torch_compile=False, compile_mode=DEFAULT_COMPILE_MODE):
         path = resolve_model_path(model)
         transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
                                        attention_backend=attention)
@@ -176,7 +179,7 @@ class FramePackLoraSelect(io.ComfyNode):
                         "chain several. Applied at full strength also to fp8 weights.",
             inputs=[
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras")),
-                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.Float.Input("strength", default=1.0, min=-MAX_LORA_STRENGTH, max=MAX_LORA_STRENGTH, step=0.01),
                 FramePackLora.Input("previous", optional=True),
             ],
             outputs=[FramePackLora.Output(display_name="lora")],

@@ -13,9 +13,10 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core.errors import InputError
+from ..framepack_core.limits import DEFAULT_NSFW_THRESHOLD, DEFAULT_SAFETY_SAMPLE_FRAMES, MAX_SAFETY_SAMPLE_FRAMES
 from ..framepack_core.mp4 import count_frames, read_frames
 from ..framepack_core.safety import sample_indices
-from .safety_model import DEFAULT_CLASSIFIER, DOWNLOAD_HINT, ClassifierError, cached_classifier
+from ..framepack_core.safety_classifier import DEFAULT_CLASSIFIER, DOWNLOAD_HINT, ClassifierError, cached_classifier
 from .types import CATEGORY
 
 log = logging.getLogger("FramePack")
@@ -74,9 +75,9 @@ class FramePackSafetyChecker(io.ComfyNode):
                 io.Boolean.Input("enabled", default=True, tooltip="Off: pass, score 0, no classifier needed"),
                 io.String.Input("classifier", default=DEFAULT_CLASSIFIER,
                                 tooltip=f"Folder in models/{FOLDER} holding config.json and model.safetensors"),
-                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("threshold", default=DEFAULT_NSFW_THRESHOLD, min=0.0, max=1.0, step=0.01,
                                tooltip="A frame whose NSFW probability reaches this flags the video"),
-                io.Int.Input("sample_frames", default=8, min=1, max=64,
+                io.Int.Input("sample_frames", default=DEFAULT_SAFETY_SAMPLE_FRAMES, min=1, max=MAX_SAFETY_SAMPLE_FRAMES,
                              tooltip="How many frames to score, spread evenly (first and last always included)"),
                 io.Boolean.Input("block", default=False,
                                  tooltip="On: a flagged video fails the prompt with a message (the MP4 is already "

@@ -7,14 +7,16 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR, VAE_SPATIAL_FACTOR
+from ..framepack_core.config import VAE_SPATIAL_FACTOR
 from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
-from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CFG, DEFAULT_FRAMES, DEFAULT_GUIDANCE,
-                                     DEFAULT_STEPS, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SEED,
-                                     MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS, MIN_WINDOW, MODE_CHOICES,
-                                     VARIANT_MODES, Mode)
+from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_FRAMES,
+                                     DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS,
+                                     DEFAULT_TEACACHE_THRESHOLD, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES,
+                                     MAX_GUIDANCE, MAX_SEED, MAX_SHIFT, MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS,
+                                     MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
+from .latent import SampledPlan, sampler_latent
 from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
 from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
                       raise_if_interrupted, schedule_to_core, text_from_conditioning)
@@ -59,10 +61,10 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)"),
                 io.Int.Input("seed", default=0, min=-1, max=MAX_SEED, control_after_generate=True,
                              tooltip="-1 picks a random seed; the seed used is output and shown"),
-                io.Combo.Input("sampler", options=list(SAMPLERS), default="unipc_bh1"),
-                io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.1,
+                io.Combo.Input("sampler", options=list(SAMPLERS), default=DEFAULT_SAMPLER),
+                io.Float.Input("shift", default=0.0, min=0.0, max=MAX_SHIFT, step=0.1,
                                tooltip="Sigma shift; 0 = FramePack's resolution-dependent rule (7.0 at usual sizes)"),
-                io.Float.Input("teacache_threshold", default=0.15, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("teacache_threshold", default=DEFAULT_TEACACHE_THRESHOLD, min=0.0, max=1.0, step=0.01,
                                tooltip="TeaCache (cache = teacache): 0 = off; 0.1 ~1.6x, 0.15 ~2.1x faster, "
                                        "not lossless"),
                 io.Int.Input("window_size", default=DEFAULT_WINDOW, min=MIN_WINDOW, max=MAX_WINDOW,
@@ -73,12 +75,13 @@ class FramePackSampler(io.ComfyNode):
                 FramePackPrompts.Input("prompts", optional=True,
                                        tooltip="Timestamped prompts; when connected they replace 'positive'"),
                 # -- step cache choice (optional, so workflows saved before it load with TeaCache as they ran)
-                io.Combo.Input("cache", options=list(CACHE_CHOICES), default="teacache", optional=True,
+                io.Combo.Input("cache", options=list(CACHE_CHOICES), default=DEFAULT_CACHE, optional=True,
                                tooltip="Skip denoising steps whose result is predictable. teacache: uses "
                                        "teacache_threshold. magcache: uses magcache_threshold and magcache_ratios "
                                        "(0.1: 12 of 25 steps computed, ~2x faster). magcache_calibrate: computes every step and "
                                        "saves this run's ratios to models/framepack_magcache. none: every step."),
-                io.Float.Input("magcache_threshold", default=0.1, min=0.0, max=1.0, step=0.01, optional=True,
+                io.Float.Input("magcache_threshold", default=DEFAULT_MAGCACHE_THRESHOLD, min=0.0, max=1.0, step=0.01,
+                               optional=True,
                                tooltip="MagCache: accumulated error allowed while skipping; 0 = off, 0.1 = the "
                                        "authors' setting, higher is faster and less faithful"),
                 io.Combo.Input("magcache_ratios", options=ratio_choices(), default=PUBLISHED, optional=True,
@@ -89,7 +92,7 @@ class FramePackSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, mode, cache="teacache", magcache_ratios=PUBLISHED):
+    def validate_inputs(cls, sampler, mode, cache=DEFAULT_CACHE, magcache_ratios=PUBLISHED):
         return check_choices(sampler=(sampler, list(SAMPLERS)), mode=(mode, MODE_CHOICES),
                              cache=(cache, list(CACHE_CHOICES)), magcache_ratios=(magcache_ratios, ratio_choices()))
 
@@ -101,7 +104,7 @@ class FramePackSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
                 cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None,
-                cache="teacache", magcache_threshold=0.1, magcache_ratios=PUBLISHED):
+                cache=DEFAULT_CACHE, magcache_threshold=DEFAULT_MAGCACHE_THRESHOLD, magcache_ratios=PUBLISHED):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
@@ -138,11 +141,10 @@ class FramePackSampler(io.ComfyNode):
             raise out_of_memory(model, "sampling", reserve, size, err) from err
         summary = result.plan.summary()
         log.info("FramePack: %s, seed %d", summary["description"], result.seed)
-        meta = {"num_frames": num_frames, "mode": mode, "window": window_size, "fps": result.plan.fps,
-                "seed": result.seed, "start_in_output": result.plan.start_in_output, "lead_latents": result.lead_latents}
-        if continues is not None:  # Video Combine writes the input (or not) before the continuation
-            meta["continues"] = {"source": continues.source, "keep_input": continues.keep_input}
-        latent = {"samples": result.latents / VAE_SCALING_FACTOR, "framepack": meta}
+        # the plan travels with the latents; Video Combine writes the input (or not) before a continuation
+        sampled = SampledPlan(result.plan, result.seed, result.lead_latents,
+                              *((continues.source, continues.keep_input) if continues is not None else ()))
+        latent = sampler_latent(result.latents, sampled)
         # "text" is what the UI shows; "framepack" is the same, machine-readable, for API clients (/history)
         if continues is not None:
             summary["input_frames"] = continues.continuation.input_frames

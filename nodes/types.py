@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from comfy_api.latest import io
 
 from ..framepack_core.conditioning import ImageConditioning, Keyframe, TextConditioning
-from ..framepack_core.limits import VARIANT_MODES, Mode
+from ..framepack_core.limits import DEFAULT_END_STRENGTH, VARIANT_MODES, Mode
 from ..framepack_core.starts import Continuation
 from ..framepack_core.video_input import FrameSource
 
@@ -60,7 +60,7 @@ class ImageInputs:
     width: int
     height: int
     end: ImageConditioning | None = None
-    strength: float = 0.8
+    strength: float = DEFAULT_END_STRENGTH
     keyframes: list[Keyframe] = field(default_factory=list)
     start_in_output: bool = True
     continuation: VideoInputs | None = None

@@ -14,10 +14,10 @@ from comfy.cli_args import args as comfy_args
 from comfy_api.latest import InputImpl, io, ui
 
 from ..framepack_core.errors import InputError
-from ..framepack_core.frames import check_video_latents, video_size
-from ..framepack_core.limits import MAX_RETURNED_FRAMES_BYTES
+from ..framepack_core.frames import video_size
+from ..framepack_core.limits import DEFAULT_CRF, MAX_CRF, MAX_RETURNED_FRAMES_BYTES
 from ..framepack_core.mp4 import write_mp4
-from ..framepack_core.planning import plan_video
+from .latent import sampled_video
 from .runtime import Progress
 from .types import CATEGORY
 
@@ -79,7 +79,8 @@ class FramePackVideoCombine(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="From FramePack Sampler"),
                 io.Vae.Input("vae", tooltip="HunyuanVideo VAE (or TAEHV for quick drafts)"),
                 io.String.Input("filename_prefix", default="FramePack"),
-                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality: lower is better and bigger"),
+                io.Int.Input("crf", default=DEFAULT_CRF, min=0, max=MAX_CRF,
+                             tooltip="H.264 quality: lower is better and bigger"),
                 io.Boolean.Input("return_frames", default=True,
                                  tooltip="Off: the IMAGE output holds only the last frame, so very long videos are "
                                          "never held in memory as float frames (the MP4 and the video output have "
@@ -105,24 +106,13 @@ class FramePackVideoCombine(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, vae, filename_prefix, crf, return_frames):
-        samples = latent["samples"]
-        meta = latent.get("framepack")
-        if samples.ndim != 5:
-            raise InputError(f"the latent is not a video latent (shape {list(samples.shape)}); connect FramePack Sampler")
-        if meta is None:
-            raise InputError("this latent does not come from FramePack Sampler (no section plan); decode it with "
-                             "VAE Decode instead")
-        plan = plan_video(meta["num_frames"], meta["mode"], meta["window"], meta["fps"],
-                          start_in_output=meta.get("start_in_output", True))
-        lead = meta.get("lead_latents", 1)
-        check_video_latents(plan, samples, lead)
-        continues = meta.get("continues") or {}
+        samples, sampled = sampled_video(latent)  # the sampler's plan; write_mp4 checks the samples against it
+        plan, source, keep_input = sampled.plan, sampled.continues, sampled.keep_input
         width, height = video_size(samples)
         path, file, subfolder = output_path(filename_prefix, width, height)
-        source, keep_input = continues.get("source"), continues.get("keep_input", True)
         images = write_mp4(path, plan, samples, lambda latents: _decode(vae, latents, width, height), crf=crf,
                            metadata=cls.file_metadata(), keep_frames=return_frames, on_chunk=Progress().update,
-                           lead_latents=lead, continues=source, keep_input=keep_input)
+                           lead_latents=sampled.lead_latents, continues=source, keep_input=keep_input)
         frames = plan.output_frames + (source.frames if source is not None and keep_input else 0)
         log.info("FramePack: wrote %s (%d frames, %dx%d)", path, frames, width, height)
         return io.NodeOutput(images, InputImpl.VideoFromFile(path),

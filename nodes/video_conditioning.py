@@ -10,14 +10,14 @@ import os
 
 from comfy_api.latest import InputImpl, io
 
-from ..framepack_core.config import VAE_SCALING_FACTOR
+from ..framepack_core.config import to_model_space
 from ..framepack_core.errors import InputError
 from ..framepack_core.frames import output_size, resize_and_center_crop
-from ..framepack_core.limits import (ASPECT_RATIOS, AUTO, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH, FPS,
-                                     MAX_CONTEXT_LATENTS, MAX_SIDE, MIN_SIDE, RESOLUTION_CHOICES, SIDE_STEP)
+from ..framepack_core.limits import DEFAULT_END_STRENGTH, FPS, MAX_CONTEXT_LATENTS, MAX_FPS
 from ..framepack_core.starts import Continuation, check_input_frames, history_from_encoding, tail_frames
 from ..framepack_core.video_input import Fitted, FrameSource, FrameTensor, VideoFile
 from .conditioning import encode_image
+from .size_inputs import size_choices, size_inputs
 from .types import CATEGORY, FramePackConditioning, ImageInputs, VideoInputs, check_choices
 
 log = logging.getLogger("FramePack")
@@ -56,7 +56,7 @@ class FramePackVideoConditioning(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="SigLIP: sigclip_vision_patch14_384 (CLIPVisionLoader)"),
                 io.Video.Input("video", optional=True, tooltip="The video to continue (Load Video); 30 fps"),
                 io.Image.Input("images", optional=True, tooltip="Or its frames as an IMAGE batch (then set fps)"),
-                io.Float.Input("fps", default=float(FPS), min=1.0, max=240.0, step=0.001,
+                io.Float.Input("fps", default=float(FPS), min=1.0, max=float(MAX_FPS), step=0.001,
                                tooltip=f"Frame rate of images: must be {FPS} (29.97 is accepted); other rates are "
                                        "refused, convert the video first. A VIDEO carries its own rate."),
                 io.Int.Input("context_latents", default=MAX_CONTEXT_LATENTS, min=1, max=MAX_CONTEXT_LATENTS,
@@ -65,15 +65,7 @@ class FramePackVideoConditioning(io.ComfyNode):
                 io.Boolean.Input("keep_input", default=True,
                                  tooltip="On: the video is the input followed by the continuation (joined with "
                                          "FramePack's overlap blending). Off: only the new frames"),
-                io.Combo.Input("aspect_ratio", options=list(ASPECT_RATIOS), default=AUTO,
-                               tooltip="auto keeps the input's aspect ratio"),
-                io.Combo.Input("resolution", options=list(RESOLUTION_CHOICES), default=RESOLUTION_CHOICES[0],
-                               tooltip="480p / 720p, FramePack's 640 buckets, or custom_width x custom_height; an "
-                                       "input of another size is fitted to it"),
-                io.Int.Input("custom_width", default=DEFAULT_CUSTOM_SIZE[0], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
-                io.Int.Input("custom_height", default=DEFAULT_CUSTOM_SIZE[1], min=MIN_SIDE, max=MAX_SIDE,
-                             step=SIDE_STEP),
+                *size_inputs("input", "; an input of another size is fitted to it"),
                 io.Float.Input("strength", default=DEFAULT_END_STRENGTH, min=0.0, max=1.0, step=0.01,
                                tooltip="How strongly the last frame follows the end image. Unused without one."),
                 io.Image.Input("end_image", optional=True),
@@ -85,7 +77,7 @@ class FramePackVideoConditioning(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, aspect_ratio, resolution):
-        return check_choices(aspect_ratio=(aspect_ratio, ASPECT_RATIOS), resolution=(resolution, RESOLUTION_CHOICES))
+        return check_choices(**size_choices(aspect_ratio, resolution))
 
     @classmethod
     def execute(cls, vae, clip_vision, fps, context_latents, keep_input, aspect_ratio, resolution, custom_width,
@@ -104,7 +96,7 @@ class FramePackVideoConditioning(io.ComfyNode):
         if encoded.ndim != 5:
             raise InputError("the VAE is an image VAE; load the HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) "
                              "with VAELoader")
-        history = history_from_encoding(encoded.float(), context_latents) * VAE_SCALING_FACTOR
+        history = to_model_space(history_from_encoding(encoded.float(), context_latents))
         last = pixels[-1:]
         inputs = ImageInputs(encode_image(last, vae, clip_vision), width, height, strength=strength,
                              start_in_output=False,

@@ -8,7 +8,8 @@ with this pack loaded, for widget order and socket types:
     python scripts/build_workflows.py --object-info http://127.0.0.1:8188      # or a saved object_info.json
     python scripts/build_workflows.py --check --object-info ...                 # exit 1 if files are stale
 
-Only ComfyUI core nodes and this pack's nodes appear in the graphs.
+Only ComfyUI core nodes and this pack's nodes appear in the graphs. The widget values are the nodes' defaults,
+read from framepack_core/limits.py (standard library only).
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python scripts/build_workflows.py`
+    sys.path.insert(0, str(REPO))
+
+from framepack_core.limits import (AUTO, DEFAULT_ATTENTION, DEFAULT_CFG, DEFAULT_COMPUTE_DTYPE,  # noqa: E402
+                                   DEFAULT_CRF, DEFAULT_CUSTOM_SIZE, DEFAULT_END_STRENGTH, DEFAULT_FRAMES,
+                                   DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_NSFW_THRESHOLD,
+                                   DEFAULT_SAFETY_SAMPLE_FRAMES, DEFAULT_SAMPLER, DEFAULT_STEPS,
+                                   DEFAULT_TEACACHE_THRESHOLD, DEFAULT_WINDOW, FPS, MAX_CONTEXT_LATENTS,
+                                   RESOLUTION_CHOICES)
+
+WORKFLOWS_DIR = REPO / "workflows"
 PACK_ID = "comfyui-framepack-suite"
 PACK_NODES_PREFIX = "FramePack"
 
@@ -43,6 +55,8 @@ TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
 TITLE_SAFETY = "Safety checker"
 NSFW_CLASSIFIER = "nsfw_image_detection"  # folder in models/nsfw_detector (README: where to get it)
+RESOLUTION = RESOLUTION_CHOICES[0]  # the conditioning nodes' default (480p)
+CUSTOM_WIDTH, CUSTOM_HEIGHT = DEFAULT_CUSTOM_SIZE
 
 
 def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image") -> dict:
@@ -51,8 +65,8 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
     (text-to-video: no image)."""
     g = {
         "1": ("FramePackModelLoader", "Load FramePack Model", {
-            "model": model_file, "variant": "auto", "compute_dtype": "bf16", "weight_storage": "auto",
-            "attention": "sdpa", "vram_reserve_gb": 0.0, "pin_memory": False}),
+            "model": model_file, "variant": AUTO, "compute_dtype": DEFAULT_COMPUTE_DTYPE, "weight_storage": AUTO,
+            "attention": DEFAULT_ATTENTION, "vram_reserve_gb": 0.0, "pin_memory": False}),
         "2": ("DualCLIPLoader", "DualCLIPLoader", {
             "clip_name1": TEXT_ENCODER_1, "clip_name2": TEXT_ENCODER_2, "type": "hunyuan_video", "device": "default"}),
         "3": ("CLIPTextEncode", TITLE_POSITIVE, {"text": PROMPT, "clip": ["2", 0]}),
@@ -61,29 +75,32 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
         "6": ("CLIPVisionLoader", "Load CLIP Vision", {"clip_name": CLIP_VISION}),
         "7": ("LoadImage", TITLE_START, {"image": START_IMAGE}),
         "8": ("FramePackImageConditioning", "FramePack Image Conditioning", {
-            "start_image": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "aspect_ratio": "auto",
-            "resolution": "480p", "custom_width": 832, "custom_height": 480, "strength": 0.8}),
+            "start_image": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "aspect_ratio": AUTO,
+            "resolution": RESOLUTION, "custom_width": CUSTOM_WIDTH, "custom_height": CUSTOM_HEIGHT,
+            "strength": DEFAULT_END_STRENGTH}),
         "9": ("FramePackSampler", "FramePack Sampler", {
             "model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "conditioning": ["8", 0],
-            "num_frames": num_frames, "num_inference_steps": 25, "guidance_scale": 10.0, "cfg_scale": 1.0,
-            "seed": 31337, "sampler": "unipc_bh1", "shift": 0.0, "teacache_threshold": 0.15, "window_size": 9,
-            "mode": "auto", "cfg_rescale": 0.0}),
+            "num_frames": num_frames, "num_inference_steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE,
+            "cfg_scale": DEFAULT_CFG, "seed": 31337, "sampler": DEFAULT_SAMPLER, "shift": 0.0,
+            "teacache_threshold": DEFAULT_TEACACHE_THRESHOLD, "window_size": DEFAULT_WINDOW, "mode": AUTO,
+            "cfg_rescale": 0.0}),
         # return_frames off: the MP4 (and the VIDEO output) hold the video; every frame as float32 would take
         # 20 GB at 720p x 1800 frames, a request the hosted APIs accept.
         "10": ("FramePackVideoCombine", "FramePack Video Combine", {
-            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": 19, "return_frames": False}),
+            "latent": ["9", 0], "vae": ["5", 0], "filename_prefix": prefix, "crf": DEFAULT_CRF,
+            "return_frames": False}),
         # Off by default: the API client and the service switch it on with enable_safety_checker. It reads the
         # frames it scores (first and last included) from the video output, the MP4.
         "12": ("FramePackSafetyChecker", TITLE_SAFETY, {
-            "video": ["10", 1], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": 0.5,
-            "sample_frames": 8, "block": False}),
+            "video": ["10", 1], "enabled": False, "classifier": NSFW_CLASSIFIER, "threshold": DEFAULT_NSFW_THRESHOLD,
+            "sample_frames": DEFAULT_SAFETY_SAMPLE_FRAMES, "block": False}),
     }
     if start == "video":
         g["7"] = ("LoadVideo", TITLE_VIDEO, {"file": INPUT_VIDEO})
         g["8"] = ("FramePackVideoConditioning", "FramePack Video Conditioning", {
-            "video": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "fps": 30.0, "context_latents": 19,
-            "keep_input": True, "aspect_ratio": "auto", "resolution": "480p", "custom_width": 832,
-            "custom_height": 480, "strength": 0.8})
+            "video": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "fps": float(FPS),
+            "context_latents": MAX_CONTEXT_LATENTS, "keep_input": True, "aspect_ratio": AUTO, "resolution": RESOLUTION,
+            "custom_width": CUSTOM_WIDTH, "custom_height": CUSTOM_HEIGHT, "strength": DEFAULT_END_STRENGTH})
     elif start != "image":
         del g["7"], g["8"][2]["start_image"]
         g["8"][2].update(start_kind=start, noise_seed=0, blank_embeddings="blank_image")
@@ -94,12 +111,15 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
 
 
 WORKFLOWS = {
-    "framepack_i2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/i2v"),
-    "framepack_first_last_frame": _graph(MODEL_I2V, end_image=True, num_frames=240, prefix="FramePack/flf2v"),
-    "framepack_f1": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/f1"),
+    "framepack_i2v": _graph(MODEL_I2V, end_image=False, num_frames=DEFAULT_FRAMES, prefix="FramePack/i2v"),
+    "framepack_first_last_frame": _graph(MODEL_I2V, end_image=True, num_frames=DEFAULT_FRAMES_WITH_END,
+                                         prefix="FramePack/flf2v"),
+    "framepack_f1": _graph(MODEL_F1, end_image=False, num_frames=DEFAULT_FRAMES, prefix="FramePack/f1"),
     # F1 keeps the input's motion (framepack_core/starts.py); FramePackI2V_HY continues from its last frame only
-    "framepack_extend": _graph(MODEL_F1, end_image=False, num_frames=180, prefix="FramePack/extend", start="video"),
-    "framepack_t2v": _graph(MODEL_I2V, end_image=False, num_frames=180, prefix="FramePack/t2v", start="black"),
+    "framepack_extend": _graph(MODEL_F1, end_image=False, num_frames=DEFAULT_FRAMES, prefix="FramePack/extend",
+                               start="video"),
+    "framepack_t2v": _graph(MODEL_I2V, end_image=False, num_frames=DEFAULT_FRAMES, prefix="FramePack/t2v",
+                            start="black"),
 }
 
 # Left-to-right layout columns for the UI files (purely cosmetic).

@@ -15,7 +15,8 @@ from framepack_core import TINY, FramePackTransformer, InputError, Interrupted
 from framepack_core.compile import COMPILE_MODES, compile_blocks, unavailable_reason
 from framepack_core.conditioning import ImageConditioning, TextConditioning
 from framepack_core.generate import GenerationRequest, generate_video
-from framepack_core.lora import apply_loras, load_lora_file
+from framepack_core.lora_apply import apply_loras
+from framepack_core.lora_formats import load_lora_file
 from framepack_core.offload import BlockStreamer
 from framepack_core.planning import plan_video
 from framepack_core.rope import rope_grid, to_complex

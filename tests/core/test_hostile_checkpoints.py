@@ -16,7 +16,7 @@ from framepack_core import loading as loading_module
 from framepack_core.config import FramePackConfig
 from framepack_core.errors import FramePackError, InputError, NotFramePackError
 from framepack_core.loading import load_framepack_model, save_framepack_model
-from framepack_core.lora import load_lora_file
+from framepack_core.lora_formats import load_lora_file
 from framepack_dev.random_weights import tiny_transformer
 
 

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from framepack_core import TINY, CheckpointError, FramePackTransformer, InputError
-from framepack_core import lora as lora_module
+from framepack_core import lora_apply as lora_module
 from framepack_core.limits import MAX_ALPHA_PATTERN_CHARS, MAX_ALPHA_PATTERNS, MAX_LORAS
-from framepack_core.lora import PEFT_METADATA_KEY, load_lora_file
+from framepack_core.lora_formats import PEFT_METADATA_KEY, load_lora_file
 
 D = TINY.inner_dim
 Q = "transformer_blocks.0.attn.to_q"
@@ -106,7 +106,7 @@ def _model(seed=0) -> FramePackTransformer:
 
 
 def test_the_stack_loads_one_file_at_a_time_and_merges_duplicates(tmp_path, monkeypatch):
-    from framepack_core.lora import apply_lora_stack
+    from framepack_core.lora_apply import apply_lora_stack
 
     a = _save(tmp_path, "a.safetensors", _pair(seed=1))
     b = _save(tmp_path, "b.safetensors", _pair(seed=2, module="single_transformer_blocks.0.proj_out", inp=D + TINY.mlp_dim))
@@ -135,7 +135,7 @@ def test_the_stack_loads_one_file_at_a_time_and_merges_duplicates(tmp_path, monk
 
 
 def test_the_stack_is_capped_before_anything_loads(tmp_path, monkeypatch):
-    from framepack_core.lora import apply_lora_stack
+    from framepack_core.lora_apply import apply_lora_stack
 
     paths = [_save(tmp_path, f"l{i}.safetensors", _pair(seed=i)) for i in range(MAX_LORAS + 1)]
     monkeypatch.setattr(lora_module, "load_lora_file", lambda path: pytest.fail("nothing may load"))

@@ -90,6 +90,26 @@ def test_each_limit_and_mode_is_written_only_in_limits():
     assert not copies, f"import these from framepack_core.limits instead: {copies}"
 
 
+def test_node_defaults_are_written_only_in_limits():
+    """The nodes' defaults and bounds that the core also uses (cache thresholds, the input fps bound, the H.264
+    quality) are imported, never typed again; the workflow builder writes every default it shares with the nodes
+    from limits too."""
+    shared = {limits.DEFAULT_TEACACHE_THRESHOLD, limits.MAX_FPS, limits.DEFAULT_CRF, limits.MAX_CRF}
+    copies = []
+    for package in ("framepack_core", "nodes"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path != REPO / "framepack_core" / "limits.py":
+                copies += _literal_copies(path, shared)
+    workflow_defaults = {
+        limits.DEFAULT_FRAMES, limits.DEFAULT_FRAMES_WITH_END, limits.DEFAULT_STEPS, limits.DEFAULT_GUIDANCE,
+        limits.DEFAULT_END_STRENGTH, *limits.DEFAULT_CUSTOM_SIZE, limits.DEFAULT_WINDOW, limits.MAX_CONTEXT_LATENTS,
+        limits.DEFAULT_CRF, limits.DEFAULT_TEACACHE_THRESHOLD, limits.DEFAULT_NSFW_THRESHOLD,
+        limits.DEFAULT_SAFETY_SAMPLE_FRAMES, limits.DEFAULT_SAMPLER, limits.DEFAULT_ATTENTION,
+        limits.DEFAULT_COMPUTE_DTYPE, limits.RESOLUTION_CHOICES[0], limits.AUTO}
+    copies += _literal_copies(REPO / "scripts" / "build_workflows.py", shared | workflow_defaults)
+    assert not copies, f"import these from framepack_core.limits instead: {copies}"
+
+
 def test_the_literal_finder_sees_a_copy(tmp_path):
     """The check above would pass vacuously if the finder saw nothing: a copied limit must be found."""
     path = tmp_path / "copy.py"

@@ -1,4 +1,5 @@
-"""LoRA reading and application (framepack_core.lora) on the tiny FramePack transformer with random weights.
+"""LoRA reading and application (framepack_core.lora_formats, framepack_core.lora_apply) on the tiny FramePack
+transformer with random weights.
 
 The original-name (HunyuanVideo / Tencent) mapping is checked against an independent implementation: diffusers'
 `_convert_hunyuan_video_lora_to_diffusers` (test-only dependency), run on the same tensors.
@@ -16,7 +17,8 @@ from safetensors.torch import save_file
 
 from framepack_core import TINY, CheckpointError, FramePackTransformer
 from framepack_core.layers import Linear
-from framepack_core.lora import apply_loras, load_lora_file
+from framepack_core.lora_apply import apply_loras
+from framepack_core.lora_formats import load_lora_file
 
 D, MLP = TINY.inner_dim, TINY.mlp_dim  # 32, 128
 

@@ -8,7 +8,8 @@ import torch
 
 from framepack_core import RELEASED, TINY, FramePackTransformer
 from framepack_core import offload
-from framepack_core.layers import Linear, LoraDelta
+from framepack_core.layers import Linear
+from framepack_core.lora_apply import LoraDelta
 from framepack_core.offload import (GiB, BlockStreamer, InlineCopies, module_bytes, plan_residency, residency)
 
 DEEP = dataclasses.replace(TINY, num_layers=3, num_single_layers=4)

@@ -6,7 +6,7 @@ import pytest
 
 from framepack_core import CheckpointError
 from framepack_core.loading import load_framepack_model
-from framepack_core.lora import load_lora_file
+from framepack_core.lora_formats import load_lora_file
 
 LOADERS = {"model": load_framepack_model, "LoRA": load_lora_file}
 SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle", ".pt2")

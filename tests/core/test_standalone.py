@@ -17,8 +17,9 @@ from tests.blocked_imports import run_without
 CORE = Path(__file__).resolve().parents[2] / "framepack_core"
 ALLOWED_THIRD_PARTY = {"torch", "safetensors", "einops", "numpy"}
 # optional attention kernels, imported inside try/except by attention.py and used only when installed; PyAV (which
-# ComfyUI ships), imported by mp4.py only when a file is written
-OPTIONAL = {"flash_attn", "sageattention", "av"}
+# ComfyUI ships), imported by mp4.py only when a file is written; transformers (which ComfyUI requires), imported by
+# safety_classifier.py only when the safety checker loads its classifier
+OPTIONAL = {"flash_attn", "sageattention", "av", "transformers"}
 BLOCKED = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution", "latent_preview",
            "diffusers", "transformers", "av")
 

@@ -1,39 +1,20 @@
 """The safety checker's classifier: frame sampling (framepack_core.safety), and scores equal to transformers' own
 ViT image processor + model on the same pictures, through a tiny random-weight classifier saved as safetensors and
-loaded from its folder by nodes/safety_model.py (torch and transformers, no ComfyUI)."""
+loaded from its folder by framepack_core/safety_classifier.py (torch and transformers, no ComfyUI)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from framepack_core import safety_classifier
 from framepack_core.safety import sample_indices
 
-REPO = Path(__file__).resolve().parents[2]
 transformers = pytest.importorskip("transformers")
-
-
-def _load_module():
-    """nodes/safety_model.py alone: nodes/__init__.py imports ComfyUI, the classifier module does not. It sits in
-    stand-in packages for the checkout and nodes/ (their __init__ files are not run), so its relative import of
-    framepack_core resolves."""
-    pack = types.ModuleType("framepack_pack")
-    pack.__path__ = [str(REPO)]
-    nodes = types.ModuleType("framepack_pack.nodes")
-    nodes.__path__ = [str(REPO / "nodes")]
-    sys.modules.setdefault("framepack_pack", pack)
-    sys.modules.setdefault("framepack_pack.nodes", nodes)
-    return importlib.import_module("framepack_pack.nodes.safety_model")
-
-
-safety_model = _load_module()
 
 
 def test_sample_indices_cover_first_and_last():
@@ -66,7 +47,7 @@ def write_classifier(folder: Path, side: int = 32) -> Path:
 
 def test_scores_match_transformers_processor_and_model(tmp_path):
     folder = write_classifier(tmp_path / "clf")
-    classifier = safety_model.load_classifier(str(folder))
+    classifier = safety_classifier.load_classifier(str(folder))
     reference = transformers.AutoModelForImageClassification.from_pretrained(folder, local_files_only=True).eval()
     processor = transformers.ViTImageProcessor.from_pretrained(folder, local_files_only=True)
     rng = np.random.default_rng(0)
@@ -91,12 +72,12 @@ def test_bad_folders_are_named(tmp_path):
     folder = write_classifier(tmp_path / "clf")
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"never read")  # a pickle next to the config is not a fallback
-    with pytest.raises(safety_model.ClassifierError, match=r"model.safetensors, which is missing"):
-        safety_model.load_classifier(str(folder))
+    with pytest.raises(safety_classifier.ClassifierError, match=r"model.safetensors, which is missing"):
+        safety_classifier.load_classifier(str(folder))
     other = write_classifier(tmp_path / "other")
     config = json.loads((other / "config.json").read_text())
     config["id2label"] = {"0": "cat", "1": "dog", "2": "bird"}
     config["label2id"] = {"cat": 0, "dog": 1, "bird": 2}
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(safety_model.ClassifierError, match="does not hold a usable image classifier"):
-        safety_model.load_classifier(str(other))
+    with pytest.raises(safety_classifier.ClassifierError, match="does not hold a usable image classifier"):
+        safety_classifier.load_classifier(str(other))

@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from ..framepack_core.safety import FrameScorer, nsfw_label_index
+from .safety import FrameScorer, nsfw_label_index
 
 CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE = "config.json", "model.safetensors", "preprocessor_config.json"
 DEFAULT_CLASSIFIER = "nsfw_image_detection"

@@ -1,5 +1,5 @@
-"""LoRA files for the FramePack transformer: reading them, normalising the key formats found in the wild to our
-module names, and applying several at once with strengths.
+"""LoRA files for the FramePack transformer: reading them and converting the key formats found in the wild to our
+module names (lora_apply.py applies the result to a model).
 
 Read formats (safetensors only; pickle files are refused without being opened):
   a. diffusers / PEFT: `[transformer.|diffusion_model.]<module>.lora_A.weight` / `.lora_B.weight` (or
@@ -10,18 +10,12 @@ Read formats (safetensors only; pickle files are refused without being opened):
      dotted or kohya-flattened: fused projections are split into our separate layers (a fused layer's
      W = up @ down splits by output rows, so `up` is split and `down` shared) and the final adaLN's (shift, scale)
      halves are swapped to our (scale, shift).
-
-Applying: a weight stored in float8 gets a runtime `LoraDelta` (a small update merged into fp8 is mostly rounded
-away, because it is far below fp8's spacing at the weight's size); any other weight gets
-W += strength * scale * up @ down, computed in float32.
-Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +24,9 @@ from typing import Callable, Sequence
 import torch
 from safetensors import safe_open
 
-from .errors import CheckpointError, InputError
-from .limits import MAX_ALPHA_PATTERN_CHARS, MAX_ALPHA_PATTERNS, MAX_LORAS
-from .layers import Linear, LoraDelta
-from .safetensors_file import FP8_DTYPES, UNREADABLE, check_file, unreadable
+from .errors import CheckpointError
+from .limits import MAX_ALPHA_PATTERN_CHARS, MAX_ALPHA_PATTERNS
+from .safetensors_file import UNREADABLE, check_file, unreadable
 
 # diffusers writes the PEFT LoraConfig (r, lora_alpha, alpha_pattern, use_rslora) under this metadata key
 PEFT_METADATA_KEY = "lora_adapter_metadata"
@@ -381,138 +374,3 @@ def guess_lora_family(keys: Sequence[str]) -> str:
             return family
     sample = ", ".join(sorted(set(keys))[:3])
     return f"a LoRA for another model (keys like {sample})"
-
-
-# -- applying -----------------------------------------------------------------------------------------------------
-
-@dataclass
-class AppliedLora:
-    """What one LoRA did: `layers` maps each matched module to "merged", "runtime" (fp8 weight) or "skipped"
-    (strength 0); `unmatched` maps each unusable file key to why."""
-
-    name: str
-    strength: float
-    layers: dict[str, str]
-    unmatched: dict[str, str]
-
-    @property
-    def matched(self) -> int:
-        return len(self.layers)
-
-    def count(self, mode: str) -> int:
-        return sum(1 for m in self.layers.values() if m == mode)
-
-    def __str__(self) -> str:
-        text = (f"{self.name} (strength {self.strength:g}): {self.matched} layers "
-                f"({self.count('merged')} merged, {self.count('runtime')} runtime on fp8"
-                f"{', strength 0: nothing changed' if self.count('skipped') else ''})")
-        if self.unmatched:
-            shown = "; ".join(f"{k}: {why}" for k, why in list(self.unmatched.items())[:5])
-            more = f" and {len(self.unmatched) - 5} more" if len(self.unmatched) > 5 else ""
-            text += f"; {len(self.unmatched)} keys unused ({shown}{more})"
-        return text
-
-
-@dataclass
-class LoraReport:
-    loras: list[AppliedLora]
-
-    def __str__(self) -> str:
-        return " | ".join(str(lora) for lora in self.loras) or "no LoRA"
-
-
-@dataclass
-class _Plan:
-    lora: LoraFile
-    strength: float
-    layers: list[tuple[str, Linear, LoraWeights]]
-    unmatched: dict[str, str]
-
-
-def _linear_layers(model: torch.nn.Module) -> tuple[dict[str, Linear], dict[str, str | None]]:
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, Linear)}
-    flattened: dict[str, str | None] = {}
-    for name in layers:
-        key = name.replace(".", "_")
-        flattened[key] = None if key in flattened else name  # None: two modules flatten alike (never in FramePack)
-    return layers, flattened
-
-
-def _plan(lora: LoraFile, strength: float, layers: dict[str, Linear], flattened: dict[str, str | None]) -> _Plan:
-    plan = _Plan(lora, float(strength), [], dict(lora.ignored))
-    for weights in lora.weights:
-        name = weights.target if weights.target in layers else flattened.get(weights.target.replace(".", "_"))
-        if name is None:
-            plan.unmatched[weights.source] = f"the FramePack transformer has no layer {weights.target}"
-            continue
-        module = layers[name]
-        if tuple(module.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
-            raise CheckpointError(
-                f"{lora.name}: layer {name} is [out {module.weight.shape[0]}, in {module.weight.shape[1]}] but the "
-                f"LoRA ({weights.source}) changes a [out {weights.up.shape[0]}, in {weights.down.shape[1]}] weight: "
-                f"it was made for a model of another size ({guess_lora_family(lora.keys)}); use a HunyuanVideo or "
-                "FramePack LoRA")
-        plan.layers.append((name, module, weights))
-    if not plan.layers:
-        raise CheckpointError(f"{lora.name} matched no layer of the FramePack transformer: it looks like "
-                              f"{guess_lora_family(lora.keys)}; use a HunyuanVideo or FramePack LoRA")
-    return plan
-
-
-@torch.no_grad()
-def _apply_one(module: Linear, weights: LoraWeights, strength: float) -> str:
-    weight = module.weight
-    if weight.dtype in FP8_DTYPES:
-        # runtime adapter beside the fp8 weight, kept in float32 on the weight's device
-        down = weights.down.to(device=weight.device, dtype=torch.float32)
-        up = weights.up.to(device=weight.device, dtype=torch.float32)
-        module.lora.append(LoraDelta(down, up, strength * weights.scale))
-        return "runtime"
-    delta = weights.up.to(weight.device, torch.float32) @ weights.down.to(weight.device, torch.float32)
-    # a new tensor rather than in place: the old one may be memory-mapped from the model file or shared
-    weight.data = (weight.data.float() + (strength * weights.scale) * delta).to(weight.dtype)
-    return "merged"
-
-
-def apply_loras(model: torch.nn.Module, loras: Sequence[tuple[LoraFile, float]]) -> LoraReport:
-    """Applies several LoRAs with their strengths (negative allowed, 0 changes nothing) to the model's Linear layers.
-
-    fp8-stored weights get a runtime LoraDelta at full strength; other weights are merged
-    (W += strength * scale * up @ down in float32, cast back to the storage dtype). Every LoRA is checked before
-    any layer changes: a LoRA that matches no layer, or whose shapes do not fit, raises CheckpointError.
-    """
-    layers, flattened = _linear_layers(model)
-    plans = [_plan(lora, strength, layers, flattened) for lora, strength in loras]
-    report = LoraReport([])
-    for plan in plans:
-        modes: dict[str, str] = {}
-        for name, module, weights in plan.layers:
-            modes[name] = "skipped" if plan.strength == 0 else _apply_one(module, weights, plan.strength)
-        report.loras.append(AppliedLora(plan.lora.name, plan.strength, modes, plan.unmatched))
-    return report
-
-
-def apply_lora_stack(model: torch.nn.Module, stack: Sequence[tuple[str | Path, float]], *,
-                     max_loras: int = MAX_LORAS) -> LoraReport:
-    """Applies a LoRA stack as the loader node gets it: a file listed more than once is applied once with its
-    strengths added (the update is linear in the strength), at most ``max_loras`` different files are accepted
-    (checked before anything loads), and the files are loaded and applied one at a time, so only one LoRA's tensors
-    are in memory at once.
-
-    Each file is checked before it changes a layer, but an error in a later file leaves the earlier ones merged:
-    apply the stack to a freshly loaded model and drop the model when this raises."""
-    strengths: dict[str, float] = {}
-    paths: dict[str, Path] = {}
-    for path, strength in stack:
-        same_file = os.path.realpath(path)  # two names of one file (a link) are one LoRA
-        paths.setdefault(same_file, Path(path))
-        strengths[same_file] = strengths.get(same_file, 0.0) + float(strength)
-    if len(strengths) > max_loras:
-        raise InputError(f"the LoRA stack holds {len(strengths)} different LoRAs; at most {max_loras} are applied "
-                         "at once: remove some FramePack LoRA nodes (or merge LoRAs into one file)")
-    report = LoraReport([])
-    for same_file, strength in strengths.items():
-        lora = load_lora_file(paths[same_file])
-        report.loras.extend(apply_loras(model, [(lora, strength)]).loras)
-        del lora  # before the next file is read
-    return report
