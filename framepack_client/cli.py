@@ -478,8 +478,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:  # the local service (framepack_client.service); its packages load only here
-        from .service.cli import main as serve_main
+    if argv[:1] == ["serve"]:  # the local service is its own package (framepack_service); it loads only here
+        from framepack_service.cli import main as serve_main
         return serve_main(argv[1:])
     parser = build_parser()
     if not argv:

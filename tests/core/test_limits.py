@@ -19,7 +19,7 @@ from framepack_core import limits
 from framepack_core.limits import Mode
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("framepack_core", "nodes", "framepack_client")
+PACKAGES = ("framepack_core", "nodes", "framepack_client", "framepack_service")
 
 
 def test_limits_and_the_client_import_where_torch_cannot_be_imported():

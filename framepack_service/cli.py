@@ -1,5 +1,5 @@
-"""``framepack-video serve`` / ``python -m framepack_client serve``: run the service (needs the ``service`` extra:
-``pip install .[service]``)."""
+"""``framepack-video serve`` / ``python -m framepack_client serve`` / ``python -m framepack_service``: run the service
+(needs the ``service`` extra: ``pip install .[service]``)."""
 
 from __future__ import annotations
 

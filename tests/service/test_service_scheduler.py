@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
-
-from framepack_client.hosted import API_WORKFLOWS_DIR  # noqa: E402
-from framepack_client.service import backend  # noqa: E402
-from framepack_client.service.scheduler import Scheduler, SchedulerSettings  # noqa: E402
-from framepack_client.service.servers import ServerPool  # noqa: E402
-from framepack_client.service.store import JobRecord, JobStore  # noqa: E402
+from framepack_client.hosted import API_WORKFLOWS_DIR
+from framepack_service import backend
+from framepack_service.scheduler import Scheduler, SchedulerSettings
+from framepack_service.servers import ServerPool
+from framepack_service.store import JobRecord, JobStore
 
 MODEL = "FramePackI2V_HY_bf16.safetensors"
 

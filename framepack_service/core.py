@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fetch import Resolver, UrlPolicy, system_resolver
+from framepack_client.fetch import Resolver, UrlPolicy, system_resolver
+
 from .intake import Contract, IntakeSettings, intake
 from .scheduler import Scheduler, SchedulerSettings
 from .servers import ServerPool

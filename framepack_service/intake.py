@@ -2,9 +2,9 @@
 
 Each contract (WaveSpeed's ``wavespeed-ai/framepack``, fal's ``fal-ai/framepack`` and ``fal-ai/framepack/flf2v``)
 names its fields, required fields and defaults; the values are checked with the client's hosted-parameter rules
-(:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see fetch.py) and stored
-in the service's inputs folder under their content hash, and a random seed (-1) is drawn here, once, so that a job
-sent again after a failure makes the same video.
+(:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see
+framepack_client/fetch.py) and stored in the service's inputs folder under their content hash, and a random seed
+(-1) is drawn here, once, so that a job sent again after a failure makes the same video.
 
 Beyond the contracts the service also takes ``resolution: "custom"`` with ``width``/``height`` (multiples of 16),
 ``aspect_ratio: "auto"``, and on fal ``num_inference_steps`` (fal's pages do not list it; 25 by default).
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
-from ..jobs import now_iso
+from framepack_client.fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
+from framepack_client.hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
+from framepack_client.jobs import now_iso
+
 from . import backend
-from ..fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
 from .store import JobRecord
 
 LOCAL_EXTRAS = ("width", "height")

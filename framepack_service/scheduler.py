@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hosted import HostedParams
+from framepack_client.hosted import HostedParams
+
 from . import backend
 from .servers import ServerPool
 from .store import (CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED, RUNNING, JobRecord, JobStore)
