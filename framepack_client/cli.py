@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ComfyError
-from .hosted import ALIASES, SPECS, HostedParams, ValidationError, model_id, parse_cli_value
+from .hosted import ALIASES, SPECS, HostedParams, ValidationError, parse_cli_value
 from .jobs import (CLIENT_URL_POLICY, COMPLETED, FAILED, DEFAULT_JOBS_DIR, UNTRUSTED_URL_POLICY, Job, JobError,
                    JobStore, check, fetch_outputs, follow, now_iso, queue_job)
 from .progress import ProgressDisplay
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
+from .workflow import model_id
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 DEFAULT_OUTPUT_DIR = "framepack_outputs"

@@ -31,12 +31,13 @@ from framepack_core.limits import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
 
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
 from .fetch import FetchError, UrlPolicy, is_image_source, load_source, short
-from .hosted import (SAFETY_NODE, HostedParams, ValidationError, WorkflowError, build_prompt, default_model,
-                     find_nodes, hosted_name, load_workflow, model_id, workflow_name)
+from .hosted import HostedParams, ValidationError
 from .images import ImageProblem, check_image
 from .media import check_media_bytes
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
+from .workflow import (SAFETY_NODE, WorkflowError, build_prompt, default_model, find_nodes, hosted_name, load_workflow,
+                       model_id, workflow_name)
 
 DEFAULT_JOBS_DIR = Path("~/.cache/framepack-client/jobs").expanduser()
 CREATED, PROCESSING, COMPLETED, FAILED = "created", "processing", "completed", "failed"

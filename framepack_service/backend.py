@@ -7,9 +7,10 @@ import copy
 from dataclasses import dataclass, field
 
 from framepack_client.errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from framepack_client.hosted import HostedParams, ValidationError, WorkflowError, build_prompt, find_node, load_workflow
+from framepack_client.hosted import HostedParams, ValidationError
 from framepack_client.jobs import Job, JobError, apply_history, describe_rejection, upload_image
 from framepack_client.server_api import ComfyClient
+from framepack_client.workflow import WorkflowError, build_prompt, find_node, load_workflow
 
 # The video's name on the server. The same for every job, so that the prompt (which the MP4 carries as metadata)
 # and therefore the file are the same whichever server makes it; ComfyUI numbers the files.

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from framepack_client.fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
-from framepack_client.hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
+from framepack_client.hosted import MAX_SEED, HostedParams, ValidationError
 from framepack_client.jobs import now_iso
+from framepack_client.workflow import API_WORKFLOWS_DIR
 
 from . import backend
 from .store import JobRecord

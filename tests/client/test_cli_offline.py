@@ -16,10 +16,11 @@ from PIL import Image
 
 from framepack_client import cli
 from framepack_client.errors import ComfyConnectionError
-from framepack_client.hosted import HostedParams, build_prompt, load_workflow
+from framepack_client.hosted import HostedParams
 from framepack_client.jobs import (COMPLETED, CREATED, FAILED, PROCESSING, JobError, JobStore, ServerUnreachable,
                                    check, new_job)
 from framepack_client.progress import ProgressDisplay, describe_progress
+from framepack_client.workflow import build_prompt, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 

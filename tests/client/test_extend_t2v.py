@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client.hosted import (HostedParams, ValidationError, build_prompt, find_node, find_nodes,
-                                     load_workflow, model_id, workflow_name)
+from framepack_client.hosted import HostedParams, ValidationError
 from framepack_client.jobs import CREATED, FAILED, JobStore, queue_job
 from framepack_client.server_api import ComfyClient
+from framepack_client.workflow import build_prompt, find_node, find_nodes, load_workflow, model_id, workflow_name
 from framepack_dev.videos import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
 """The local service for tests, on a real loopback socket: in this process (uvicorn in a thread) or as its own
-process (``python -m framepack_client serve``, to be killed and started again; the way a user starts it). Both answer :meth:`call`."""
+process (``python -m framepack_client serve``, as a user starts it, to be killed and started again). Both answer
+:meth:`call`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client.hosted import API_WORKFLOWS_DIR
+from framepack_client.workflow import API_WORKFLOWS_DIR
 from framepack_service import backend
 from framepack_service.scheduler import Scheduler, SchedulerSettings
 from framepack_service.servers import ServerPool
