@@ -20,11 +20,12 @@ from typing import Any, Sequence
 
 from .errors import ComfyError
 from .hosted import ALIASES, SPECS, HostedParams, ValidationError, parse_cli_value
-from .jobs import (CLIENT_URL_POLICY, COMPLETED, FAILED, DEFAULT_JOBS_DIR, UNTRUSTED_URL_POLICY, Job, JobError,
-                   JobStore, check, fetch_outputs, follow, now_iso, queue_job)
+from .job_states import COMPLETED, FAILED, WAVESPEED_STATUS
+from .jobs import DEFAULT_JOBS_DIR, Job, JobError, JobStore, check, fetch_outputs, follow, now_iso, queue_job
 from .progress import ProgressDisplay
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
+from .uploads import CLIENT_URL_POLICY, UNTRUSTED_URL_POLICY
 from .workflow import model_id
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
@@ -248,9 +249,9 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 def failed_result(error: str, *, model: str = "framepack/i2v", job_id: str | None = None) -> dict:
     """The result object for a request that never became a job (invalid parameters, unreachable server)."""
-    return {"id": job_id, "model": model, "status": FAILED, "outputs": [], "seed": None, "error": error,
-            "created_at": now_iso(), "timings": {"inference": None}, "urls": {"get": ""}, "prompt_id": None,
-            "server": None}
+    return {"id": job_id, "model": model, "status": WAVESPEED_STATUS[FAILED], "outputs": [], "seed": None,
+            "error": error, "created_at": now_iso(), "timings": {"inference": None}, "urls": {"get": ""},
+            "prompt_id": None, "server": None}
 
 
 def params_from_args(args: argparse.Namespace) -> HostedParams:
@@ -437,7 +438,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     jobs = [(n, line) for n, line in enumerate(lines, start=1) if line.strip() and not line.lstrip().startswith("#")]
     started = time.monotonic()
-    counts = {COMPLETED: 0, FAILED: 0, "unfinished": 0}
+    counts = {"completed": 0, "failed": 0, "unfinished": 0}  # the summary's keys
+    ended = {WAVESPEED_STATUS[COMPLETED]: "completed", WAVESPEED_STATUS[FAILED]: "failed"}  # by a result's status
     for index, (line_no, line) in enumerate(jobs, start=1):
         label = f"[{index}/{len(jobs)}]"
         try:
@@ -461,18 +463,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 print("\nbatch stopped; the current job keeps running on the server", file=sys.stderr)
                 return 130
-            if result["status"] == FAILED:
+            if result["status"] == WAVESPEED_STATUS[FAILED]:
                 result["error"] = f"{path.name} line {line_no}: {result['error']}"
         result["line"] = line_no
         _print(result, compact=True)
-        if result["status"] in counts:
-            counts[result["status"]] += 1
-        else:
-            counts["unfinished"] += 1
-    summary = {"total": len(jobs), "completed": counts[COMPLETED], "failed": counts[FAILED],
-               "unfinished": counts["unfinished"], "seconds": round(time.monotonic() - started, 3)}
+        counts[ended.get(result["status"], "unfinished")] += 1
+    summary = {"total": len(jobs), **counts, "seconds": round(time.monotonic() - started, 3)}
     _print({"summary": summary}, compact=True)
-    if counts[FAILED]:
+    if counts["failed"]:
         return EXIT_FAILED
     return EXIT_UNFINISHED if counts["unfinished"] else EXIT_OK
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framepack_client.fetch import Resolver, UrlPolicy, system_resolver
+from framepack_client.job_states import CANCELLED, FINAL, QUEUED
 
 from .intake import Contract, IntakeSettings, intake
 from .scheduler import Scheduler, SchedulerSettings
 from .servers import ServerPool
-from .store import CANCELLED, FINAL, QUEUED, JobRecord, JobStore
+from .store import JobRecord, JobStore
 
 DB_NAME = "jobs.sqlite3"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)

@@ -17,8 +17,8 @@ from PIL import Image
 from framepack_client import cli
 from framepack_client.errors import ComfyConnectionError
 from framepack_client.hosted import HostedParams
-from framepack_client.jobs import (COMPLETED, CREATED, FAILED, PROCESSING, JobError, JobStore, ServerUnreachable,
-                                   check, new_job)
+from framepack_client.job_states import COMPLETED, FAILED, QUEUED, RUNNING
+from framepack_client.jobs import JobError, JobStore, ServerUnreachable, check, new_job
 from framepack_client.progress import ProgressDisplay, describe_progress
 from framepack_client.workflow import build_prompt, load_workflow
 
@@ -68,6 +68,20 @@ def test_job_store_unknown_and_ambiguous_ids(tmp_path, start_png):
     store.save(one), store.save(two)
     with pytest.raises(JobError, match="matches 2 jobs"):
         store.load("aaaa")
+
+
+def test_job_files_of_earlier_versions_and_unknown_states(tmp_path, start_png):
+    """Earlier versions wrote WaveSpeed's words (created, processing) as a job's state: they are read as the shared
+    states; a state no client writes is refused like any other damaged record."""
+    store = JobStore(tmp_path)
+    job = a_job(start_png)
+    record = json.loads(store.save(job).read_text())
+    for written, read in (("created", QUEUED), ("processing", RUNNING), ("failed", FAILED)):
+        store.path(job.id).write_text(json.dumps({**record, "status": written}))
+        assert store.load(job.id).status == read
+    store.path(job.id).write_text(json.dumps({**record, "status": "dispatched"}))  # the service's, not a client's
+    with pytest.raises(JobError, match="its status 'dispatched' is not one of queued, running, completed, failed"):
+        store.load(job.id)
 
 
 # -- server answers -> job states ------------------------------------------------------------------------------------
@@ -153,9 +167,9 @@ def test_finished_without_video_is_failed(start_png):
 def test_queue_states(start_png):
     job = a_job(start_png)
     check(StubServer(running=[job.id]), job)
-    assert job.status == PROCESSING
+    assert job.status == RUNNING and job.result()["status"] == "processing"
     check(StubServer(pending=["other", job.id]), job)
-    assert job.status == CREATED
+    assert job.status == QUEUED and job.result()["status"] == "created"
 
 
 def test_prompt_unknown_to_the_server_is_failed_not_waited_for(start_png):
@@ -172,7 +186,7 @@ def test_unreachable_server_is_a_clear_error(start_png):
     job = a_job(start_png)
     with pytest.raises(ServerUnreachable, match="cannot reach the ComfyUI server at .*--server"):
         check(StubServer(down=True), job)
-    assert job.status == CREATED  # unknown, not failed: it may still run
+    assert job.status == QUEUED  # unknown, not failed: it may still run
 
 
 def test_finished_jobs_are_not_asked_again(start_png):
@@ -184,7 +198,7 @@ def test_finished_jobs_are_not_asked_again(start_png):
 
 def test_server_validation_errors_are_named_by_hosted_parameter(start_png):
     from framepack_client.errors import PromptRejected
-    from framepack_client.jobs import describe_rejection
+    from framepack_client.outcome import describe_rejection
 
     job = a_job(start_png)
     ids = {(n["class_type"], n["_meta"]["title"]): i for i, n in job.prompt.items()}

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from framepack_client.job_states import COMPLETED, FAILED, LOST, QUEUED, RUNNING
+from framepack_client.outcome import Outcome
 from framepack_client.workflow import API_WORKFLOWS_DIR
 from framepack_service import backend
 from framepack_service.scheduler import Scheduler, SchedulerSettings
@@ -59,13 +61,13 @@ class FakeServers:
             self._check(url)
             state = self.prompts[url].get(prompt_id)
             if state is None:
-                return backend.Outcome("lost")
+                return Outcome(LOST)
             if state in ("pending", "running"):
-                return backend.Outcome(state)
+                return Outcome({"pending": QUEUED, "running": RUNNING}[state])
             if state == "interrupted":
-                return backend.Outcome("done", completed=False, error="interrupted", interrupted=True)
-            return backend.Outcome("done", completed=True, seed=params["seed"], inference_ms=5,
-                                   videos=[{"filename": "v.mp4", "subfolder": "", "type": "output"}], nsfw=[False])
+                return Outcome(FAILED, error="interrupted", interrupted=True)
+            return Outcome(COMPLETED, seed=params["seed"], inference_ms=5,
+                           videos=[{"filename": "v.mp4", "subfolder": "", "type": "output"}], nsfw=[False])
 
         def video_bytes(url, ref, timeout):
             self._check(url)
