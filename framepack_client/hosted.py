@@ -25,17 +25,14 @@ from typing import Any, Mapping
 
 from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAULT_CFG, DEFAULT_END_STRENGTH,
                                    DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_STEPS, FPS,
-                                   MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE,
-                                   MIN_STEPS, RESOLUTION_SIZES, SIDE_STEP)
+                                   HOSTED_RESOLUTION_CHOICES, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_HOSTED_SEED,
+                                   MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE, MIN_STEPS, RANDOM_SEED, SIDE_STEP)
 
 from .media import VIDEO_KINDS, check_media_source, is_url
 
 MAX_PROMPT_CHARS = 500
-MAX_SEED = 2_147_483_647  # the hosted APIs' seeds are 32-bit
-DEFAULT_STRENGTH = DEFAULT_END_STRENGTH
-# The hosted APIs' choices first, then the local extras.
+# The hosted APIs' choices first, then the local extras (resolution: framepack_core.limits.HOSTED_RESOLUTION_CHOICES).
 ASPECT_CHOICES = (*(a for a in ASPECT_RATIOS if a != AUTO), AUTO)
-RESOLUTION_CHOICES = (*RESOLUTION_SIZES, CUSTOM_RESOLUTION)
 # Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
 ALIASES = {"image_url": "image", "end_image_url": "end_image"}
 
@@ -83,14 +80,14 @@ SPECS: tuple[ParamSpec, ...] = (
               "URL", required=True),
     ParamSpec("end_image", "image", "end image (first+last-frame video): a local file or an http(s) URL"),
     ParamSpec("strength", "float", "how strongly the video ends on end_image (1 = exactly); only with end_image",
-              DEFAULT_STRENGTH, 0, 1),
+              DEFAULT_END_STRENGTH, 0, 1),
     ParamSpec("prompt", "str", f"what happens in the video (required, at most {MAX_PROMPT_CHARS} characters)",
               required=True),
     ParamSpec("negative_prompt", "str", "what to avoid (used when cfg_scale > 1)", ""),
     ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", ASPECT_CHOICES[0],
               choices=ASPECT_CHOICES),
-    ParamSpec("resolution", "choice", "output size; custom uses width and height", RESOLUTION_CHOICES[0],
-              choices=RESOLUTION_CHOICES),
+    ParamSpec("resolution", "choice", "output size; custom uses width and height", HOSTED_RESOLUTION_CHOICES[0],
+              choices=HOSTED_RESOLUTION_CHOICES),
     ParamSpec("width", "int", f"video width with resolution custom (multiple of {SIDE_STEP})", None,
               MIN_SIDE, MAX_SIDE),
     ParamSpec("height", "int", f"video height with resolution custom (multiple of {SIDE_STEP})", None,
@@ -101,7 +98,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("guidance_scale", "float", "distilled guidance (prompt adherence)", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE),
     ParamSpec("cfg_scale", "float", f"real classifier-free guidance; {DEFAULT_CFG:g} = off (twice as fast)",
               DEFAULT_CFG, 0, MAX_CFG),
-    ParamSpec("seed", "int", "random seed; -1 picks one (the seed used is reported)", -1, -1, MAX_SEED),
+    ParamSpec("seed", "int", f"random seed; {RANDOM_SEED} picks one (the seed used is reported)", RANDOM_SEED,
+              RANDOM_SEED, MAX_HOSTED_SEED),
     ParamSpec("enable_safety_checker", "bool", "score the video with the NSFW safety checker (its classifier must be "
               "in ComfyUI's models/nsfw_detector; README)", False),
     ParamSpec("video", "video", f"a 30 fps video to continue instead of a start image ({VIDEO_KINDS}): a local file "
@@ -171,7 +169,7 @@ class HostedParams:
     directly constructed instance can be checked with :meth:`problems` / :meth:`validate`.
 
     ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
-    hosted defaults (DEFAULT_STRENGTH; DEFAULT_FRAMES, or DEFAULT_FRAMES_WITH_END with an end image).
+    hosted defaults (DEFAULT_END_STRENGTH; DEFAULT_FRAMES, or DEFAULT_FRAMES_WITH_END with an end image).
     """
     image: str | None
     prompt: str
@@ -179,14 +177,14 @@ class HostedParams:
     strength: float | None = None
     negative_prompt: str = ""
     aspect_ratio: str = ASPECT_CHOICES[0]
-    resolution: str = RESOLUTION_CHOICES[0]
+    resolution: str = HOSTED_RESOLUTION_CHOICES[0]
     width: int | None = None
     height: int | None = None
     num_frames: int | None = None
     num_inference_steps: int = DEFAULT_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE
     cfg_scale: float = DEFAULT_CFG
-    seed: int = -1
+    seed: int = RANDOM_SEED
     enable_safety_checker: bool = False
     video: str | None = None
     new_only: bool = False
@@ -201,7 +199,7 @@ class HostedParams:
 
     @property
     def end_strength(self) -> float:
-        return DEFAULT_STRENGTH if self.strength is None else float(self.strength)
+        return DEFAULT_END_STRENGTH if self.strength is None else float(self.strength)
 
     def problems(self, local_files: bool = True) -> list[str]:
         """Every problem, one line each (empty when the parameters are valid). Files are checked to exist and to

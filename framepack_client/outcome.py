@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from framepack_core.limits import RANDOM_SEED
+
 from .errors import PromptRejected
 from .job_states import COMPLETED, FAILED, LOST, QUEUED, RUNNING
 from .terminal import printable
@@ -122,7 +124,8 @@ def read_history(entry: Mapping[str, Any], graph: Mapping[str, dict] | None,
     result.nsfw = [flagged] * len(result.videos)
     result.nsfw_score = float(report["score"]) if report and report.get("enabled") else None
     seed = _sampler_seed(graph, outputs)
-    if seed is None and result.state == COMPLETED and isinstance(params.get("seed"), int) and params["seed"] != -1:
+    if seed is None and result.state == COMPLETED and isinstance(params.get("seed"), int) \
+            and params["seed"] != RANDOM_SEED:
         seed = params["seed"]  # a cached sampler reports nothing; a fixed seed is the seed used
     result.seed = seed
     start = stamps.get("execution_start")

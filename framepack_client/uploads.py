@@ -22,10 +22,11 @@ from .server_api import ComfyClient
 
 # The user's own image URLs: any address (a server on the user's network is fine), but never a redirect from a
 # public server into the local network or from https to http (fetch.py).
-CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+IMAGE_FETCH_SECONDS = 60.0
+CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=IMAGE_FETCH_SECONDS, max_bytes=MAX_IMAGE_BYTES,
                               user_agent="framepack-client")
 # For parameter files made by someone else (--untrusted-input): only public addresses.
-UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=60.0, max_bytes=MAX_IMAGE_BYTES,
+UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=IMAGE_FETCH_SECONDS, max_bytes=MAX_IMAGE_BYTES,
                                  user_agent="framepack-client",
                                  allow_hint="an --untrusted-input request may only name public addresses")
 VIDEO_FETCH_SECONDS = 600.0  # a video to continue may be hundreds of MB

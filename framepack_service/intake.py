@@ -4,7 +4,7 @@ Each contract (WaveSpeed's ``wavespeed-ai/framepack``, fal's ``fal-ai/framepack`
 names its fields, required fields and defaults; the values are checked with the client's hosted-parameter rules
 (:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see
 framepack_client/fetch.py) and stored in the service's inputs folder under their content hash, and a random seed
-(-1) is drawn here, once, so that a job sent again after a failure makes the same video.
+(RANDOM_SEED, -1) is drawn here, once, so that a job sent again after a failure makes the same video.
 
 Beyond the contracts the service also takes ``resolution: "custom"`` with ``width``/``height`` (multiples of 16),
 ``aspect_ratio: "auto"``, and on fal ``num_inference_steps`` (fal's pages do not list it; 25 by default).
@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framepack_core.limits import (DEFAULT_CFG, DEFAULT_END_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END,
+                                   DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_HOSTED_SEED, RANDOM_SEED)
+
 from framepack_client.fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
-from framepack_client.hosted import MAX_SEED, HostedParams, ValidationError
+from framepack_client.hosted import HostedParams, ValidationError
 from framepack_client.jobs import now_iso
 from framepack_client.workflow import API_WORKFLOWS_DIR
 
@@ -48,24 +51,27 @@ class Contract:
         return next((k for k, v in self.images.items() if v == hosted), hosted)
 
 
+# The contracts' defaults. The numbers are the hosted APIs' and the nodes' own (framepack_core.limits); the two
+# contracts differ in their default resolution (WaveSpeed's page: 720p, fal's: 480p).
+_DEFAULTS = {"negative_prompt": "", "aspect_ratio": "16:9", "seed": RANDOM_SEED,
+             "num_inference_steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE, "enable_safety_checker": False}
 WAVESPEED = Contract(
     "wavespeed", "wavespeed-ai/framepack", "framepack_i2v",
     fields=("image", "prompt", "negative_prompt", "aspect_ratio", "resolution", "seed", "num_inference_steps",
             "num_frames", "guidance_scale", "enable_safety_checker", *LOCAL_EXTRAS),
     required=("image", "prompt"),
-    defaults={"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "720p", "seed": -1,
-              "num_inference_steps": 25, "num_frames": 180, "guidance_scale": 10, "enable_safety_checker": False},
+    defaults={**_DEFAULTS, "resolution": "720p", "num_frames": DEFAULT_FRAMES},
     images={"image": "image"})
 _FAL_COMMON = ("prompt", "negative_prompt", "image_url", "seed", "aspect_ratio", "resolution", "cfg_scale",
                "guidance_scale", "num_frames", "enable_safety_checker", "num_inference_steps", *LOCAL_EXTRAS)
-_FAL_DEFAULTS = {"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "480p", "cfg_scale": 1,
-                 "guidance_scale": 10, "seed": -1, "enable_safety_checker": False, "num_inference_steps": 25}
+_FAL_DEFAULTS = {**_DEFAULTS, "resolution": "480p", "cfg_scale": DEFAULT_CFG}
 FAL_I2V = Contract("fal", "fal-ai/framepack", "framepack_i2v", fields=_FAL_COMMON, required=("prompt", "image_url"),
-                   defaults={**_FAL_DEFAULTS, "num_frames": 180}, images={"image_url": "image"})
+                   defaults={**_FAL_DEFAULTS, "num_frames": DEFAULT_FRAMES}, images={"image_url": "image"})
 FAL_FLF2V = Contract("fal", "fal-ai/framepack/flf2v", "framepack_first_last_frame",
                      fields=(*_FAL_COMMON, "end_image_url", "strength"),
                      required=("prompt", "image_url", "end_image_url"),
-                     defaults={**_FAL_DEFAULTS, "num_frames": 240, "strength": 0.8},
+                     defaults={**_FAL_DEFAULTS, "num_frames": DEFAULT_FRAMES_WITH_END,
+                               "strength": DEFAULT_END_STRENGTH},
                      images={"image_url": "image", "end_image_url": "end_image"})
 
 
@@ -150,7 +156,7 @@ def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord
             raise BadRequest([(field_name, f"{field_name} {shown}: {err}")]) from err
         values[hosted] = _store_image(data, kind, settings.inputs_dir)
     params = HostedParams.from_mapping(values)
-    seed = params.seed if params.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    seed = params.seed if params.seed != RANDOM_SEED else secrets.randbelow(MAX_HOSTED_SEED + 1)
     workflow = workflow_path(contract.workflow, settings.workflow_dir)
     return JobRecord(id=uuid.uuid4().hex, contract=contract.kind, endpoint=contract.endpoint, params=params.to_dict(),
                      seed=seed, workflow=workflow, model_file=backend.workflow_model(workflow, settings.model_file),

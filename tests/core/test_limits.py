@@ -90,6 +90,17 @@ def test_each_limit_and_mode_is_written_only_in_limits():
     assert not copies, f"import these from framepack_core.limits instead: {copies}"
 
 
+def test_the_hosted_defaults_and_the_service_bounds_are_not_copied_into_the_client_or_the_service():
+    """The API client and the service take the hosted contracts' defaults (180/240 frames, strength 0.8, 32-bit
+    seeds) and the service's bounds from limits, like the nodes: a literal copy in either package is found."""
+    distinctive = {limits.DEFAULT_FRAMES, limits.DEFAULT_FRAMES_WITH_END, limits.DEFAULT_END_STRENGTH,
+                   limits.MAX_HOSTED_SEED, limits.RANDOM_SEED_BOUND, limits.SERVICE_MAX_BODY_BYTES,
+                   limits.SERVICE_MAX_IMAGE_BYTES}
+    copies = [copy for package in ("framepack_client", "framepack_service")
+              for path in sorted((REPO / package).rglob("*.py")) for copy in _literal_copies(path, distinctive)]
+    assert not copies, f"import these from framepack_core.limits instead: {copies}"
+
+
 def test_the_literal_finder_sees_a_copy(tmp_path):
     """The check above would pass vacuously if the finder saw nothing: a copied limit must be found."""
     path = tmp_path / "copy.py"
