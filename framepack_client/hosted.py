@@ -165,7 +165,8 @@ def parse_cli_value(name: str, text: str) -> Any:
 
 @dataclass
 class HostedParams:
-    """One generation request in the hosted APIs' terms. Build it with :meth:`from_mapping` (validates); a
+    """One generation request in the hosted APIs' terms. Build it with :meth:`from_mapping`, which validates it:
+    the one check on the way to the server (the workflow is filled and the job queued without checking again). A
     directly constructed instance can be checked with :meth:`problems` / :meth:`validate`.
 
     ``strength`` and ``num_frames`` are None when not given: :attr:`end_strength` and :attr:`frames` apply the
@@ -316,8 +317,15 @@ class HostedParams:
             raise ValidationError(problems)
         return params
 
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "HostedParams":
+        """Parameters that :meth:`from_mapping` validated, as :meth:`to_dict` wrote them into a job record of ours,
+        read back without checking them again (the files they name are checked again when read for upload)."""
+        return cls(**{"image": None, "prompt": None, **data})
+
     def to_dict(self) -> dict[str, Any]:
-        """The parameters (those not given, None, left out), e.g. for the job store; ``from_mapping`` reads it back."""
+        """The parameters (those not given, None, left out), e.g. for the job store; :meth:`from_record` reads it
+        back."""
         out = {s.name: getattr(self, s.name) for s in SPECS if getattr(self, s.name) is not None}
         out.update(self.extra)
         return out

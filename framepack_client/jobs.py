@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, JobError, PromptRejected
 from .fetch import UrlPolicy
-from .hosted import HostedParams, ValidationError
+from .hosted import HostedParams
 from .job_states import COMPLETED, FAILED, FINAL, LOST, QUEUED, RUNNING, WAVESPEED_STATUS
 from .outcome import END_EVENTS, VIDEO_SUFFIXES, Outcome, describe_rejection, locate
 from .server_api import ComfyClient, EventStream, check_server_url
@@ -183,14 +183,13 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
               output_dir: str | None = None, before_queue: Callable[[Job], None] | None = None,
               url_policy: UrlPolicy = CLIENT_URL_POLICY) -> Job:
     """Uploads the images or the video, fills the workflow and queues it; the job is saved before and after
-    queueing.
+    queueing. ``params`` come validated (:meth:`HostedParams.from_mapping`) and are not checked again.
 
     Returns the job with status queued, or failed (rejected prompt, bad workflow, image download error); raises
     :class:`ServerUnreachable` when the server does not answer. ``before_queue`` runs just before POST /prompt
     (``run`` opens its websocket there, so no event is missed). Image and video URLs are fetched under
     ``url_policy`` (a video with its own byte cap: :func:`~framepack_client.uploads.video_policy`).
     """
-    params.validate()
     job = new_job(client.base_url, params, f1=f1, workflow=workflow, model_file=model_file, output_dir=output_dir)
     client = ComfyClient(job.server, client_id=job.client_id, timeout=client.timeout)  # its events reach our ws
     try:
@@ -203,7 +202,7 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
             model_file = default_model(params, f1)  # the shipped extend/t2v graphs follow --f1
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
                                   model=model_file, filename_prefix=prefix, video_name=video_name)
-    except (WorkflowError, JobError, ValidationError) as err:
+    except (WorkflowError, JobError) as err:
         return _fail(store, job, str(err))
     except (ComfyConnectionError, ComfyTimeout) as err:
         raise unreachable(client.base_url, err) from err

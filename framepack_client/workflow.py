@@ -148,7 +148,8 @@ def _fill_start(graph: dict, params: HostedParams, start_image_name: str | None,
 def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_image_name: str | None = None,
                  end_image_name: str | None = None, model: str | None = None,
                  filename_prefix: str | None = None, video_name: str | None = None) -> dict:
-    """A filled copy of ``workflow`` (API format) for ``params``; the input is not modified.
+    """A filled copy of ``workflow`` (API format) for ``params`` (validated: :meth:`HostedParams.from_mapping`); the
+    input is not modified.
 
     ``start_image_name`` / ``end_image_name`` / ``video_name``: the names the files have in the server's input
     folder (what ``/upload/image`` returned); by default their file names. ``model`` replaces the model file of the
@@ -156,7 +157,6 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
     is removed (with its link); with one, a workflow that has none gets one wired to the conditioning node.
     """
     graph = copy.deepcopy(dict(workflow))
-    params.validate()
     cond_id, cond = _fill_start(graph, params, start_image_name, video_name)
     ends = find_nodes(graph, "LoadImage", TITLE_END)
     if params.end_image:

@@ -3,12 +3,11 @@ job is, its video, stop a job. This module is the only one of the service that t
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from framepack_client.errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, JobError,
                                     PromptRejected)
-from framepack_client.hosted import HostedParams, ValidationError
+from framepack_client.hosted import HostedParams
 from framepack_client.outcome import Outcome, describe_rejection, locate, read_queue
 from framepack_client.server_api import ComfyClient
 from framepack_client.uploads import upload_image
@@ -79,14 +78,14 @@ def submit(url: str, params: HostedParams, workflow: str, model_file: str | None
     try:
         start = upload_image(client, params.image)
         end = upload_image(client, params.end_image) if params.end_image else None
-        graph = build_prompt(params, copy.deepcopy(load_workflow(workflow)), start_image_name=start,
+        graph = build_prompt(params, load_workflow(workflow), start_image_name=start,
                              end_image_name=end, model=model_file, filename_prefix=OUTPUT_PREFIX)
         client.queue_prompt(graph, prompt_id=prompt_id)
     except PromptRejected as err:
         raise Rejected(describe_rejection(err, graph)) from err
     except Unreachable as err:
         raise ServerDown(str(err)) from err
-    except (WorkflowError, ValidationError, JobError) as err:
+    except (WorkflowError, JobError) as err:
         raise Rejected(str(err)) from err
     except ComfyHTTPError as err:
         if err.status >= 500:

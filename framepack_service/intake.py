@@ -16,7 +16,7 @@ import hashlib
 import os
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,11 @@ def _store_image(data: bytes, kind: str, inputs_dir: Path) -> str:
 def check_body(contract: Contract, body: Any) -> dict[str, Any]:
     """The body in HostedParams names with the contract's defaults, images still as given; BadRequest lists
     every problem that can be seen without fetching anything."""
+    return _checked(contract, body)[0]
+
+
+def _checked(contract: Contract, body: Any) -> tuple[dict[str, Any], HostedParams]:
+    """(:func:`check_body`'s values, the same as validated parameters): the one validation of a request."""
     if not isinstance(body, dict):
         raise BadRequest([("body", f"the request body must be a JSON object with the fields "
                                    f"{', '.join(contract.fields)}")])
@@ -133,18 +138,23 @@ def check_body(contract: Contract, body: Any) -> dict[str, Any]:
     mapped = {contract.hosted_name(k): v for k, v in values.items()}
     try:
         # images must be URLs or data: URIs: a body never names a file of the service's machine
-        HostedParams.from_mapping(mapped, local_files=False)
+        params = HostedParams.from_mapping(mapped, local_files=False)
     except ValidationError as err:
         seen = {name for name, _ in problems}
         problems += [p for p in (_problem_field(line, contract) for line in err.problems) if p[0] not in seen]
     if problems:
         raise BadRequest(problems)
-    return {contract.hosted_name(k): v for k, v in values.items()}
+    return mapped, params
 
 
 def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord:
-    """A new job (not yet stored) for ``body``; BadRequest when it cannot be one. Fetches the images."""
-    values = check_body(contract, body)
+    """A new job (not yet stored) for ``body``; BadRequest when it cannot be one. Fetches the images.
+
+    The parameters are validated once, here; the images when they are fetched (fetch.load_image). The job record
+    holds them as validated (:meth:`HostedParams.to_dict`), and the scheduler reads them back without checking them
+    again (:meth:`HostedParams.from_record`)."""
+    values, params = _checked(contract, body)
+    stored = {}
     for field_name, hosted in contract.images.items():
         source = values.get(hosted)
         if not source:
@@ -154,8 +164,8 @@ def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord
         except FetchError as err:
             shown = "a data: URI" if source[:5].lower() == "data:" else short(source)
             raise BadRequest([(field_name, f"{field_name} {shown}: {err}")]) from err
-        values[hosted] = _store_image(data, kind, settings.inputs_dir)
-    params = HostedParams.from_mapping(values)
+        stored[hosted] = _store_image(data, kind, settings.inputs_dir)
+    params = replace(params, **stored)  # the images as files of the service: what the scheduler uploads
     seed = params.seed if params.seed != RANDOM_SEED else secrets.randbelow(MAX_HOSTED_SEED + 1)
     workflow = workflow_path(contract.workflow, settings.workflow_dir)
     return JobRecord(id=uuid.uuid4().hex, contract=contract.kind, endpoint=contract.endpoint, params=params.to_dict(),

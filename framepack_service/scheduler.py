@@ -217,7 +217,7 @@ class Scheduler:
             self._run_busy(job, self._dispatch)
 
     def _dispatch(self, job: JobRecord) -> None:
-        params = HostedParams.from_mapping({**job.params, "seed": job.seed})
+        params = HostedParams.from_record({**job.params, "seed": job.seed})  # validated at intake
         try:
             job.graph = backend.submit(job.server, params, job.workflow, job.model_file or None, job.prompt_id,
                                        self.settings.request_timeout)

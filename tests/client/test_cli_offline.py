@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client import cli
+from framepack_client import cli, jobs
 from framepack_client.errors import ComfyConnectionError
 from framepack_client.hosted import HostedParams
 from framepack_client.job_states import COMPLETED, FAILED, QUEUED, RUNNING
-from framepack_client.jobs import JobError, JobStore, ServerUnreachable, check, new_job
+from framepack_client.jobs import JobError, JobStore, ServerUnreachable, check, new_job, queue_job
 from framepack_client.progress import ProgressDisplay, describe_progress
-from framepack_client.workflow import build_prompt, load_workflow
+from framepack_client.workflow import build_prompt, find_node, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,6 +82,39 @@ def test_job_files_of_earlier_versions_and_unknown_states(tmp_path, start_png):
     store.path(job.id).write_text(json.dumps({**record, "status": "dispatched"}))  # the service's, not a client's
     with pytest.raises(JobError, match="its status 'dispatched' is not one of queued, running, completed, failed"):
         store.load(job.id)
+
+
+class RecordingServer:
+    """What queue_job asks of a ComfyUI server: uploads and a queued prompt."""
+
+    def __init__(self, *args, **kwargs):
+        self.uploads, self.prompts = [], []
+        self.base_url, self.timeout = "http://127.0.0.1:1", 1.0
+
+    def upload_image(self, data, name, overwrite=False):
+        self.uploads.append(name)
+        return name
+
+    def queue_prompt(self, prompt, prompt_id=None):
+        self.prompts.append(prompt)
+        return prompt_id
+
+
+def test_a_job_is_validated_once_on_its_way_to_the_server(tmp_path, start_png, monkeypatch):
+    """from_mapping checks the parameters; queue_job and the workflow (build_prompt) do not check them again, and
+    num_frames reaches the sampler as asked (the service's walk: tests/service/test_num_frames_walk.py)."""
+    checked = []
+    real = HostedParams.problems
+    monkeypatch.setattr(HostedParams, "problems", lambda self, *a, **k: checked.append(self.num_frames) or
+                        real(self, *a, **k))
+    params = HostedParams.from_mapping({"image": str(start_png), "prompt": "p", "num_frames": 61})
+    servers = []
+    monkeypatch.setattr(jobs, "ComfyClient", lambda *a, **k: servers.append(RecordingServer()) or servers[-1])
+    job = queue_job(RecordingServer(), JobStore(tmp_path / "jobs"), params)
+    [prompt] = servers[0].prompts
+    assert job.status == QUEUED and find_node(prompt, "FramePackSampler")[1]["inputs"]["num_frames"] == 61
+    assert len(servers[0].uploads) == 1
+    assert checked == [61], "queue_job and build_prompt must not validate the parameters again"
 
 
 # -- server answers -> job states ------------------------------------------------------------------------------------
