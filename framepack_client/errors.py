@@ -1,4 +1,4 @@
-"""Exceptions of the ComfyUI client."""
+"""Exceptions of the ComfyUI client (server_api) and of the jobs it runs (JobError)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,5 @@ class WebSocketClosed(WebSocketError):
         super().__init__(f"websocket closed by server (code {code}) {reason}".strip())
 
 
+class JobError(Exception):
+    """A job could not be created, found or followed; the message says why and what to do."""

@@ -27,6 +27,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from framepack_core.limits import SERVICE_MAX_IMAGE_BYTES, SERVICE_URL_SECONDS
+
 from .images import ImageProblem
 from .images import check_image as check_image_bytes
 from .transfer import Exchange, TransferTimeout, TransferTooLarge
@@ -46,8 +48,8 @@ class FetchError(ValueError):
 class UrlPolicy:
     allow_private: bool = False  # allow loopback / private / link-local addresses (--allow-private-urls)
     allowed_networks: tuple = ()  # ip_network objects allowed even when allow_private is off
-    timeout: float = 30.0  # seconds for the whole fetch, redirects included
-    max_bytes: int = 32 * 1024 * 1024
+    timeout: float = SERVICE_URL_SECONDS  # seconds for the whole fetch, redirects included
+    max_bytes: int = SERVICE_MAX_IMAGE_BYTES  # the defaults are the service's: the client passes its own
     max_redirects: int = 5
     user_agent: str = field(default="framepack-service")
     allow_hint: str = SERVICE_ALLOW_HINT  # how the user of this policy allows a refused address

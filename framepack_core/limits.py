@@ -81,6 +81,8 @@ DEFAULT_SAMPLER = "unipc_bh1"  # the original's sampler; samplers.SAMPLERS lists
 MAX_SHIFT = 100.0  # sigma shift; 0 = FramePack's resolution-dependent rule
 MAX_SEED = 2 ** 64 - 1
 RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
+RANDOM_SEED = -1  # the hosted APIs' (and the API client's) seed that asks for a random one; the used seed is reported
+MAX_HOSTED_SEED = RANDOM_SEED_BOUND - 1  # the hosted APIs' seeds are 32-bit (the nodes take up to MAX_SEED)
 
 # step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
 CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
@@ -104,6 +106,7 @@ RESOLUTION_SIZES = {"480p": (848, 480), "720p": (1280, 720)}  # their 16:9 (widt
 BUCKETS_RESOLUTION = "640"  # FramePack's own 640 buckets
 CUSTOM_RESOLUTION = "custom"
 RESOLUTION_CHOICES = (*RESOLUTION_SIZES, BUCKETS_RESOLUTION, CUSTOM_RESOLUTION)
+HOSTED_RESOLUTION_CHOICES = (*RESOLUTION_SIZES, CUSTOM_RESOLUTION)  # the API client and service: no 640 buckets
 SIDE_STEP = 16  # 8x VAE downsampling, then 2x2 patches
 MIN_SIDE, MAX_SIDE = 64, 2048
 DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
@@ -134,6 +137,11 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # An input video to continue (local file, URL or data: URI), before it is uploaded; ComfyUI itself refuses uploads
 # over its --max-upload-size (100 MB by default), so a larger one also needs that raised.
 MAX_VIDEO_BYTES = 1024 ** 3
+# The local service (framepack-video serve) takes requests from others: their bodies and the images they name are
+# capped tighter than the client's own (each bound has an option: --max-body-mb, --max-image-mb, --url-timeout).
+SERVICE_MAX_BODY_BYTES = 48 * 1024 ** 2
+SERVICE_MAX_IMAGE_BYTES = 32 * 1024 ** 2
+SERVICE_URL_SECONDS = 30.0  # one image download, redirects included
 # FramePack Video Combine with return_frames on holds every frame as float32 (frames x height x width x 3 x 4
 # bytes: 1800 frames at 720p would be 20 GB); above this it refuses and points to return_frames off (the MP4 and
 # the VIDEO output hold the whole video either way).

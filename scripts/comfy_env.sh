@@ -6,9 +6,11 @@
 #   bash scripts/comfy_env.sh python        # print the test interpreter (the venv's python)
 #   bash scripts/comfy_env.sh comfy-python  # print the interpreter that runs ComfyUI
 #   bash scripts/comfy_env.sh comfy-dir     # print the ComfyUI folder (the one holding main.py)
-#   bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu]
+#   bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu] [--relink]
 #                                           # the pinned ComfyUI with this pack, in the background, on the GPU
 #                                           # when its torch sees one; returns once it answers (scripts/comfy_service.py)
+#                                           # custom_nodes/comfyui-framepack-suite links to this checkout; a link
+#                                           # to another checkout is refused unless --relink
 #   bash scripts/comfy_env.sh stop          # stop the ComfyUI that start started
 #
 # What `install` makes (under $FRAMEPACK_CACHE, default ~/.cache/framepack-comfy):

@@ -1,14 +1,16 @@
 """The ComfyUI the user keeps: the pinned ComfyUI that scripts/comfy_env.sh installed, with this pack linked into
 its custom_nodes/, started in the background and stopped again.
 
-    bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu]
+    bash scripts/comfy_env.sh start [--port 8188] [--listen 127.0.0.1] [--models-dir DIR] [--cpu] [--relink]
     bash scripts/comfy_env.sh stop
 
 ``start`` links the pack, picks the device (framepack_dev.device: the GPU when ComfyUI's torch sees one), starts
 ComfyUI detached from this shell, waits until it answers, prints its URL and log, and records it in
 ``$FRAMEPACK_CACHE/comfyui.json`` for ``stop``. A port that another program listens on is refused before anything
-starts. ``--models-dir`` adds a models folder through an extra_model_paths file (searched before ComfyUI's own
-``models/``). A user's own ComfyUI (``COMFYUI_DIR``) is never started or changed here.
+starts, and so is a pack link that points at another checkout (the ComfyUI would serve that checkout's code):
+``--relink`` points it at this one. ``--models-dir`` adds a models folder through an extra_model_paths file
+(searched before ComfyUI's own ``models/``). A user's own ComfyUI (``COMFYUI_DIR``) is never started or changed
+here.
 """
 
 from __future__ import annotations
@@ -63,14 +65,30 @@ def pinned_comfy() -> tuple[Path, Path]:
     return comfy, python
 
 
-def link_pack(comfy_dir: Path) -> Path:
-    """custom_nodes/comfyui-framepack-suite -> this checkout (replacing a link to another checkout). A real folder
-    of that name (a copy the user put there) is left alone."""
+class LinkedElsewhere(ServiceError):
+    """The pinned ComfyUI's pack link points at another checkout; it is left as it is."""
+
+
+def link_pack(comfy_dir: Path, relink: bool = False) -> Path:
+    """custom_nodes/comfyui-framepack-suite -> this checkout. A link to another checkout that exists is refused
+    (LinkedElsewhere, naming both and the way out), so the pinned ComfyUI never silently serves whichever checkout
+    ran last; ``relink`` points it here and says so. A link whose checkout is gone is pointed here with a note. A
+    real folder of that name (a copy the user put there) is left alone."""
     link = comfy_dir / "custom_nodes" / PACK_DIR_NAME
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink():
-        if link.resolve() == REPO:
+        target = link.resolve()
+        if target == REPO:
             return link
+        if target.exists() and not relink:
+            raise LinkedElsewhere(f"{link} links to another checkout, {target}, not to this one ({REPO}): the pinned "
+                                  "ComfyUI loads the pack from there. Run this from that checkout, or point the link "
+                                  "here with --relink")
+        if target.exists():
+            print(f"relinked {link}: it linked to {target}, now to this checkout ({REPO})", file=sys.stderr)
+        else:
+            print(f"note: {link} linked to {os.readlink(link)}, which no longer exists; it now links to this "
+                  f"checkout ({REPO})", file=sys.stderr)
         link.unlink()
     elif link.exists():
         print(f"note: {link} is a folder of its own, not a link to this checkout; it is left as it is")
@@ -134,7 +152,8 @@ def models_config(models_dir: Path) -> Path:
     return path
 
 
-def start(port: int, listen: str, models_dir: Path | None, force_cpu: bool, timeout: float) -> int:
+def start(port: int, listen: str, models_dir: Path | None, force_cpu: bool, timeout: float,
+          relink: bool = False) -> int:
     comfy, python = pinned_comfy()
     state = read_state()
     if state and alive(state["pid"]):
@@ -143,7 +162,7 @@ def start(port: int, listen: str, models_dir: Path | None, force_cpu: bool, time
     if port_taken(listen, port):
         raise ServiceError(f"port {port} on {listen} is already in use by another program (another ComfyUI?); "
                            "stop that program, or choose another port with --port")
-    link = link_pack(comfy)
+    link = link_pack(comfy, relink)
     choice = choose_device(probe_torch_cuda(python), force_cpu)
     print(choice.line(), flush=True)
     args = [str(python), "main.py", "--listen", listen, "--port", str(port), *choice.comfy_args]
@@ -218,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
                           "own models/")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is seen")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server to answer")
+    run.add_argument("--relink", action="store_true",
+                     help="point the pinned ComfyUI's pack link at this checkout when it links to another one (without "
+                          "it, start refuses and names both)")
     sub.add_parser("stop", help="stop the ComfyUI that start started")
     args = ap.parse_args(argv)
     try:
         if args.command == "start":
             if not 1 <= args.port <= 65535:
                 raise ServiceError(f"--port {args.port} is not a port number (1-65535)")
-            return start(args.port, args.listen, args.models_dir, args.cpu, args.timeout)
+            return start(args.port, args.listen, args.models_dir, args.cpu, args.timeout, args.relink)
         return stop()
     except ServiceError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,10 +8,11 @@ SMOKE RUN whose video is noise, which proves the installation, the nodes, the AP
 
 The server runs in a temporary folder (removed afterwards unless --keep-temp, or kept with its log when the run
 fails) and is stopped at the end; the MP4 lands in --output-dir (default outputs/). The pack is then linked into
-the pinned ComfyUI's custom_nodes/, so `bash scripts/comfy_env.sh start` serves it on 127.0.0.1:8188.
+the pinned ComfyUI's custom_nodes/, so `bash scripts/comfy_env.sh start` serves it on 127.0.0.1:8188 (a link there
+to another checkout is left as it is, with a warning, unless --relink).
 
     bash scripts/demo.sh [--image PATH] [--prompt TEXT] [--end-image PATH] [--num-frames N] [--f1] [--smoke]
-                         [--cpu] [--keep-temp]
+                         [--cpu] [--keep-temp] [--relink]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from framepack_dev.comfy_server import (PACK_LINK_NAME, STAND_IN_LINK_NAME, STAN
                                        ComfyServer, locate_comfyui)
 from framepack_dev.device import choose_device, probe_torch_cuda  # noqa: E402
 from scripts import build_workflows as wf  # noqa: E402
-from scripts.comfy_service import PACK_DIR_NAME, link_pack  # noqa: E402
+from scripts.comfy_service import PACK_DIR_NAME, LinkedElsewhere, link_pack  # noqa: E402
 
 SOURCES = {
     "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
@@ -94,9 +95,13 @@ def local_result(stdout: str) -> dict | None:
     return result
 
 
-def print_next_steps(install) -> None:
+def print_next_steps(install, relink: bool) -> None:
     if install.source == "pinned":
-        link = link_pack(install.comfy_dir)
+        try:
+            link = link_pack(install.comfy_dir, relink)
+        except LinkedElsewhere as err:  # the demo itself ran on this checkout: only the kept ComfyUI is affected
+            print(f"WARNING: {err} (bash scripts/demo.sh --relink, or bash scripts/comfy_env.sh start --relink)")
+            return
         print(f"The pack is linked into the pinned ComfyUI: {link}")
         print("  start it (GPU when present) on http://127.0.0.1:8188:  bash scripts/comfy_env.sh start")
         print("  then open that URL, or:  python -m framepack_client run --server http://127.0.0.1:8188 "
@@ -121,6 +126,8 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU even when a GPU is seen")
     ap.add_argument("--keep-temp", action="store_true",
                     help="keep the server's temporary folder (its log, models links, inputs and outputs)")
+    ap.add_argument("--relink", action="store_true",
+                    help="point the pinned ComfyUI's pack link at this checkout even when it links to another one")
     args = ap.parse_args()
 
     install = locate_comfyui()
@@ -184,7 +191,7 @@ def main() -> int:
         where = f"server log: {server.log_path}"
     videos = ", ".join(result.get("outputs") or []) if result else ""
     print(f"== {label}: {'done: ' + videos if ok else 'FAILED'}; the demo's server is stopped; {where}")
-    print_next_steps(install)
+    print_next_steps(install, args.relink)
     return done.returncode
 
 

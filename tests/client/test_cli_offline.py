@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client import cli
+from framepack_client import cli, jobs
 from framepack_client.errors import ComfyConnectionError
-from framepack_client.hosted import HostedParams, build_prompt, load_workflow
-from framepack_client.jobs import (COMPLETED, CREATED, FAILED, PROCESSING, JobError, JobStore, ServerUnreachable,
-                                   check, new_job)
+from framepack_client.hosted import HostedParams
+from framepack_client.job_states import COMPLETED, FAILED, QUEUED, RUNNING
+from framepack_client.jobs import JobError, JobStore, ServerUnreachable, check, new_job, queue_job
 from framepack_client.progress import ProgressDisplay, describe_progress
+from framepack_client.workflow import build_prompt, find_node, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,53 @@ def test_job_store_unknown_and_ambiguous_ids(tmp_path, start_png):
     store.save(one), store.save(two)
     with pytest.raises(JobError, match="matches 2 jobs"):
         store.load("aaaa")
+
+
+def test_job_files_of_earlier_versions_and_unknown_states(tmp_path, start_png):
+    """Earlier versions wrote WaveSpeed's words (created, processing) as a job's state: they are read as the shared
+    states; a state no client writes is refused like any other damaged record."""
+    store = JobStore(tmp_path)
+    job = a_job(start_png)
+    record = json.loads(store.save(job).read_text())
+    for written, read in (("created", QUEUED), ("processing", RUNNING), ("failed", FAILED)):
+        store.path(job.id).write_text(json.dumps({**record, "status": written}))
+        assert store.load(job.id).status == read
+    store.path(job.id).write_text(json.dumps({**record, "status": "dispatched"}))  # the service's, not a client's
+    with pytest.raises(JobError, match="its status 'dispatched' is not one of queued, running, completed, failed"):
+        store.load(job.id)
+
+
+class RecordingServer:
+    """What queue_job asks of a ComfyUI server: uploads and a queued prompt."""
+
+    def __init__(self, *args, **kwargs):
+        self.uploads, self.prompts = [], []
+        self.base_url, self.timeout = "http://127.0.0.1:1", 1.0
+
+    def upload_image(self, data, name, overwrite=False):
+        self.uploads.append(name)
+        return name
+
+    def queue_prompt(self, prompt, prompt_id=None):
+        self.prompts.append(prompt)
+        return prompt_id
+
+
+def test_a_job_is_validated_once_on_its_way_to_the_server(tmp_path, start_png, monkeypatch):
+    """from_mapping checks the parameters; queue_job and the workflow (build_prompt) do not check them again, and
+    num_frames reaches the sampler as asked (the service's walk: tests/service/test_num_frames_walk.py)."""
+    checked = []
+    real = HostedParams.problems
+    monkeypatch.setattr(HostedParams, "problems", lambda self, *a, **k: checked.append(self.num_frames) or
+                        real(self, *a, **k))
+    params = HostedParams.from_mapping({"image": str(start_png), "prompt": "p", "num_frames": 61})
+    servers = []
+    monkeypatch.setattr(jobs, "ComfyClient", lambda *a, **k: servers.append(RecordingServer()) or servers[-1])
+    job = queue_job(RecordingServer(), JobStore(tmp_path / "jobs"), params)
+    [prompt] = servers[0].prompts
+    assert job.status == QUEUED and find_node(prompt, "FramePackSampler")[1]["inputs"]["num_frames"] == 61
+    assert len(servers[0].uploads) == 1
+    assert checked == [61], "queue_job and build_prompt must not validate the parameters again"
 
 
 # -- server answers -> job states ------------------------------------------------------------------------------------
@@ -152,9 +200,9 @@ def test_finished_without_video_is_failed(start_png):
 def test_queue_states(start_png):
     job = a_job(start_png)
     check(StubServer(running=[job.id]), job)
-    assert job.status == PROCESSING
+    assert job.status == RUNNING and job.result()["status"] == "processing"
     check(StubServer(pending=["other", job.id]), job)
-    assert job.status == CREATED
+    assert job.status == QUEUED and job.result()["status"] == "created"
 
 
 def test_prompt_unknown_to_the_server_is_failed_not_waited_for(start_png):
@@ -171,7 +219,7 @@ def test_unreachable_server_is_a_clear_error(start_png):
     job = a_job(start_png)
     with pytest.raises(ServerUnreachable, match="cannot reach the ComfyUI server at .*--server"):
         check(StubServer(down=True), job)
-    assert job.status == CREATED  # unknown, not failed: it may still run
+    assert job.status == QUEUED  # unknown, not failed: it may still run
 
 
 def test_finished_jobs_are_not_asked_again(start_png):
@@ -183,7 +231,7 @@ def test_finished_jobs_are_not_asked_again(start_png):
 
 def test_server_validation_errors_are_named_by_hosted_parameter(start_png):
     from framepack_client.errors import PromptRejected
-    from framepack_client.jobs import describe_rejection
+    from framepack_client.outcome import describe_rejection
 
     job = a_job(start_png)
     ids = {(n["class_type"], n["_meta"]["title"]): i for i, n in job.prompt.items()}

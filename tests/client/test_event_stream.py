@@ -15,8 +15,8 @@ from typing import Callable
 import pytest
 from websocket import ABNF
 
-from framepack_client.server_api import EventStream
 from framepack_client.errors import ComfyConnectionError, WebSocketClosed, WebSocketError
+from framepack_client.events import EventStream
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

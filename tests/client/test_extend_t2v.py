@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client.hosted import (HostedParams, ValidationError, build_prompt, find_node, find_nodes,
-                                     load_workflow, model_id, workflow_name)
-from framepack_client.jobs import CREATED, FAILED, JobStore, queue_job
+from framepack_client.hosted import HostedParams, ValidationError
+from framepack_client.job_states import FAILED, QUEUED
+from framepack_client.jobs import JobStore, queue_job
 from framepack_client.server_api import ComfyClient
+from framepack_client.workflow import build_prompt, find_node, find_nodes, load_workflow, model_id, workflow_name
 from framepack_dev.videos import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +188,7 @@ def stub():
 def test_queue_job_uploads_the_video_and_queues_the_extension(stub, tmp_path, clip, f1, shipped):
     params = HostedParams.from_mapping({"video": str(clip), "prompt": "p", "new_only": True})
     job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params, f1=f1)
-    assert job.status == CREATED, job.error
+    assert job.status == QUEUED, job.error
     [(uploaded, _)] = StubComfy.uploads
     assert re.fullmatch(r"framepack_client_[0-9a-f]{16}\.mp4", uploaded), uploaded  # content-named, real suffix
     [graph] = StubComfy.prompts
@@ -201,7 +202,7 @@ def test_queue_job_uploads_the_video_and_queues_the_extension(stub, tmp_path, cl
 def test_queue_job_text_to_video_uploads_nothing(stub, tmp_path):
     params = HostedParams.from_mapping({"text_to_video": True, "prompt": "p"})
     job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params, f1=True)
-    assert job.status == CREATED, job.error
+    assert job.status == QUEUED, job.error
     assert StubComfy.uploads == []
     [graph] = StubComfy.prompts
     assert not find_nodes(graph, "LoadImage")
@@ -275,13 +276,13 @@ def uploaded_name(data: bytes, suffix: str) -> str:
 def test_a_video_url_is_fetched_under_the_url_policy(stub, web, tmp_path, clip):
     from tests.client.test_client_security import redirect
 
-    from framepack_client.jobs import CLIENT_URL_POLICY, UNTRUSTED_URL_POLICY
+    from framepack_client.uploads import CLIENT_URL_POLICY, UNTRUSTED_URL_POLICY
 
     data, seen = clip.read_bytes(), []
     server = web(serving(data, seen))
     params = HostedParams.from_mapping({"video": server.url + "/clip.mp4", "prompt": "p"})
     job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params, url_policy=CLIENT_URL_POLICY)
-    assert job.status == CREATED, job.error
+    assert job.status == QUEUED, job.error
     assert [name for name, _ in StubComfy.uploads] == [uploaded_name(data, "mp4")] and seen == ["video/*"]
 
     # the untrusted policy refuses a loopback address before connecting; nothing is uploaded or queued
@@ -298,7 +299,7 @@ def test_a_video_url_is_fetched_under_the_url_policy(stub, web, tmp_path, clip):
 
 
 def test_a_video_over_the_byte_cap_is_refused_before_upload(stub, web, tmp_path, clip, monkeypatch):
-    from framepack_client import jobs, media
+    from framepack_client import media, uploads
 
     data = clip.read_bytes()
     cap = len(data) - 1
@@ -311,7 +312,7 @@ def test_a_video_over_the_byte_cap_is_refused_before_upload(stub, web, tmp_path,
         found = problems(video=str(clip))
         assert any(f"the limit is {cap} bytes" in p for p in found), found
 
-    monkeypatch.setattr(jobs, "MAX_VIDEO_BYTES", cap)  # and when it is read for the upload (or fetched)
+    monkeypatch.setattr(uploads, "MAX_VIDEO_BYTES", cap)  # and when it is read for the upload (or fetched)
     for params in (local, remote, inline):
         job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params)
         assert job.status == FAILED and re.search(f"the limit (is|of) {cap} bytes", job.error), job.error
@@ -323,7 +324,7 @@ def test_a_video_data_uri_is_uploaded_and_an_image_in_one_is_refused(stub, tmp_p
     params = HostedParams.from_mapping({"video": "data:video/mp4;base64," + base64.b64encode(data).decode(),
                                         "prompt": "p"})
     job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), params)
-    assert job.status == CREATED, job.error
+    assert job.status == QUEUED, job.error
     assert [name for name, _ in StubComfy.uploads] == [uploaded_name(data, "mp4")]
     png = "data:image/png;base64," + base64.b64encode(start_png.read_bytes()).decode()
     job = queue_job(ComfyClient(stub), JobStore(tmp_path / "jobs"), HostedParams.from_mapping({"video": png,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from framepack_client.hosted import (API_WORKFLOWS_DIR, HostedParams, ValidationError, WorkflowError, build_prompt,
-                                     default_model,
-                                     find_node, hosted_name, load_workflow, model_id, parse_cli_value, workflow_name)
+from framepack_client.hosted import HostedParams, ValidationError, parse_cli_value
+from framepack_client.workflow import (API_WORKFLOWS_DIR, WorkflowError, build_prompt, default_model, find_node,
+                                       hosted_name, load_workflow, model_id, workflow_name)
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def test_progress_events_reach_the_client(comfy_server, tiny, tmp_path):
     job = queue_job(ComfyClient(comfy_server.url), store, params, workflow=str(tiny["workflows"]["framepack_i2v"]),
                     model_file=TINY_I2V, before_queue=lambda j: streams.append(
                         ComfyClient(j.server, client_id=j.client_id).open_events()))
-    assert job.status == "created", job.error
+    assert job.status == "queued" and job.result()["status"] == "created", job.error
     follow(job, store, timeout=300, on_message=seen.append, events=streams[0])
     streams[0].close()
     assert job.status == "completed", job.error
@@ -235,7 +235,7 @@ def test_uploading_an_image_again_leaves_the_stored_file_alone(comfy_server, inp
     from PIL import Image
 
     from framepack_client.server_api import ComfyClient
-    from framepack_client.jobs import upload_image
+    from framepack_client.uploads import upload_image
 
     source = tmp_path / "again.png"
     Image.new("RGB", (16, 8), (10, 200, 30)).save(source)

@@ -46,7 +46,7 @@ def _run(installed: dict, *args: str, timeout: float = 120) -> subprocess.Comple
 
 def test_installs_the_client_with_its_workflows_and_without_torch(installed):
     probe = ("import json, framepack_client, framepack_core.limits, websocket\n"
-             "from framepack_client.hosted import API_WORKFLOWS_DIR, load_workflow\n"
+             "from framepack_client.workflow import API_WORKFLOWS_DIR, load_workflow\n"
              "try:\n    import torch\nexcept ImportError:\n    torch = None\n"
              "print(json.dumps({'package': framepack_client.__file__, 'workflows': str(API_WORKFLOWS_DIR),\n"
              "    'torch': torch is not None, 'graphs': {n: load_workflow(n) for n in\n"

@@ -23,7 +23,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from framepack_client.hosted import HostedParams
-from framepack_client.jobs import CREATED, PROCESSING, JobStore, check, follow, queue_job
+from framepack_client.job_states import QUEUED, RUNNING
+from framepack_client.jobs import JobStore, check, follow, queue_job
 from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_core.loading import save_framepack_model
 from framepack_dev.comfy_server import ComfyServer
@@ -380,8 +381,8 @@ def test_two_prompts_back_to_back(comfy_server, tiny, tmp_path):
         ids.append(json.loads(out)["id"])
     store = JobStore(tmp_path / "jobs")
     second = check(ComfyClient(comfy_server.url), store.load(ids[1]))
-    assert second.status in (CREATED, PROCESSING, "completed")
-    seen_second_waiting = second.status == CREATED
+    assert second.status in (QUEUED, RUNNING, "completed")
+    seen_second_waiting = second.status == QUEUED
     results = []
     for job_id in ids:
         code, out, _ = cli_in_process("result", job_id, "--wait", "240", *dirs, "-q")
@@ -442,7 +443,7 @@ def test_server_restart_between_submit_and_result(spare, tiny, tmp_path):
     job_id = json.loads(out)["id"]
     store = JobStore(tmp_path / "jobs")
     deadline = time.monotonic() + 60
-    while check(ComfyClient(spare.url), store.load(job_id)).status != PROCESSING:
+    while check(ComfyClient(spare.url), store.load(job_id)).status != RUNNING:
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.2)
     spare.restart()

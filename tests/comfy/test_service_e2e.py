@@ -23,7 +23,7 @@ from framepack_client.server_api import ComfyClient  # noqa: E402
 from framepack_dev.comfy_server import ComfyServer, ComfyStartError  # noqa: E402
 from tests.comfy.tiny_classifier import install_tiny_classifiers  # noqa: E402
 from framepack_dev.tiny_models import END_IMAGE, START_IMAGE, install_tiny_models, tiny_workflow  # noqa: E402
-from tests.service_harness import LiveService, ServiceProcess  # noqa: E402
+from tests.service.harness import LiveService, ServiceProcess  # noqa: E402
 
 KEY = "e2e-test-key"
 TINY = {"resolution": "custom", "width": 64, "height": 64, "num_frames": 30, "num_inference_steps": 4}
@@ -115,7 +115,7 @@ def workflow_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(servers, workflow_dir, tmp_path_factory):
-    from framepack_client.service.scheduler import SchedulerSettings
+    from framepack_service.scheduler import SchedulerSettings
 
     live = LiveService([s.url for s in servers], tmp_path_factory.mktemp("service_data"), api_key=KEY,
                        workflow_dir=workflow_dir, server_grace=3.0,

@@ -19,7 +19,7 @@ from framepack_core import limits
 from framepack_core.limits import Mode
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("framepack_core", "nodes", "framepack_client")
+PACKAGES = ("framepack_core", "nodes", "framepack_client", "framepack_service")
 
 
 def test_limits_and_the_client_import_where_torch_cannot_be_imported():
@@ -107,6 +107,17 @@ def test_node_defaults_are_written_only_in_limits():
         limits.DEFAULT_SAFETY_SAMPLE_FRAMES, limits.DEFAULT_SAMPLER, limits.DEFAULT_ATTENTION,
         limits.DEFAULT_COMPUTE_DTYPE, limits.RESOLUTION_CHOICES[0], limits.AUTO}
     copies += _literal_copies(REPO / "scripts" / "build_workflows.py", shared | workflow_defaults)
+    assert not copies, f"import these from framepack_core.limits instead: {copies}"
+
+
+def test_the_hosted_defaults_and_the_service_bounds_are_not_copied_into_the_client_or_the_service():
+    """The API client and the service take the hosted contracts' defaults (180/240 frames, strength 0.8, 32-bit
+    seeds) and the service's bounds from limits, like the nodes: a literal copy in either package is found."""
+    distinctive = {limits.DEFAULT_FRAMES, limits.DEFAULT_FRAMES_WITH_END, limits.DEFAULT_END_STRENGTH,
+                   limits.MAX_HOSTED_SEED, limits.RANDOM_SEED_BOUND, limits.SERVICE_MAX_BODY_BYTES,
+                   limits.SERVICE_MAX_IMAGE_BYTES}
+    copies = [copy for package in ("framepack_client", "framepack_service")
+              for path in sorted((REPO / package).rglob("*.py")) for copy in _literal_copies(path, distinctive)]
     assert not copies, f"import these from framepack_core.limits instead: {copies}"
 
 

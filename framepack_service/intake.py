@@ -2,9 +2,9 @@
 
 Each contract (WaveSpeed's ``wavespeed-ai/framepack``, fal's ``fal-ai/framepack`` and ``fal-ai/framepack/flf2v``)
 names its fields, required fields and defaults; the values are checked with the client's hosted-parameter rules
-(:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see fetch.py) and stored
-in the service's inputs folder under their content hash, and a random seed (-1) is drawn here, once, so that a job
-sent again after a failure makes the same video.
+(:class:`~framepack_client.hosted.HostedParams`), the images are fetched (URL or data: URI, see
+framepack_client/fetch.py) and stored in the service's inputs folder under their content hash, and a random seed
+(RANDOM_SEED, -1) is drawn here, once, so that a job sent again after a failure makes the same video.
 
 Beyond the contracts the service also takes ``resolution: "custom"`` with ``width``/``height`` (multiples of 16),
 ``aspect_ratio: "auto"``, and on fal ``num_inference_steps`` (fal's pages do not list it; 25 by default).
@@ -16,14 +16,19 @@ import hashlib
 import os
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..hosted import API_WORKFLOWS_DIR, MAX_SEED, HostedParams, ValidationError
-from ..jobs import now_iso
+from framepack_core.limits import (DEFAULT_CFG, DEFAULT_END_STRENGTH, DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END,
+                                   DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_HOSTED_SEED, RANDOM_SEED)
+
+from framepack_client.fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
+from framepack_client.hosted import HostedParams, ValidationError
+from framepack_client.jobs import now_iso
+from framepack_client.workflow import API_WORKFLOWS_DIR
+
 from . import backend
-from ..fetch import FetchError, Resolver, UrlPolicy, load_image, short, system_resolver
 from .store import JobRecord
 
 LOCAL_EXTRAS = ("width", "height")
@@ -46,24 +51,27 @@ class Contract:
         return next((k for k, v in self.images.items() if v == hosted), hosted)
 
 
+# The contracts' defaults. The numbers are the hosted APIs' and the nodes' own (framepack_core.limits); the two
+# contracts differ in their default resolution (WaveSpeed's page: 720p, fal's: 480p).
+_DEFAULTS = {"negative_prompt": "", "aspect_ratio": "16:9", "seed": RANDOM_SEED,
+             "num_inference_steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE, "enable_safety_checker": False}
 WAVESPEED = Contract(
     "wavespeed", "wavespeed-ai/framepack", "framepack_i2v",
     fields=("image", "prompt", "negative_prompt", "aspect_ratio", "resolution", "seed", "num_inference_steps",
             "num_frames", "guidance_scale", "enable_safety_checker", *LOCAL_EXTRAS),
     required=("image", "prompt"),
-    defaults={"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "720p", "seed": -1,
-              "num_inference_steps": 25, "num_frames": 180, "guidance_scale": 10, "enable_safety_checker": False},
+    defaults={**_DEFAULTS, "resolution": "720p", "num_frames": DEFAULT_FRAMES},
     images={"image": "image"})
 _FAL_COMMON = ("prompt", "negative_prompt", "image_url", "seed", "aspect_ratio", "resolution", "cfg_scale",
                "guidance_scale", "num_frames", "enable_safety_checker", "num_inference_steps", *LOCAL_EXTRAS)
-_FAL_DEFAULTS = {"negative_prompt": "", "aspect_ratio": "16:9", "resolution": "480p", "cfg_scale": 1,
-                 "guidance_scale": 10, "seed": -1, "enable_safety_checker": False, "num_inference_steps": 25}
+_FAL_DEFAULTS = {**_DEFAULTS, "resolution": "480p", "cfg_scale": DEFAULT_CFG}
 FAL_I2V = Contract("fal", "fal-ai/framepack", "framepack_i2v", fields=_FAL_COMMON, required=("prompt", "image_url"),
-                   defaults={**_FAL_DEFAULTS, "num_frames": 180}, images={"image_url": "image"})
+                   defaults={**_FAL_DEFAULTS, "num_frames": DEFAULT_FRAMES}, images={"image_url": "image"})
 FAL_FLF2V = Contract("fal", "fal-ai/framepack/flf2v", "framepack_first_last_frame",
                      fields=(*_FAL_COMMON, "end_image_url", "strength"),
                      required=("prompt", "image_url", "end_image_url"),
-                     defaults={**_FAL_DEFAULTS, "num_frames": 240, "strength": 0.8},
+                     defaults={**_FAL_DEFAULTS, "num_frames": DEFAULT_FRAMES_WITH_END,
+                               "strength": DEFAULT_END_STRENGTH},
                      images={"image_url": "image", "end_image_url": "end_image"})
 
 
@@ -112,6 +120,11 @@ def _store_image(data: bytes, kind: str, inputs_dir: Path) -> str:
 def check_body(contract: Contract, body: Any) -> dict[str, Any]:
     """The body in HostedParams names with the contract's defaults, images still as given; BadRequest lists
     every problem that can be seen without fetching anything."""
+    return _checked(contract, body)[0]
+
+
+def _checked(contract: Contract, body: Any) -> tuple[dict[str, Any], HostedParams]:
+    """(:func:`check_body`'s values, the same as validated parameters): the one validation of a request."""
     if not isinstance(body, dict):
         raise BadRequest([("body", f"the request body must be a JSON object with the fields "
                                    f"{', '.join(contract.fields)}")])
@@ -125,18 +138,23 @@ def check_body(contract: Contract, body: Any) -> dict[str, Any]:
     mapped = {contract.hosted_name(k): v for k, v in values.items()}
     try:
         # images must be URLs or data: URIs: a body never names a file of the service's machine
-        HostedParams.from_mapping(mapped, local_files=False)
+        params = HostedParams.from_mapping(mapped, local_files=False)
     except ValidationError as err:
         seen = {name for name, _ in problems}
         problems += [p for p in (_problem_field(line, contract) for line in err.problems) if p[0] not in seen]
     if problems:
         raise BadRequest(problems)
-    return {contract.hosted_name(k): v for k, v in values.items()}
+    return mapped, params
 
 
 def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord:
-    """A new job (not yet stored) for ``body``; BadRequest when it cannot be one. Fetches the images."""
-    values = check_body(contract, body)
+    """A new job (not yet stored) for ``body``; BadRequest when it cannot be one. Fetches the images.
+
+    The parameters are validated once, here; the images when they are fetched (fetch.load_image). The job record
+    holds them as validated (:meth:`HostedParams.to_dict`), and the scheduler reads them back without checking them
+    again (:meth:`HostedParams.from_record`)."""
+    values, params = _checked(contract, body)
+    stored = {}
     for field_name, hosted in contract.images.items():
         source = values.get(hosted)
         if not source:
@@ -146,9 +164,9 @@ def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord
         except FetchError as err:
             shown = "a data: URI" if source[:5].lower() == "data:" else short(source)
             raise BadRequest([(field_name, f"{field_name} {shown}: {err}")]) from err
-        values[hosted] = _store_image(data, kind, settings.inputs_dir)
-    params = HostedParams.from_mapping(values)
-    seed = params.seed if params.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+        stored[hosted] = _store_image(data, kind, settings.inputs_dir)
+    params = replace(params, **stored)  # the images as files of the service: what the scheduler uploads
+    seed = params.seed if params.seed != RANDOM_SEED else secrets.randbelow(MAX_HOSTED_SEED + 1)
     workflow = workflow_path(contract.workflow, settings.workflow_dir)
     return JobRecord(id=uuid.uuid4().hex, contract=contract.kind, endpoint=contract.endpoint, params=params.to_dict(),
                      seed=seed, workflow=workflow, model_file=backend.workflow_model(workflow, settings.model_file),

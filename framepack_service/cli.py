@@ -1,18 +1,27 @@
-"""``framepack-video serve`` / ``python -m framepack_client serve``: run the service (needs the ``service`` extra:
-``pip install .[service]``)."""
+"""``framepack-video serve`` / ``python -m framepack_client serve`` / ``python -m framepack_service``: run the service
+(needs the ``service`` extra: ``pip install .[service]``)."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
-DEFAULT_PORT = 8000
+from .core import Service, ServiceConfig
+from .gate import is_loopback
+from .scheduler import SchedulerSettings
+
 DEFAULT_DATA_DIR = "~/.cache/framepack-service"
 KEY_ENV = "FRAMEPACK_API_KEY"
+MIB = 1024 * 1024
+# The options' defaults are the configuration's own (and its limits framepack_core.limits'), written once there.
+CONFIG = {f.name: f.default for f in fields(ServiceConfig)}
+SCHEDULER = SchedulerSettings()
 
 EPILOG = """\
 examples:
@@ -30,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--comfy", metavar="URL", action="append", default=None,
                    help="a ComfyUI server with the FramePack pack (repeat for several; default "
                         "$FRAMEPACK_SERVER or http://127.0.0.1:8188)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--host", default=CONFIG["host"], help=f"address to listen on (default {CONFIG['host']})")
+    p.add_argument("--port", type=int, default=CONFIG["port"], help=f"port (default {CONFIG['port']})")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help=f"job store (jobs.sqlite3), inputs and outputs (default {DEFAULT_DATA_DIR})")
     p.add_argument("--api-key", default=None, help=f"the key clients must send (default ${KEY_ENV})")
@@ -43,17 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch image URLs that resolve to loopback, private or link-local addresses")
     g.add_argument("--allow-url-network", metavar="CIDR", action="append", default=[],
                    help="fetch image URLs in this network even without --allow-private-urls (repeatable)")
-    g.add_argument("--url-timeout", type=float, default=30.0, help="seconds for one image download (default 30)")
-    g.add_argument("--max-image-mb", type=float, default=32.0, help="largest image download (default 32)")
-    g.add_argument("--max-body-mb", type=float, default=48.0, help="largest request body (default 48)")
+    g.add_argument("--url-timeout", type=float, default=CONFIG["url_timeout"],
+                   help=f"seconds for one image download (default {CONFIG['url_timeout']:g})")
+    g.add_argument("--max-image-mb", type=float, default=CONFIG["max_image_bytes"] / MIB,
+                   help=f"largest image download (default {CONFIG['max_image_bytes'] / MIB:g})")
+    g.add_argument("--max-body-mb", type=float, default=CONFIG["max_body_bytes"] / MIB,
+                   help=f"largest request body (default {CONFIG['max_body_bytes'] / MIB:g})")
     g = p.add_argument_group("jobs and servers")
-    g.add_argument("--jobs-per-server", type=int, default=2, help="our jobs on one server at once (default 2)")
-    g.add_argument("--max-attempts", type=int, default=3,
-                   help="sends of one job (another server after a failure) before it fails (default 3)")
-    g.add_argument("--server-grace", type=float, default=15.0,
-                   help="seconds a server may not answer before its jobs go to another server (default 15)")
-    g.add_argument("--poll-interval", type=float, default=0.5, help="seconds between looks at the servers")
-    g.add_argument("--job-timeout", type=float, default=4 * 3600.0, help="seconds one job may take (default 4 h)")
+    g.add_argument("--jobs-per-server", type=int, default=SCHEDULER.jobs_per_server,
+                   help=f"our jobs on one server at once (default {SCHEDULER.jobs_per_server})")
+    g.add_argument("--max-attempts", type=int, default=SCHEDULER.max_attempts,
+                   help=f"sends of one job (another server after a failure) before it fails (default "
+                        f"{SCHEDULER.max_attempts})")
+    g.add_argument("--server-grace", type=float, default=CONFIG["server_grace"],
+                   help=f"seconds a server may not answer before its jobs go to another server (default "
+                        f"{CONFIG['server_grace']:g})")
+    g.add_argument("--poll-interval", type=float, default=SCHEDULER.poll_interval,
+                   help="seconds between looks at the servers")
+    g.add_argument("--job-timeout", type=float, default=SCHEDULER.job_timeout,
+                   help=f"seconds one job may take (default {SCHEDULER.job_timeout / 3600:g} h)")
     g.add_argument("--workflow-dir", default=None,
                    help="folder whose framepack_i2v.json / framepack_first_last_frame.json replace the shipped API "
                         "workflows")
@@ -62,11 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from .core import ServiceConfig
-    from .gate import is_loopback
-    from .scheduler import SchedulerSettings
-
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     key = args.api_key or os.environ.get(KEY_ENV) or None
     if key is None and not is_loopback(args.host):
         raise SystemExit(f"error: --host {args.host} would serve other machines without an API key; set "
@@ -76,7 +89,6 @@ def config_from_args(args: argparse.Namespace):
             raise SystemExit(f"error: {name} must be at least 1")
     urls = args.comfy or [os.environ.get("FRAMEPACK_SERVER", "http://127.0.0.1:8188")]
     try:
-        import ipaddress
         for cidr in args.allow_url_network:
             ipaddress.ip_network(cidr, strict=False)
     except ValueError as err:
@@ -85,7 +97,7 @@ def config_from_args(args: argparse.Namespace):
         comfy_urls=urls, data_dir=Path(args.data_dir).expanduser(), api_key=key, host=args.host, port=args.port,
         public_url=args.public_url, allow_private_urls=args.allow_private_urls,
         allowed_networks=list(args.allow_url_network), url_timeout=args.url_timeout,
-        max_image_bytes=int(args.max_image_mb * 1024 * 1024), max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_image_bytes=int(args.max_image_mb * MIB), max_body_bytes=int(args.max_body_mb * MIB),
         workflow_dir=Path(args.workflow_dir).expanduser() if args.workflow_dir else None, model_file=args.model,
         server_grace=args.server_grace,
         scheduler=SchedulerSettings(poll_interval=args.poll_interval, jobs_per_server=args.jobs_per_server,
@@ -97,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
-        from .core import Service
+        from .app import create_app  # FastAPI
     except ImportError as err:
         print(f"error: the service needs its extra packages ({err.name} is missing): pip install '.[service]' "
               "from the project folder", file=sys.stderr)

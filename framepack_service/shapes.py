@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..hosted import SPEC_BY_NAME
+from framepack_client.hosted import SPEC_BY_NAME
+
 from .intake import BadRequest, Contract
 
 WAVESPEED_PREFIX, FAL_PREFIX = "/api/v3/", "/fal-ai/"

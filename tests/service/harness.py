@@ -1,5 +1,6 @@
 """The local service for tests, on a real loopback socket: in this process (uvicorn in a thread) or as its own
-process (``python -m framepack_client serve``, to be killed and started again). Both answer :meth:`call`."""
+process (``python -m framepack_client serve``, as a user starts it, to be killed and started again). Both answer
+:meth:`call`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -68,8 +69,8 @@ class LiveService(_Calls):
     def __init__(self, comfy_urls: list[str], data_dir: Path, **config):
         import uvicorn
 
-        from framepack_client.service.app import create_app
-        from framepack_client.service.core import Service, ServiceConfig
+        from framepack_service.app import create_app
+        from framepack_service.core import Service, ServiceConfig
 
         self.port = free_port()
         self.key = config.get("api_key")

@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hosted import HostedParams
+from framepack_client.hosted import HostedParams
+from framepack_client.job_states import CANCELLED, COMPLETED, DISPATCHED, FAILED, LOST, QUEUED, RUNNING
+
 from . import backend
 from .servers import ServerPool
-from .store import (CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED, RUNNING, JobRecord, JobStore)
+from .store import JobRecord, JobStore
 
 log = logging.getLogger("framepack.service")
 
@@ -128,19 +130,19 @@ class Scheduler:
             result = backend.outcome(job.server, job.prompt_id, job.graph or {}, job.params, s.request_timeout)
         except backend.ServerDown:
             return  # the next probe records the outage
-        if result.state == "lost":
+        if result.state == LOST:
             self._requeue(job, f"the server {job.server} no longer knows the job (it was restarted)")
-        elif result.state == "running" and job.status != RUNNING:
+        elif result.state == RUNNING and job.status != RUNNING:
             job.status, job.started_at = RUNNING, job.started_at or time.time()
             self.store.save(job)
-        elif result.state == "done":
-            if result.completed:
-                job.status = RUNNING  # until the videos are here
-                job.seed = result.seed if result.seed is not None else job.seed
-                job.inference_ms, job.nsfw, job.nsfw_score = result.inference_ms, result.nsfw, result.nsfw_score
-                self.store.save(job)
-                self._run_busy(job, lambda j: self._download(j, result.videos))
-            elif result.interrupted and job.cancel_requested:
+        elif result.state == COMPLETED:
+            job.status = RUNNING  # until the videos are here
+            job.seed = result.seed if result.seed is not None else job.seed
+            job.inference_ms, job.nsfw, job.nsfw_score = result.inference_ms, result.nsfw, result.nsfw_score
+            self.store.save(job)
+            self._run_busy(job, lambda j: self._download(j, result.videos))
+        elif result.state == FAILED:
+            if result.interrupted and job.cancel_requested:
                 self._finish(job, CANCELLED, "cancelled on request")
             else:
                 self._finish(job, FAILED, result.error or "the job failed on the server")
@@ -215,7 +217,7 @@ class Scheduler:
             self._run_busy(job, self._dispatch)
 
     def _dispatch(self, job: JobRecord) -> None:
-        params = HostedParams.from_mapping({**job.params, "seed": job.seed})
+        params = HostedParams.from_record({**job.params, "seed": job.seed})  # validated at intake
         try:
             job.graph = backend.submit(job.server, params, job.workflow, job.model_file or None, job.prompt_id,
                                        self.settings.request_timeout)

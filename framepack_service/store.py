@@ -11,12 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# Job states. QUEUED: waiting for a server. DISPATCHED: sent to a server, not started there yet. RUNNING: the
-# server runs it (or its outputs are being downloaded). The last three are final.
-QUEUED, DISPATCHED, RUNNING = "queued", "dispatched", "running"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-ACTIVE = (QUEUED, DISPATCHED, RUNNING)
-FINAL = (COMPLETED, FAILED, CANCELLED)
+from framepack_client.job_states import ACTIVE, FINAL, QUEUED
 
 
 @dataclass
@@ -29,6 +24,8 @@ class JobRecord:
     workflow: str  # API workflow file
     model_file: str  # the FramePackModelLoader model a server must have
     created_at: str
+    # framepack_client.job_states: QUEUED waits for a server, DISPATCHED was sent to one that has not started it,
+    # RUNNING runs there (or its videos are being downloaded); the FINAL ones are over
     status: str = QUEUED
     seq: int = 0  # submission order (set by the store)
     server: str | None = None

@@ -21,9 +21,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from framepack_client.job_states import CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED
+
 from .intake import FAL_FLF2V, FAL_I2V, Contract
 from .shapes import base_url, body_schema, parse_json
-from .store import CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED, JobRecord
+from .store import JobRecord
 
 APP = "fal-ai/framepack"
 router = APIRouter(tags=["fal: fal-ai/framepack and fal-ai/framepack/flf2v (queue)"])

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from framepack_client.job_states import COMPLETED, WAVESPEED_STATUS
+
 from .intake import WAVESPEED
 from .shapes import base_url, body_schema, error_body, parse_json
-from .store import CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED, RUNNING, JobRecord
+from .store import JobRecord
 
 router = APIRouter(tags=["WaveSpeed: wavespeed-ai/framepack"])
-STATUS = {QUEUED: "created", DISPATCHED: "created", RUNNING: "processing", COMPLETED: "completed",
-          FAILED: "failed", CANCELLED: "failed"}
 
 
 def output_url(base: str, output: dict) -> str:
@@ -30,7 +30,7 @@ def prediction(job: JobRecord, base: str) -> dict:
         "id": job.id, "model": job.endpoint, "outputs": outputs,
         "urls": {"get": f"{base}/api/v3/predictions/{job.id}/result"},
         "has_nsfw_contents": flags + [False] * (len(outputs) - len(flags)),
-        "status": STATUS[job.status], "created_at": job.created_at, "error": job.error,
+        "status": WAVESPEED_STATUS[job.status], "created_at": job.created_at, "error": job.error,
         "timings": {"inference": int(job.inference_ms or 0)},
     }
 

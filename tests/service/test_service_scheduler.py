@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
-
-from framepack_client.hosted import API_WORKFLOWS_DIR  # noqa: E402
-from framepack_client.service import backend  # noqa: E402
-from framepack_client.service.scheduler import Scheduler, SchedulerSettings  # noqa: E402
-from framepack_client.service.servers import ServerPool  # noqa: E402
-from framepack_client.service.store import JobRecord, JobStore  # noqa: E402
+from framepack_client.job_states import COMPLETED, FAILED, LOST, QUEUED, RUNNING
+from framepack_client.outcome import Outcome
+from framepack_client.workflow import API_WORKFLOWS_DIR
+from framepack_service import backend
+from framepack_service.scheduler import Scheduler, SchedulerSettings
+from framepack_service.servers import ServerPool
+from framepack_service.store import JobRecord, JobStore
 
 MODEL = "FramePackI2V_HY_bf16.safetensors"
 
@@ -61,13 +61,13 @@ class FakeServers:
             self._check(url)
             state = self.prompts[url].get(prompt_id)
             if state is None:
-                return backend.Outcome("lost")
+                return Outcome(LOST)
             if state in ("pending", "running"):
-                return backend.Outcome(state)
+                return Outcome({"pending": QUEUED, "running": RUNNING}[state])
             if state == "interrupted":
-                return backend.Outcome("done", completed=False, error="interrupted", interrupted=True)
-            return backend.Outcome("done", completed=True, seed=params["seed"], inference_ms=5,
-                                   videos=[{"filename": "v.mp4", "subfolder": "", "type": "output"}], nsfw=[False])
+                return Outcome(FAILED, error="interrupted", interrupted=True)
+            return Outcome(COMPLETED, seed=params["seed"], inference_ms=5,
+                           videos=[{"filename": "v.mp4", "subfolder": "", "type": "output"}], nsfw=[False])
 
         def video_bytes(url, ref, timeout):
             self._check(url)

@@ -3,13 +3,15 @@ job is, its video, stop a job. This module is the only one of the service that t
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
-from ..server_api import ComfyClient
-from ..errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, PromptRejected
-from ..hosted import HostedParams, ValidationError, WorkflowError, build_prompt, find_node, load_workflow
-from ..jobs import Job, JobError, apply_history, describe_rejection, upload_image
+from framepack_client.errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, JobError,
+                                    PromptRejected)
+from framepack_client.hosted import HostedParams
+from framepack_client.outcome import Outcome, describe_rejection, locate, read_queue
+from framepack_client.server_api import ComfyClient
+from framepack_client.uploads import upload_image
+from framepack_client.workflow import WorkflowError, build_prompt, find_node, load_workflow
 
 # The video's name on the server. The same for every job, so that the prompt (which the MP4 carries as metadata)
 # and therefore the file are the same whichever server makes it; ComfyUI numbers the files.
@@ -32,20 +34,6 @@ class ServerStatus:
     running: set = field(default_factory=set)
 
 
-@dataclass
-class Outcome:
-    """Where a job stands on its server: pending, running, lost (the server forgot it), or done."""
-    state: str
-    completed: bool = False
-    error: str = ""
-    seed: int | None = None
-    inference_ms: int | None = None
-    videos: list = field(default_factory=list)  # [{filename, subfolder, type}]
-    nsfw: list = field(default_factory=list)
-    nsfw_score: float | None = None
-    interrupted: bool = False
-
-
 def _client(url: str, timeout: float) -> ComfyClient:
     return ComfyClient(url, timeout=timeout)
 
@@ -56,8 +44,7 @@ def status(url: str, timeout: float) -> ServerStatus:
         queue = _client(url, timeout).queue()
     except (ComfyError, OSError, ValueError) as err:
         raise ServerDown(str(err)) from err
-    running = {item[1] for item in queue.get("queue_running", []) if len(item) > 1}
-    pending = {item[1] for item in queue.get("queue_pending", []) if len(item) > 1}
+    running, pending = read_queue(queue)
     return ServerStatus(queue_length=len(running) + len(pending), prompt_ids=running | pending, running=running)
 
 
@@ -91,14 +78,14 @@ def submit(url: str, params: HostedParams, workflow: str, model_file: str | None
     try:
         start = upload_image(client, params.image)
         end = upload_image(client, params.end_image) if params.end_image else None
-        graph = build_prompt(params, copy.deepcopy(load_workflow(workflow)), start_image_name=start,
+        graph = build_prompt(params, load_workflow(workflow), start_image_name=start,
                              end_image_name=end, model=model_file, filename_prefix=OUTPUT_PREFIX)
         client.queue_prompt(graph, prompt_id=prompt_id)
     except PromptRejected as err:
         raise Rejected(describe_rejection(err, graph)) from err
     except Unreachable as err:
         raise ServerDown(str(err)) from err
-    except (WorkflowError, ValidationError, JobError) as err:
+    except (WorkflowError, JobError) as err:
         raise Rejected(str(err)) from err
     except ComfyHTTPError as err:
         if err.status >= 500:
@@ -108,29 +95,12 @@ def submit(url: str, params: HostedParams, workflow: str, model_file: str | None
 
 
 def outcome(url: str, prompt_id: str, graph: dict, params: dict, timeout: float) -> Outcome:
-    """Where ``prompt_id`` stands on the server; ServerDown when it does not answer."""
-    client = _client(url, timeout)
+    """Where ``prompt_id`` stands on the server (framepack_client.outcome: queued, running, lost, or finished with
+    its results); ServerDown when it does not answer."""
     try:
-        entry = client.history(prompt_id).get(prompt_id)
-        if entry is None:
-            queue = status(url, timeout)
-            if prompt_id in queue.running:
-                return Outcome("running")
-            if prompt_id in queue.prompt_ids:
-                return Outcome("pending")
-            entry = client.history(prompt_id).get(prompt_id)  # it may have ended between the two questions
-            if entry is None:
-                return Outcome("lost")
+        return locate(_client(url, timeout), prompt_id, graph, params)
     except (ComfyError, OSError, ValueError) as err:
         raise ServerDown(str(err)) from err
-    job = Job(id=prompt_id, server=url, client_id="", created_at="", params=params, model="", workflow="",
-              prompt_id=prompt_id, prompt=graph)
-    apply_history(job, entry)
-    messages = (entry.get("status") or {}).get("messages") or []
-    return Outcome("done", completed=job.status == "completed", error=job.error, seed=job.seed,
-                   inference_ms=job.inference_ms, videos=job.remote_outputs, nsfw=job.has_nsfw_contents,
-                   nsfw_score=job.nsfw_score,
-                   interrupted=any(m and m[0] == "execution_interrupted" for m in messages))
 
 
 def video_bytes(url: str, ref: dict, timeout: float) -> bytes:

@@ -8,11 +8,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fetch import Resolver, UrlPolicy, system_resolver
+from framepack_core.limits import SERVICE_MAX_BODY_BYTES, SERVICE_MAX_IMAGE_BYTES, SERVICE_URL_SECONDS
+
+from framepack_client.fetch import Resolver, UrlPolicy, system_resolver
+from framepack_client.job_states import CANCELLED, FINAL, QUEUED
+
 from .intake import Contract, IntakeSettings, intake
 from .scheduler import Scheduler, SchedulerSettings
 from .servers import ServerPool
-from .store import CANCELLED, FINAL, QUEUED, JobRecord, JobStore
+from .store import JobRecord, JobStore
 
 DB_NAME = "jobs.sqlite3"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
@@ -29,9 +33,9 @@ class ServiceConfig:
     public_url: str | None = None  # base of the URLs in responses; default: the address the client used
     allow_private_urls: bool = False
     allowed_networks: list[str] = field(default_factory=list)
-    url_timeout: float = 30.0
-    max_image_bytes: int = 32 * 1024 * 1024
-    max_body_bytes: int = 48 * 1024 * 1024
+    url_timeout: float = SERVICE_URL_SECONDS
+    max_image_bytes: int = SERVICE_MAX_IMAGE_BYTES
+    max_body_bytes: int = SERVICE_MAX_BODY_BYTES
     workflow_dir: Path | None = None
     model_file: str | None = None
     server_grace: float = 15.0

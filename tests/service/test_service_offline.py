@@ -18,13 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="the service extra (fastapi, uvicorn) is not installed")
-from framepack_client import cli  # noqa: E402
-from framepack_client import fetch  # noqa: E402
-from framepack_client.service.gate import host_without_port, is_loopback, key_matches  # noqa: E402
-from framepack_client.service.intake import FAL_FLF2V, FAL_I2V, WAVESPEED, BadRequest, check_body  # noqa: E402
-from framepack_client.service.store import QUEUED, JobRecord, JobStore  # noqa: E402
-from tests.service_harness import LiveService  # noqa: E402
+from framepack_client import cli
+from framepack_client import fetch
+from framepack_service.gate import host_without_port, is_loopback, key_matches
+from framepack_service.intake import FAL_FLF2V, FAL_I2V, WAVESPEED, BadRequest, check_body
+from framepack_service.store import QUEUED, JobRecord, JobStore
+from tests.service.harness import LiveService
 
 
 def png_bytes(size=(24, 16), color=(200, 30, 30)) -> bytes:
