@@ -12,13 +12,13 @@ from typing import Any, Iterator
 import websocket
 
 from .errors import ComfyConnectionError, WebSocketClosed, WebSocketError
-from .websocket_limits import CappedWebSocket, MessageTooLarge
+from .websocket_limits import DEFAULT_MAX_MESSAGE_BYTES, CappedWebSocket, MessageTooLarge
 
 JsonDict = dict[str, Any]
 # A wait of 0 would make the socket non-blocking, which websocket-client reports as an error, not as "no data".
 _SHORTEST_WAIT = 0.001
-# ComfyUI's event messages are small JSON and its previews a few hundred KB.
-MAX_EVENT_BYTES = 16 * 1024 * 1024
+# ComfyUI's event messages are small JSON and its previews a few hundred KB: the websocket cap, written once there.
+MAX_EVENT_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 
 
 class EventStream:
