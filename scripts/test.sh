@@ -12,9 +12,11 @@
 # At the end pytest lists the 25 slowest tests (--durations=25) and this script prints the run's total time.
 #
 # Temp files: the whole run (the install's pip build folders, pytest's tmp_path folders, the ComfyUI servers'
-# base folders, torch inductor's and triton's compile caches, chromium's profile) writes into one fresh folder
-# under the system temp folder, $TMPDIR or /tmp, named framepack-tests.XXXXXX. The script removes it on exit (also
-# on failure or Ctrl-C) and says how many MB it held. Keep it for a look with FRAMEPACK_KEEP_TEST_TMP=1.
+# base folders, chromium's profile) writes into one fresh folder under the system temp folder, $TMPDIR or /tmp,
+# named framepack-tests.XXXXXX. The script removes it on exit (also on failure or Ctrl-C) and says how many MB it
+# held. Keep it for a look with FRAMEPACK_KEEP_TEST_TMP=1. torch inductor's and triton's compile caches (a few MB)
+# are kept between runs in ~/.cache/framepack-comfy/compile-cache (FRAMEPACK_CACHE) instead of /tmp: a warm cache
+# makes the compile tests several times faster, as /tmp/torchinductor_<user> did before.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,9 +46,10 @@ trap remove_run_tmp EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
-# Python's tempfile, pip, chromium and ComfyUI all honour TMPDIR; inductor and triton get their cache folders here
-# too (by default they keep them in /tmp/torchinductor_<user> after the run).
-export TMPDIR="$RUN_TMP" TORCHINDUCTOR_CACHE_DIR="$RUN_TMP/torchinductor" TRITON_CACHE_DIR="$RUN_TMP/triton"
+# Python's tempfile, pip, chromium and ComfyUI all honour TMPDIR. Inductor and triton would keep their caches in
+# /tmp/torchinductor_<user> after the run; they go next to the pinned install instead.
+COMPILE_CACHE="${FRAMEPACK_CACHE:-$HOME/.cache/framepack-comfy}/compile-cache"
+export TMPDIR="$RUN_TMP" TORCHINDUCTOR_CACHE_DIR="$COMPILE_CACHE/torchinductor" TRITON_CACHE_DIR="$COMPILE_CACHE/triton"
 
 bash "$HERE/comfy_env.sh" install || { code=$?; log "environment install failed (exit $code)"; exit "$code"; }
 PY="$(bash "$HERE/comfy_env.sh" python)"
