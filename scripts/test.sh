@@ -12,9 +12,10 @@
 # At the end pytest lists the 25 slowest tests (--durations=25) and this script prints the run's total time.
 #
 # Temp files: the whole run (the install's pip build folders, pytest's tmp_path folders, the ComfyUI servers'
-# base folders, chromium's profile) writes into one fresh folder under the system temp folder, $TMPDIR or /tmp,
-# named framepack-tests.XXXXXX. The script removes it on exit (also on failure or Ctrl-C) and says how many MB it
-# held. Keep it for a look with FRAMEPACK_KEEP_TEST_TMP=1. torch inductor's and triton's compile caches (a few MB)
+# base folders, chromium's profile, inductor's precompiled headers) writes into one fresh folder under the system
+# temp folder, $TMPDIR or /tmp, named framepack-tests.XXXXXX. The script removes it on exit (also on failure or
+# Ctrl-C) and says how many MB it held. Keep it for a look with FRAMEPACK_KEEP_TEST_TMP=1.
+# torch inductor's and triton's compile caches (a few MB)
 # are kept between runs in ~/.cache/framepack-comfy/compile-cache (FRAMEPACK_CACHE) instead of /tmp: a warm cache
 # makes the compile tests several times faster, as /tmp/torchinductor_<user> did before.
 set -uo pipefail
