@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 GIF_TRAILER = b"\x3b"
@@ -77,6 +78,7 @@ def flat_video(path: str | Path, width: int, height: int, frames: int, codec: st
     path = Path(path)
     with av.open(str(path), "w", format=container) as output:
         stream = output.add_stream(codec, rate=30)
+        stream.time_base = Fraction(1, 30)
         stream.width, stream.height = width, height
         stream.pix_fmt = "rgb24" if codec == "png" else "yuv420p"
         if codec == "libx264":
@@ -84,7 +86,8 @@ def flat_video(path: str | Path, width: int, height: int, frames: int, codec: st
         picture = av.VideoFrame(width, height, stream.pix_fmt)
         for plane in picture.planes:
             plane.update(bytes([100]) * plane.buffer_size)
-        for _ in range(frames):
+        for index in range(frames):
+            picture.pts = index  # in the stream's 1/30 s time base
             for packet in stream.encode(picture):
                 output.mux(packet)
         for packet in stream.encode():
