@@ -120,11 +120,12 @@ DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
 # -- bounds on what a workflow, a file or a server hands us (README "Security") -------------------------------------
 # Every one of these is checked before the work it bounds starts, with an error that names the limit.
 MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
-# One prompt's text where no hosted contract sets a limit (negative_prompt in the client and the service; each prompt
-# of FramePack Timestamped Prompts): FramePack reads the first 256 LLaMA tokens of a prompt, and natural text takes
-# 3.5-4.8 characters a token with HunyuanVideo's LLaMA 3 tokenizer (measured: English prose 3.6, a typical negative
-# prompt 3.8, long English words 4.8; German 2.6), so 256 tokens are about 1,000-1,250 characters. 2,000 leaves
-# natural text room to spare, and bounds the text encoder's work (ComfyUI's tokenizer cuts nothing).
+# One prompt of FramePack Timestamped Prompts, the only prompt text the pack's nodes see (the positive and negative
+# prompts of the shipped workflows go through ComfyUI's CLIPTextEncode; the client and the service cap those):
+# FramePack reads the first 256 LLaMA tokens of a prompt, and natural text takes 3.5-4.8 characters a token with
+# HunyuanVideo's LLaMA 3 tokenizer (measured: English prose 3.6, a typical negative prompt 3.8, long English words
+# 4.8; German 2.6), so 256 tokens are about 1,000-1,250 characters. 2,000 leaves natural text room to spare, and
+# bounds the text encoder's work for one prompt (ComfyUI's tokenizer cuts nothing).
 MAX_ONE_PROMPT_CHARS = 2_000
 MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
 MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts once, its strengths added)
