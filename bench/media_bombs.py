@@ -13,7 +13,8 @@ the RSS at that moment), the RSS kept after it, and the seconds, of the step tha
     python bench/media_bombs.py --table before.json after.json                # a markdown table of both
 
 The files (framepack_dev/bombs.py, made once into --files): the 47 KB GIF that declares 1 x 1 pixels and holds
-one 8000 x 8000 frame; 60-frame 1024 x 1024 GIF and APNG; a flat 2048 x 2048 H.264 MP4 of 30 frames; a MOV of two
+one 8000 x 8000 frame; 60-frame 1024 x 1024 GIF and APNG; flat H.264 MP4s of 30 frames at 640 x 640 (the output
+size of a square input at 480p: the control) and 2048 x 2048; a MOV of two
 16000 x 16000 PNG frames whose header says 64 x 64.
 """
 
@@ -33,7 +34,8 @@ COMFY = Path(os.environ.get("COMFYUI_DIR", Path.home() / ".cache/framepack-comfy
 IMAGES = {"gif_1x1_declaring_8000x8000.gif": ("gif_declaring", (1, 1), (8000, 8000)),
           "gif_60x1024.gif": ("animation", "GIF", 60, (1024, 1024)),
           "apng_60x1024.png": ("animation", "PNG", 60, (1024, 1024))}
-VIDEOS = {"flat_2048x2048.mp4": (2048, 2048, 30, "libx264", "mp4", None),
+VIDEOS = {"flat_640x640.mp4": (640, 640, 30, "libx264", "mp4", None),  # the control: already the output size
+          "flat_2048x2048.mp4": (2048, 2048, 30, "libx264", "mp4", None),
           "mov_64x64_header_16000x16000_frames.mov": (16000, 16000, 2, "png", "mov", (64, 64))}
 
 
