@@ -126,8 +126,8 @@ def _workflow_options() -> argparse.ArgumentParser:
                             "workflow's (FramePackI2V_HY_bf16.safetensors / FramePack_F1_I2V_HY_20250503_bf16"
                             ".safetensors)")
     group.add_argument("--workflow", metavar="PATH", default=None,
-                       help="another API-format workflow to fill (ComfyUI 'Export (API)'); it needs LoadImage "
-                            "titled 'Start image', CLIPTextEncode titled 'Positive prompt' and 'Negative prompt', "
+                       help="another API-format workflow to fill (ComfyUI 'Export (API)'); it needs FramePack Load "
+                            "Image (or LoadImage) titled 'Start image', CLIPTextEncode titled 'Positive prompt' and 'Negative prompt', "
                             "FramePackImageConditioning, FramePackSampler and FramePackVideoCombine")
     return parent
 

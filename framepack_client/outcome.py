@@ -19,7 +19,7 @@ from framepack_core.limits import RANDOM_SEED
 from .errors import PromptRejected
 from .job_states import COMPLETED, FAILED, LOST, QUEUED, RUNNING
 from .terminal import printable
-from .workflow import SAFETY_NODE, find_nodes, hosted_name
+from .workflow import IMAGE_LOADERS, SAFETY_NODE, find_nodes, hosted_name
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".gif")
 END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
@@ -89,8 +89,8 @@ def _describe_failure(graph: Mapping[str, dict], params: Mapping[str, Any], kind
     kind = printable(str(data.get("exception_type") or "error").rsplit(".", 1)[-1])
     text = f"{node} failed: {kind}: {message}"
     node_id = str(data.get("node_id"))
-    name = hosted_name(graph, node_id, "image") if data.get("node_type") == "LoadImage" else None
-    if name:  # core LoadImage knows nothing of our parameters: say which of the user's files it was
+    name = hosted_name(graph, node_id, "image") if data.get("node_type") in IMAGE_LOADERS else None
+    if name:  # the image loaders know nothing of our parameters: say which of the user's files it was
         text += (f" - the {name} {params.get(name)!r} could not be decoded by the server; open it in an image "
                  "editor and save it again as PNG or JPEG")
     return text

@@ -33,6 +33,10 @@ TITLE_START, TITLE_END = "Start image", "End image"
 TITLE_VIDEO = "Input video"
 TITLE_POSITIVE, TITLE_NEGATIVE = "Positive prompt", "Negative prompt"
 SAFETY_NODE = "FramePackSafetyChecker"
+# The loaders a workflow may read its files with: the pack's own (the shipped workflows': input folder only, bounded
+# before decoding, nodes/load_files.py) or ComfyUI's core ones (a user's own workflow)
+IMAGE_LOADERS = ("FramePackLoadImage", "LoadImage")
+VIDEO_LOADERS = ("FramePackLoadVideo", "LoadVideo")
 
 
 class WorkflowError(ValueError):
@@ -91,15 +95,20 @@ def load_workflow(name_or_path: str | Path) -> dict:
     return graph
 
 
-def find_nodes(graph: Mapping[str, dict], class_type: str, title: str | None = None) -> list[tuple[str, dict]]:
-    return [(nid, node) for nid, node in graph.items() if node.get("class_type") == class_type
+def find_nodes(graph: Mapping[str, dict], class_type: str | tuple[str, ...],
+               title: str | None = None) -> list[tuple[str, dict]]:
+    kinds = (class_type,) if isinstance(class_type, str) else class_type
+    return [(nid, node) for nid, node in graph.items() if node.get("class_type") in kinds
             and (title is None or (node.get("_meta") or {}).get("title") == title)]
 
 
-def find_node(graph: Mapping[str, dict], class_type: str, title: str | None = None) -> tuple[str, dict]:
-    """The one node of ``class_type`` (titled ``title`` when given); WorkflowError if there is none or several."""
+def find_node(graph: Mapping[str, dict], class_type: str | tuple[str, ...],
+              title: str | None = None) -> tuple[str, dict]:
+    """The one node of ``class_type`` (or of one of several; titled ``title`` when given); WorkflowError if there
+    is none or several."""
     found = find_nodes(graph, class_type, title)
-    what = f"{class_type} node" + (f" titled {title!r}" if title else "")
+    kinds = (class_type,) if isinstance(class_type, str) else class_type
+    what = f"{' or '.join(kinds)} node" + (f" titled {title!r}" if title else "")
     if not found:
         raise WorkflowError(f"the workflow has no {what}; use a shipped workflow or keep that node"
                             + (" and its title" if title else ""))
@@ -124,23 +133,23 @@ def _new_node_id(graph: Mapping[str, dict]) -> str:
 
 def _fill_start(graph: dict, params: HostedParams, start_image_name: str | None,
                 video_name: str | None) -> tuple[str, dict]:
-    """Fills what the video starts from and returns the conditioning node: the start image (LoadImage "Start
-    image" into FramePackImageConditioning), a video to continue (LoadVideo "Input video" into
+    """Fills what the video starts from and returns the conditioning node: the start image (an image loader "Start
+    image" into FramePackImageConditioning), a video to continue (a video loader "Input video" into
     FramePackVideoConditioning), or nothing (text-to-video: the start image node is removed and a blank start kind
     chosen unless the workflow has one)."""
     if params.video:
-        find_node(graph, "LoadVideo", TITLE_VIDEO)[1]["inputs"]["file"] = video_name or Path(params.video).name
+        find_node(graph, VIDEO_LOADERS, TITLE_VIDEO)[1]["inputs"]["file"] = video_name or Path(params.video).name
         cond_id, cond = find_node(graph, "FramePackVideoConditioning")
         cond["inputs"]["keep_input"] = not params.new_only
         return cond_id, cond
     cond_id, cond = find_node(graph, "FramePackImageConditioning")
     if params.text_to_video:
-        for start_id, _ in find_nodes(graph, "LoadImage", TITLE_START):
+        for start_id, _ in find_nodes(graph, IMAGE_LOADERS, TITLE_START):
             _remove_node(graph, start_id)
         if cond["inputs"].get("start_kind", START_IMAGE) == START_IMAGE:
             cond["inputs"]["start_kind"] = BLANK_KINDS[0]
         return cond_id, cond
-    _, start = find_node(graph, "LoadImage", TITLE_START)
+    _, start = find_node(graph, IMAGE_LOADERS, TITLE_START)
     start["inputs"]["image"] = start_image_name or Path(params.image).name
     return cond_id, cond
 
@@ -158,17 +167,17 @@ def build_prompt(params: HostedParams, workflow: Mapping[str, dict], *, start_im
     """
     graph = copy.deepcopy(dict(workflow))
     cond_id, cond = _fill_start(graph, params, start_image_name, video_name)
-    ends = find_nodes(graph, "LoadImage", TITLE_END)
+    ends = find_nodes(graph, IMAGE_LOADERS, TITLE_END)
     if params.end_image:
         end_name = end_image_name or Path(params.end_image).name
         if len(ends) > 1:
-            find_node(graph, "LoadImage", TITLE_END)  # raises the "several" error
+            find_node(graph, IMAGE_LOADERS, TITLE_END)  # raises the "several" error
         if ends:
             ends[0][1]["inputs"]["image"] = end_name
             cond["inputs"]["end_image"] = [ends[0][0], 0]
         else:
             new_id = _new_node_id(graph)
-            graph[new_id] = {"class_type": "LoadImage", "inputs": {"image": end_name},
+            graph[new_id] = {"class_type": IMAGE_LOADERS[0], "inputs": {"image": end_name},
                              "_meta": {"title": TITLE_END}}
             cond["inputs"]["end_image"] = [new_id, 0]
         cond["inputs"]["strength"] = params.end_strength
@@ -214,8 +223,8 @@ NODE_INPUTS = {
     ("FramePackImageConditioning", None, "custom_width"): "width",
     ("FramePackImageConditioning", None, "custom_height"): "height",
     ("FramePackImageConditioning", None, "strength"): "strength",
-    ("LoadImage", TITLE_START, "image"): "image",
-    ("LoadVideo", TITLE_VIDEO, "file"): "video",
+    **{(loader, TITLE_START, "image"): "image" for loader in IMAGE_LOADERS},
+    **{(loader, TITLE_VIDEO, "file"): "video" for loader in VIDEO_LOADERS},
     ("FramePackVideoConditioning", None, "keep_input"): "new_only",
     ("FramePackVideoConditioning", None, "aspect_ratio"): "aspect_ratio",
     ("FramePackVideoConditioning", None, "resolution"): "resolution",
@@ -223,7 +232,7 @@ NODE_INPUTS = {
     ("FramePackVideoConditioning", None, "custom_height"): "height",
     ("FramePackVideoConditioning", None, "strength"): "strength",
     ("FramePackImageConditioning", None, "start_kind"): "text_to_video",
-    ("LoadImage", TITLE_END, "image"): "end_image",
+    **{(loader, TITLE_END, "image"): "end_image" for loader in IMAGE_LOADERS},
     ("CLIPTextEncode", TITLE_POSITIVE, "text"): "prompt",
     ("CLIPTextEncode", TITLE_NEGATIVE, "text"): "negative_prompt",
     ("FramePackModelLoader", None, "model"): "model (--model)",

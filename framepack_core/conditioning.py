@@ -14,7 +14,7 @@ import torch
 
 from .config import MAX_TEXT_TOKENS
 from .errors import InputError
-from .limits import MAX_PROMPT_TEXT_CHARS, MAX_TIMED_PROMPTS
+from .limits import MAX_ONE_PROMPT_CHARS, MAX_PROMPT_TEXT_CHARS, MAX_TIMED_PROMPTS
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,13 @@ def _time_mark(line: str) -> tuple[float, str] | None:
 
 
 def parse_timestamped_prompts(text: str, *, max_chars: int = MAX_PROMPT_TEXT_CHARS,
-                              max_prompts: int = MAX_TIMED_PROMPTS) -> list[tuple[float, str]]:
+                              max_prompts: int = MAX_TIMED_PROMPTS,
+                              max_prompt_chars: int = MAX_ONE_PROMPT_CHARS) -> list[tuple[float, str]]:
     """Parses one prompt per time range: a line starting with [seconds] ("[2s]", "[2.5]", "[0:02]") starts a new
     prompt at that time; following lines without a timestamp continue it. Text before the first timestamp starts
-    at 0 s. Returns (start seconds, prompt) sorted by time; two prompts at the same time are an error. The text and
-    the number of prompts are capped (limits.MAX_PROMPT_TEXT_CHARS, limits.MAX_TIMED_PROMPTS)."""
+    at 0 s. Returns (start seconds, prompt) sorted by time; two prompts at the same time are an error. The text, the
+    number of prompts and each prompt are capped (limits.MAX_PROMPT_TEXT_CHARS, MAX_TIMED_PROMPTS,
+    MAX_ONE_PROMPT_CHARS)."""
     if len(text) > max_chars:
         raise InputError(f"the timestamped prompt text has {len(text)} characters; the limit is {max_chars}: "
                          f"shorten it (the model reads the first {MAX_TEXT_TOKENS} tokens of each prompt)")
@@ -140,4 +142,10 @@ def parse_timestamped_prompts(text: str, *, max_chars: int = MAX_PROMPT_TEXT_CHA
     times = [t for t, _ in entries]
     if len(set(times)) != len(times):
         raise InputError(f"two prompts start at the same time ({times}); give each a different [seconds] mark")
-    return [(t, " ".join(p for p in pieces if p)) for t, pieces in entries]
+    prompts = [(t, " ".join(p for p in pieces if p)) for t, pieces in entries]
+    for start, prompt in prompts:
+        if len(prompt) > max_prompt_chars:
+            raise InputError(f"the prompt at {start:g}s has {len(prompt)} characters; the limit is {max_prompt_chars} "
+                             f"a prompt (the model reads its first {MAX_TEXT_TOKENS} tokens, about 1,000 characters): "
+                             "shorten it")
+    return prompts

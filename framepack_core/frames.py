@@ -87,6 +87,15 @@ def output_size(image_height: int, image_width: int, aspect_ratio: str = "auto",
     return _nearest_multiple_of_16(width * fit), _nearest_multiple_of_16(height * fit)
 
 
+def cover_crop(source_width: int, source_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(crop_width, crop_height, left, top): the centred region of a source_width x source_height picture that,
+    scaled, covers width x height exactly (the resize rule)."""
+    scale = max(width / source_width, height / source_height)
+    crop_w = min(source_width, max(1, round(width / scale)))
+    crop_h = min(source_height, max(1, round(height / scale)))
+    return crop_w, crop_h, (source_width - crop_w) // 2, (source_height - crop_h) // 2
+
+
 def resize_and_center_crop(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """images [B, H, W, C] in [0, 1] -> [B, height, width, C]: scale to cover, centre crop (module docstring).
 
@@ -97,9 +106,7 @@ def resize_and_center_crop(images: torch.Tensor, width: int, height: int) -> tor
     _, h, w, _ = images.shape
     if (h, w) == (height, width):
         return images
-    scale = max(width / w, height / h)
-    crop_w, crop_h = min(w, max(1, round(width / scale))), min(h, max(1, round(height / scale)))
-    x0, y0 = (w - crop_w) // 2, (h - crop_h) // 2
+    crop_w, crop_h, x0, y0 = cover_crop(w, h, width, height)
     region = images[:, y0:y0 + crop_h, x0:x0 + crop_w].movedim(-1, 1).float()
     resized = F.interpolate(region, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
     return resized.clamp(0, 1).movedim(1, -1).to(images.dtype)

@@ -68,6 +68,12 @@ MAX_CONTEXT_LATENTS = 19  # F1's history: 16 latents at 4x, 2 at 2x, 1 at 1x com
 MIN_INPUT_FRAMES = 5  # one latent beyond the first frame: the least a video's context can be
 MAX_INPUT_FRAMES = 10_800  # 6 minutes at 30 fps: an input video is decoded twice, so its length is bounded
 MAX_INPUT_SIDE = 8192  # pixels; larger inputs are refused before any frame is decoded
+# An input video's frame: the decoder itself refuses a larger one before building it (FFmpeg's max_pixels), so a
+# file whose header names a small size cannot make it decode huge frames. 8K UHD (7680 x 4320) fits.
+MAX_INPUT_FRAME_PIXELS = 36_000_000
+# Pixels x frames of an input video: it is decoded two or three times (count, tail, pass-through), so its work is
+# bounded by size as well as by length: six minutes of 1080p, 90 s of 4K, 22 s of 8K.
+MAX_INPUT_PIXEL_FRAMES = 1920 * 1080 * MAX_INPUT_FRAMES
 FPS_TOLERANCE = 0.05  # 29.97 (30000/1001) counts as 30
 
 # -- sampling ------------------------------------------------------------------------------------------------------
@@ -114,6 +120,13 @@ DEFAULT_CUSTOM_SIZE = (832, 480)  # (width, height)
 # -- bounds on what a workflow, a file or a server hands us (README "Security") -------------------------------------
 # Every one of these is checked before the work it bounds starts, with an error that names the limit.
 MAX_PROMPT_TEXT_CHARS = 20_000  # FramePack Timestamped Prompts text; the model reads 256 tokens per prompt anyway
+# One prompt of FramePack Timestamped Prompts, the only prompt text the pack's nodes see (the positive and negative
+# prompts of the shipped workflows go through ComfyUI's CLIPTextEncode; the client and the service cap those):
+# FramePack reads the first 256 LLaMA tokens of a prompt, and natural text takes 3.5-4.8 characters a token with
+# HunyuanVideo's LLaMA 3 tokenizer (measured: English prose 3.6, a typical negative prompt 3.8, long English words
+# 4.8; German 2.6), so 256 tokens are about 1,000-1,250 characters. 2,000 leaves natural text room to spare, and
+# bounds the text encoder's work for one prompt (ComfyUI's tokenizer cuts nothing).
+MAX_ONE_PROMPT_CHARS = 2_000
 MAX_TIMED_PROMPTS = 64  # prompts in one timestamped text
 MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts once, its strengths added)
 MAX_ALPHA_PATTERNS = 4096  # alpha_pattern entries in a LoRA's PEFT metadata (module names)
@@ -129,11 +142,18 @@ MODEL_CONFIG_BOUNDS = {
     "image_proj_dim": (1, 16384), "rope_theta": (1.0, 1e9),
 }
 MAX_MODEL_INNER_DIM = 16384  # num_attention_heads x attention_head_dim (released: 3072)
-# Input images (the client checks them before uploading, the service before storing): the size from the header,
+# Input images (the client checks them before uploading, the service before storing, FramePack Load Image before
+# decoding): the size of every frame from the headers (framepack_core/image_header.py),
 # before anything is decoded. 8K UHD (7680 x 4320) fits; a 500 KB PNG of 13000 x 13000 does not.
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 36_000_000
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# Animated images (GIF, APNG, WebP, MPO) and multi-page TIFFs: every frame is held to the two limits above, and a
+# decoder builds every frame at the canvas size (ComfyUI's LoadImage decodes them all; a 60-frame 1024 x 1024 GIF
+# grew it by 0.75 GB), so the frames together may hold no more pixels than one still image, and at most this many
+# frames. FramePack uses the first frame only (FramePack Load Image decodes nothing else).
+MAX_IMAGE_FRAMES = 1000
+MAX_IMAGE_ALL_FRAMES_PIXELS = MAX_IMAGE_PIXELS
 # An input video to continue (local file, URL or data: URI), before it is uploaded; ComfyUI itself refuses uploads
 # over its --max-upload-size (100 MB by default), so a larger one also needs that raised.
 MAX_VIDEO_BYTES = 1024 ** 3

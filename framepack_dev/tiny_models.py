@@ -82,11 +82,11 @@ def tiny_workflow(name: str, *, num_frames: int = 30, steps: int = 4, width: int
             node["inputs"] = {"embed_dim": IMAGE_DIM, "tokens": IMAGE_TOKENS}
         elif kind == "VAELoader":
             inputs["vae_name"] = TINY_VAE
-        elif kind == "LoadImage":
+        elif kind in ("LoadImage", "FramePackLoadImage"):
             inputs["image"] = END_IMAGE if node["_meta"]["title"] == "End image" else START_IMAGE
         elif kind in ("FramePackImageConditioning", "FramePackVideoConditioning"):
             inputs.update(resolution="custom", custom_width=width, custom_height=height)
-        elif kind == "LoadVideo":
+        elif kind in ("LoadVideo", "FramePackLoadVideo"):
             inputs["file"] = video
         elif kind == "FramePackSampler":
             inputs.update(num_frames=num_frames, num_inference_steps=steps, seed=seed, teacache_threshold=teacache,

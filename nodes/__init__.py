@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .conditioning import FramePackImageConditioning, FramePackKeyframe, FramePackTimestampedPrompt
+from .load_files import FramePackLoadImage, FramePackLoadVideo
 from .loader import FramePackLoraSelect, FramePackModelLoader
 from .safety import FramePackSafetyChecker
 from .sampler import FramePackSampler
@@ -12,7 +13,7 @@ from .video_conditioning import FramePackVideoConditioning
 NODES: list[type[io.ComfyNode]] = [
     FramePackModelLoader, FramePackLoraSelect, FramePackImageConditioning, FramePackKeyframe,
     FramePackTimestampedPrompt, FramePackSampler, FramePackVideoCombine, FramePackSafetyChecker,
-    FramePackVideoConditioning,
+    FramePackVideoConditioning, FramePackLoadImage, FramePackLoadVideo,
 ]
 
 

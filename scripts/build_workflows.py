@@ -61,8 +61,9 @@ CUSTOM_WIDTH, CUSTOM_HEIGHT = DEFAULT_CUSTOM_SIZE
 
 def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image") -> dict:
     """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills. start: "image"
-    (LoadImage), "video" (LoadVideo into FramePack Video Conditioning: continue a video) or a blank kind
-    (text-to-video: no image)."""
+    (FramePack Load Image), "video" (FramePack Load Video into FramePack Video Conditioning: continue a video) or a
+    blank kind (text-to-video: no image). The inputs are the pack's loaders, not core LoadImage / LoadVideo: they
+    read only ComfyUI's input folder and bound a file before decoding it (nodes/load_files.py)."""
     g = {
         "1": ("FramePackModelLoader", "Load FramePack Model", {
             "model": model_file, "variant": AUTO, "compute_dtype": DEFAULT_COMPUTE_DTYPE, "weight_storage": AUTO,
@@ -73,7 +74,7 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
         "4": ("CLIPTextEncode", TITLE_NEGATIVE, {"text": NEGATIVE, "clip": ["2", 0]}),
         "5": ("VAELoader", "Load VAE", {"vae_name": VAE}),
         "6": ("CLIPVisionLoader", "Load CLIP Vision", {"clip_name": CLIP_VISION}),
-        "7": ("LoadImage", TITLE_START, {"image": START_IMAGE}),
+        "7": ("FramePackLoadImage", TITLE_START, {"image": START_IMAGE}),
         "8": ("FramePackImageConditioning", "FramePack Image Conditioning", {
             "start_image": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "aspect_ratio": AUTO,
             "resolution": RESOLUTION, "custom_width": CUSTOM_WIDTH, "custom_height": CUSTOM_HEIGHT,
@@ -96,7 +97,7 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
             "sample_frames": DEFAULT_SAFETY_SAMPLE_FRAMES, "block": False}),
     }
     if start == "video":
-        g["7"] = ("LoadVideo", TITLE_VIDEO, {"file": INPUT_VIDEO})
+        g["7"] = ("FramePackLoadVideo", TITLE_VIDEO, {"file": INPUT_VIDEO})
         g["8"] = ("FramePackVideoConditioning", "FramePack Video Conditioning", {
             "video": ["7", 0], "vae": ["5", 0], "clip_vision": ["6", 0], "fps": float(FPS),
             "context_latents": MAX_CONTEXT_LATENTS, "keep_input": True, "aspect_ratio": AUTO, "resolution": RESOLUTION,
@@ -105,7 +106,7 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
         del g["7"], g["8"][2]["start_image"]
         g["8"][2].update(start_kind=start, noise_seed=0, blank_embeddings="blank_image")
     if end_image:
-        g["11"] = ("LoadImage", TITLE_END, {"image": END_IMAGE})
+        g["11"] = ("FramePackLoadImage", TITLE_END, {"image": END_IMAGE})
         g["8"][2]["end_image"] = ["11", 0]
     return {nid: {"class_type": c, "inputs": inputs, "_meta": {"title": title}} for nid, (c, title, inputs) in g.items()}
 

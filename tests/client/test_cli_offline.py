@@ -235,7 +235,7 @@ def test_server_validation_errors_are_named_by_hosted_parameter(start_png):
 
     job = a_job(start_png)
     ids = {(n["class_type"], n["_meta"]["title"]): i for i, n in job.prompt.items()}
-    sampler, start = ids[("FramePackSampler", "FramePack Sampler")], ids[("LoadImage", "Start image")]
+    sampler, start = ids[("FramePackSampler", "FramePack Sampler")], ids[("FramePackLoadImage", "Start image")]
     # the shape of ComfyUI 0.3.x's 400 answer (execution.validate_inputs)
     node_errors = {
         sampler: {"errors": [{"type": "value_bigger_than_max", "message": "Value 1801 bigger than max of 1800",
@@ -245,14 +245,14 @@ def test_server_validation_errors_are_named_by_hosted_parameter(start_png):
                   "dependent_outputs": ["10"], "class_type": "FramePackSampler"},
         start: {"errors": [{"type": "custom_validation_failed", "message": "Invalid image file",
                             "details": "image - Invalid image file: x.png", "extra_info": {"input_name": "image"}}],
-                "dependent_outputs": ["10"], "class_type": "LoadImage"}}
+                "dependent_outputs": ["10"], "class_type": "FramePackLoadImage"}}
     error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
              "details": "", "extra_info": {}}
     text = describe_rejection(PromptRejected("u", "{}", error, node_errors), job.prompt)
     assert text.startswith("Prompt outputs failed validation; ")
     assert f"num_frames: Value 1801 bigger than max of 1800: num_frames (FramePackSampler node {sampler})" in text
     assert f"FramePackSampler node {sampler}: Value 5.0 bigger than max of 1.0" in text  # not a hosted parameter
-    assert f"image: Invalid image file: image - Invalid image file: x.png (LoadImage node {start})" in text
+    assert f"image: Invalid image file: image - Invalid image file: x.png (FramePackLoadImage node {start})" in text
     missing = {"type": "missing_node_type", "message": "Node 'FramePackSampler' not found", "details": ""}
     assert "is the FramePack node pack installed" in describe_rejection(PromptRejected("u", "{}", missing, {}),
                                                                         job.prompt)

@@ -20,7 +20,8 @@ from framepack_client.hosted import HostedParams, ValidationError
 from framepack_client.job_states import FAILED, QUEUED
 from framepack_client.jobs import JobStore, queue_job
 from framepack_client.server_api import ComfyClient
-from framepack_client.workflow import build_prompt, find_node, find_nodes, load_workflow, model_id, workflow_name
+from framepack_client.workflow import (IMAGE_LOADERS, VIDEO_LOADERS, build_prompt, find_node, find_nodes,
+                                      load_workflow, model_id, workflow_name)
 from framepack_dev.videos import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,14 +56,30 @@ def test_a_video_fills_the_extend_workflow(clip):
     assert workflow_name(params) == workflow_name(params, f1=True) == "framepack_extend"
     assert (model_id(params), model_id(params, True)) == ("framepack/extend", "framepack/f1-extend")
     graph = build_prompt(params, load_workflow("framepack_extend"), video_name="stored.mp4")
-    assert find_node(graph, "LoadVideo", "Input video")[1]["inputs"]["file"] == "stored.mp4"
+    assert find_node(graph, "FramePackLoadVideo", "Input video")[1]["inputs"]["file"] == "stored.mp4"
     cond_id, cond = find_node(graph, "FramePackVideoConditioning")
-    assert cond["inputs"]["keep_input"] is True and cond["inputs"]["video"] == [find_node(graph, "LoadVideo")[0], 0]
+    loader_id = find_node(graph, "FramePackLoadVideo")[0]
+    assert cond["inputs"]["keep_input"] is True and cond["inputs"]["video"] == [loader_id, 0]
     assert cond["inputs"]["aspect_ratio"] == "auto", "a continuation keeps the input's shape by default"
-    assert "end_image" not in cond["inputs"] and not find_nodes(graph, "LoadImage")
+    assert "end_image" not in cond["inputs"] and not find_nodes(graph, IMAGE_LOADERS)
     sampler = find_node(graph, "FramePackSampler")[1]["inputs"]
     assert sampler["num_frames"] == 60 and sampler["conditioning"] == [cond_id, 0]
     assert find_node(graph, "CLIPTextEncode", "Positive prompt")[1]["inputs"]["text"] == "she keeps dancing"
+
+
+def test_a_users_workflow_with_core_loaders_is_filled_too(clip, start_png):
+    """The shipped workflows read their files with the pack's loaders; a user's own workflow with ComfyUI's
+    LoadVideo / LoadImage (same titles) is still filled."""
+    extend = load_workflow("framepack_extend")
+    find_node(extend, "FramePackLoadVideo")[1]["class_type"] = "LoadVideo"
+    params = HostedParams.from_mapping({"video": str(clip), "prompt": "p"})
+    assert find_node(build_prompt(params, extend, video_name="v.mp4"), "LoadVideo", "Input video")[1]["inputs"] == {
+        "file": "v.mp4"}
+    i2v = load_workflow("framepack_i2v")
+    find_node(i2v, "FramePackLoadImage")[1]["class_type"] = "LoadImage"
+    graph = build_prompt(HostedParams.from_mapping({"image": str(start_png), "prompt": "p"}), i2v,
+                         start_image_name="s.png")
+    assert find_node(graph, "LoadImage", "Start image")[1]["inputs"] == {"image": "s.png"}
 
 
 def test_new_only_aspect_and_end_image_with_a_video(clip, start_png):
@@ -71,7 +88,7 @@ def test_new_only_aspect_and_end_image_with_a_video(clip, start_png):
     graph = build_prompt(params, load_workflow("framepack_extend"), video_name="v.mp4", end_image_name="e.png")
     _, cond = find_node(graph, "FramePackVideoConditioning")
     assert cond["inputs"]["keep_input"] is False and cond["inputs"]["aspect_ratio"] == "9:16"
-    end_id, end = find_node(graph, "LoadImage", "End image")
+    end_id, end = find_node(graph, "FramePackLoadImage", "End image")
     assert end["inputs"]["image"] == "e.png" and cond["inputs"]["end_image"] == [end_id, 0]
     assert cond["inputs"]["strength"] == 0.5
     assert params.frames == 240  # an end image's hosted default, as with a start image
@@ -82,7 +99,7 @@ def test_text_to_video_fills_the_t2v_workflow():
     assert params.image is None and workflow_name(params) == workflow_name(params, True) == "framepack_t2v"
     assert (model_id(params), model_id(params, True)) == ("framepack/t2v", "framepack/f1-t2v")
     graph = build_prompt(params, load_workflow("framepack_t2v"))
-    assert not find_nodes(graph, "LoadImage") and not find_nodes(graph, "LoadVideo")
+    assert not find_nodes(graph, IMAGE_LOADERS) and not find_nodes(graph, VIDEO_LOADERS)
     _, cond = find_node(graph, "FramePackImageConditioning")
     assert cond["inputs"]["start_kind"] in ("black", "white", "grey", "noise") and "start_image" not in cond["inputs"]
     assert find_node(graph, "FramePackSampler")[1]["inputs"]["num_frames"] == 45
@@ -92,9 +109,9 @@ def test_text_to_video_through_an_image_workflow_drops_its_start_image():
     # --workflow framepack_i2v --text-to-video: the start image node goes (with its link) and a blank start is set
     params = HostedParams.from_mapping({"text_to_video": True, "prompt": "p"})
     i2v = load_workflow("framepack_i2v")
-    assert find_nodes(i2v, "LoadImage", "Start image")
+    assert find_nodes(i2v, "FramePackLoadImage", "Start image")
     graph = build_prompt(params, i2v)
-    assert not find_nodes(graph, "LoadImage")
+    assert not find_nodes(graph, IMAGE_LOADERS)
     _, cond = find_node(graph, "FramePackImageConditioning")
     assert cond["inputs"]["start_kind"] == "black" and "start_image" not in cond["inputs"]
 
@@ -192,7 +209,7 @@ def test_queue_job_uploads_the_video_and_queues_the_extension(stub, tmp_path, cl
     [(uploaded, _)] = StubComfy.uploads
     assert re.fullmatch(r"framepack_client_[0-9a-f]{16}\.mp4", uploaded), uploaded  # content-named, real suffix
     [graph] = StubComfy.prompts
-    assert find_node(graph, "LoadVideo", "Input video")[1]["inputs"]["file"] == "stored_" + uploaded
+    assert find_node(graph, "FramePackLoadVideo", "Input video")[1]["inputs"]["file"] == "stored_" + uploaded
     assert find_node(graph, "FramePackVideoConditioning")[1]["inputs"]["keep_input"] is False
     # the extend workflow runs the model of the I2V or F1 workflow, as --f1 says
     assert find_node(graph, "FramePackModelLoader")[1]["inputs"]["model"] == shipped_model(shipped)
@@ -205,7 +222,7 @@ def test_queue_job_text_to_video_uploads_nothing(stub, tmp_path):
     assert job.status == QUEUED, job.error
     assert StubComfy.uploads == []
     [graph] = StubComfy.prompts
-    assert not find_nodes(graph, "LoadImage")
+    assert not find_nodes(graph, IMAGE_LOADERS)
     assert find_node(graph, "FramePackModelLoader")[1]["inputs"]["model"] == shipped_model("framepack_f1")
 
 

@@ -352,7 +352,7 @@ def test_build_prompt_i2v(start_png):
     graph = build_prompt(p, original, start_image_name="up_start.png")
     assert original == shipped("framepack_i2v"), "the input workflow must not change"
     assert set(graph) == set(original)
-    assert titled(graph, "LoadImage", "Start image")["inputs"]["image"] == "up_start.png"
+    assert titled(graph, "FramePackLoadImage", "Start image")["inputs"]["image"] == "up_start.png"
     assert titled(graph, "CLIPTextEncode", "Positive prompt")["inputs"]["text"] == "the cat jumps"
     assert titled(graph, "CLIPTextEncode", "Negative prompt")["inputs"]["text"] == "blur"
     s = titled(graph, "FramePackSampler")["inputs"]
@@ -379,13 +379,13 @@ def test_build_prompt_first_last_frame(start_png, end_png):
 def test_build_prompt_f1_with_and_without_end_image(start_png, end_png):
     original = shipped("framepack_f1")
     plain = build_prompt(make(start_png), original)
-    assert titled(plain, "LoadImage", "Start image")["inputs"]["image"] == "start.png"  # default: the file name
+    assert titled(plain, "FramePackLoadImage", "Start image")["inputs"]["image"] == "start.png"  # default: the file name
     assert "F1" in titled(plain, "FramePackModelLoader")["inputs"]["model"]
     assert len(plain) == len(original)
     with_end = build_prompt(make(start_png, end_image=str(end_png)), original, end_image_name="e.png")
     assert len(with_end) == len(original) + 1
     end_id = next(i for i, n in with_end.items() if n["_meta"]["title"] == "End image")
-    assert end_id not in original and with_end[end_id]["class_type"] == "LoadImage"
+    assert end_id not in original and with_end[end_id]["class_type"] == "FramePackLoadImage"
     assert titled(with_end, "FramePackImageConditioning")["inputs"]["end_image"] == [end_id, 0]
 
 
@@ -475,8 +475,8 @@ def test_node_inputs_map_back_to_hosted_names():
     graph = shipped("framepack_first_last_frame")
     ids = {(n["class_type"], n["_meta"]["title"]): i for i, n in graph.items()}
     assert hosted_name(graph, ids[("FramePackSampler", "FramePack Sampler")], "num_frames") == "num_frames"
-    assert hosted_name(graph, ids[("LoadImage", "End image")], "image") == "end_image"
-    assert hosted_name(graph, ids[("LoadImage", "Start image")], "image") == "image"
+    assert hosted_name(graph, ids[("FramePackLoadImage", "End image")], "image") == "end_image"
+    assert hosted_name(graph, ids[("FramePackLoadImage", "Start image")], "image") == "image"
     assert hosted_name(graph, ids[("CLIPTextEncode", "Negative prompt")], "text") == "negative_prompt"
     assert hosted_name(graph, ids[("FramePackImageConditioning", "FramePack Image Conditioning")],
                        "custom_width") == "width"

@@ -89,7 +89,7 @@ def _spy_graph(graph, tail, tag):
                    "inputs": {"model": node_of_id(graph, "FramePackModelLoader"), "file_name": f"spy_{tag}.safetensors"},
                    "_meta": {"title": "spy"}}
     node_of(graph, "FramePackSampler")["inputs"]["model"] = ["50", 0]
-    video = node_of_id(graph, "LoadVideo")
+    video = node_of_id(graph, "FramePackLoadVideo")
     vae = node_of_id(graph, "VAELoader")
     graph["51"] = {"class_type": "GetVideoComponents", "inputs": {"video": video}, "_meta": {"title": "frames"}}
     for nid, (first, length, name) in {"52": (-tail, tail, "tail"), "54": (-1, 1, "last")}.items():

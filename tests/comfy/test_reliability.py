@@ -306,7 +306,7 @@ def test_strength_without_end_image_and_a_missing_end_image(comfy, comfy_server,
     assert_failed(code, result, "strength is only used with end_image", "add end_image or remove strength",
                   exit_code=2)
     graph = tiny_workflow("framepack_first_last_frame", prefix=unique("noend"))
-    node_of(graph, "LoadImage", "End image")["inputs"]["image"] = "no_such_end.png"
+    node_of(graph, "FramePackLoadImage", "End image")["inputs"]["image"] = "no_such_end.png"
     message = raw_rejection(comfy, graph)
     assert "no_such_end.png" in message and "LoadImage" in message
 

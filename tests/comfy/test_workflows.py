@@ -27,7 +27,7 @@ from scripts import build_workflows
 
 PACK_NODES = ("FramePackModelLoader", "FramePackLoraSelect", "FramePackImageConditioning", "FramePackKeyframe",
               "FramePackTimestampedPrompt", "FramePackSampler", "FramePackVideoCombine", "FramePackSafetyChecker",
-              "FramePackVideoConditioning")
+              "FramePackVideoConditioning", "FramePackLoadImage", "FramePackLoadVideo")
 WORKFLOW_NAMES = tuple(build_workflows.WORKFLOWS)
 
 

@@ -65,9 +65,21 @@ def test_the_parser_is_linear_on_hostile_text():
     regex takes over a minute on this text."""
     text = hostile(200_000)
     started = time.perf_counter()
-    entries = parse_timestamped_prompts(text, max_chars=len(text))
+    entries = parse_timestamped_prompts(text, max_chars=len(text), max_prompt_chars=len(text))
     assert time.perf_counter() - started < 1.0
     assert len(entries) == 1 and entries[0][0] == 0.0  # no line is a mark: all of it continues one prompt
+
+
+def test_each_prompt_is_capped_at_the_tokenizers_useful_length():
+    """One prompt may hold MAX_ONE_PROMPT_CHARS (the model reads 256 tokens, about 1,000 characters); a longer one
+    is refused naming its time, also when the whole text is within MAX_PROMPT_TEXT_CHARS."""
+    cap = limits.MAX_ONE_PROMPT_CHARS
+    assert cap < limits.MAX_PROMPT_TEXT_CHARS
+    fits = "a " * (cap // 2)
+    assert parse_timestamped_prompts(f"[0s] x\n[2s] {fits.strip()}")[1][1] == fits.strip()
+    with pytest.raises(InputError) as err:
+        parse_timestamped_prompts(f"[0s] x\n[2s] {fits}\nmore words")  # a continued line joins its prompt
+    assert f"the prompt at 2s has {cap + len(' more words') - 1} characters; the limit is {cap}" in str(err.value)
 
 
 def test_number_of_prompts_is_capped():
