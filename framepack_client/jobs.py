@@ -31,6 +31,7 @@ from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeo
 from .fetch import UrlPolicy
 from .hosted import HostedParams
 from .job_states import COMPLETED, FAILED, FINAL, LOST, QUEUED, RUNNING, WAVESPEED_STATUS
+from .model_files import missing_models, model_folder_paths
 from .outcome import END_EVENTS, VIDEO_SUFFIXES, Outcome, describe_rejection, locate
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
@@ -215,7 +216,7 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
     try:
         client.queue_prompt(job.prompt, prompt_id=job.prompt_id)
     except PromptRejected as err:
-        return _fail(store, job, describe_rejection(err, job.prompt))
+        return _fail(store, job, describe_rejection(err, job.prompt, _model_folders(client, err, job.prompt)))
     except (ComfyConnectionError, ComfyTimeout) as err:
         _fail(store, job, str(unreachable(client.base_url, err)))
         raise unreachable(client.base_url, err) from err
@@ -223,6 +224,17 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
         return _fail(store, job, f"the server refused the prompt: {err}")
     store.save(job)
     return job
+
+
+def _model_folders(client: ComfyClient, err: PromptRejected, graph: dict) -> dict[str, str]:
+    """The server's model directories, asked only when its refusal names missing model files, so the message says
+    where they go on that machine; {} when it does not say (the message then names models/<folder>)."""
+    if not missing_models(err.node_errors or {}, graph)[0]:
+        return {}
+    try:
+        return model_folder_paths(client.folder_paths())
+    except (ComfyError, ValueError):  # an older server without the endpoint, or a reply that is not JSON
+        return {}
 
 
 def _fail(store: JobStore, job: Job, error: str) -> Job:

@@ -28,25 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framepack_client.model_files import MODEL_SOURCES, MissingModel, missing_models_text  # noqa: E402
 from framepack_dev.comfy_server import (PACK_LINK_NAME, STAND_IN_LINK_NAME, STAND_IN_PACK,  # noqa: E402
                                        ComfyServer, locate_comfyui)
 from framepack_dev.device import choose_device, probe_torch_cuda  # noqa: E402
 from scripts import build_workflows as wf  # noqa: E402
 from scripts.comfy_service import PACK_DIR_NAME, LinkedElsewhere, link_pack  # noqa: E402
 
-SOURCES = {
-    "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
-                        "FramePackI2V_HY_fp8_e4m3fn.safetensors 13.3 GB, FramePack_F1_I2V_HY_20250503_*.safetensors) or "
-                        "the sharded folders lllyasviel/FramePackI2V_HY, lllyasviel/FramePack_F1_I2V_HY_20250503",
-    "text_encoders": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/text_encoders "
-                     "(clip_l.safetensors 246 MB; llava_llama3_fp16.safetensors 16 GB or llava_llama3_fp8_scaled 9 GB)",
-    "vae": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/vae (hunyuan_video_vae_bf16.safetensors 493 MB)",
-    "clip_vision": "https://huggingface.co/Comfy-Org/sigclip_vision_384 (sigclip_vision_patch14_384.safetensors 857 MB)",
-}
-
-
-def find_models(models: Path, f1: bool) -> tuple[dict, list[str]]:
-    """Names to put in the workflow, and what is missing (folder/file)."""
+def find_models(models: Path, f1: bool) -> tuple[dict, list[MissingModel]]:
+    """Names to put in the workflow, and what is missing."""
     stem = "FramePack_F1_I2V_HY_20250503" if f1 else "FramePackI2V_HY"
     dm = models / "diffusion_models"
     candidates = sorted(p.name for p in dm.glob(f"{stem}*")) if dm.is_dir() else []
@@ -54,16 +44,18 @@ def find_models(models: Path, f1: bool) -> tuple[dict, list[str]]:
     if candidates:
         chosen["model"] = candidates[0]
     else:
-        missing.append(f"diffusion_models/{stem}_bf16.safetensors (or _fp8_e4m3fn, or the sharded folder {stem}/)")
+        missing.append(MissingModel("diffusion_models", f"{stem}_bf16.safetensors",
+                                    f"or _fp8_e4m3fn, or the sharded folder {stem}/"))
     te = models / "text_encoders"
     llama = next((n for n in ("llava_llama3_fp16.safetensors", "llava_llama3_fp8_scaled.safetensors") if (te / n).is_file()), None)
     if llama:
         chosen["clip_name2"] = llama
     else:
-        missing.append("text_encoders/llava_llama3_fp16.safetensors (or llava_llama3_fp8_scaled.safetensors)")
+        missing.append(MissingModel("text_encoders", "llava_llama3_fp16.safetensors",
+                                    "or llava_llama3_fp8_scaled.safetensors"))
     for folder, name in (("text_encoders", wf.TEXT_ENCODER_1), ("vae", wf.VAE), ("clip_vision", wf.CLIP_VISION)):
         if not (models / folder / name).is_file():
-            missing.append(f"{folder}/{name}")
+            missing.append(MissingModel(folder, name))
     return chosen, missing
 
 
@@ -137,12 +129,8 @@ def main() -> int:
     chosen, missing = find_models(models, args.f1)
     smoke = args.smoke or bool(missing)
     if missing and not args.smoke:
-        print(f"Real FramePack weights are incomplete in {models}; missing:")
-        for m in missing:
-            print(f"  - {m}")
-        print("Download them from:")
-        for folder, source in SOURCES.items():
-            print(f"  {folder}/: {source}")
+        folders = {folder: str(models / folder) for folder in MODEL_SOURCES}
+        print(missing_models_text(missing, folders, where=f"the models folder {models}", then="run the demo again"))
         print("Continuing with a SMOKE RUN on tiny random weights (same nodes, API and MP4 path; the video is noise).\n")
 
     base = Path(tempfile.mkdtemp(prefix="framepack-demo-"))

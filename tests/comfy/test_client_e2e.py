@@ -252,3 +252,27 @@ def test_uploading_an_image_again_leaves_the_stored_file_alone(comfy_server, inp
     renamed = upload_image(client, str(source))
     assert renamed != name and (input_dir / renamed).read_bytes() == source.read_bytes()
     assert stored.read_bytes() == b"not the same picture"
+
+
+def test_a_server_without_the_weights_gets_one_list_of_the_missing_files(comfy_server, models_dir, tmp_path, dirs):
+    """The shipped workflow names the real weights, which the test server does not have: one list of the five
+    files, each with the server's own folder for it and where to download it, instead of ComfyUI's raw errors."""
+    from PIL import Image
+
+    from framepack_client.model_files import MODEL_SOURCES
+
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "start.png")
+    code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
+                                    str(tmp_path / "start.png"), "--prompt", "no weights")
+    assert code == 1, out + err
+    error = json.loads(out)["error"]
+    lines = error.splitlines()
+    assert lines[0].startswith("the ComfyUI server lacks 5 model files"), error
+    for folder, name in (("diffusion_models", "FramePackI2V_HY_bf16.safetensors"),
+                         ("text_encoders", "llava_llama3_fp16.safetensors"), ("text_encoders", "clip_l.safetensors"),
+                         ("vae", "hunyuan_video_vae_bf16.safetensors"),
+                         ("clip_vision", "sigclip_vision_patch14_384.safetensors")):
+        assert f"  - {name} -> {models_dir / folder}/" in lines, error
+        assert f"  {folder}/: {MODEL_SOURCES[folder]}" in lines
+    assert error.count(" -> ") == 5 and "also:" not in error
+    assert "Value not in list" not in error and "not in [" not in error and "Custom validation" not in error
