@@ -276,3 +276,25 @@ def test_a_server_without_the_weights_gets_one_list_of_the_missing_files(comfy_s
         assert f"  {folder}/: {MODEL_SOURCES[folder]}" in lines
     assert error.count(" -> ") == 5 and "also:" not in error
     assert "Value not in list" not in error and "not in [" not in error and "Custom validation" not in error
+
+
+def test_bad_videos_are_refused_before_anything_reaches_the_server(comfy, comfy_server, input_dir, tmp_path, dirs):
+    """A video cut short, a single frame and an audio-only file: exit 2, named as the user gave them, and the server
+    gets no upload and no prompt."""
+    from tests.client.test_video_probe import audio_only
+    from framepack_dev.videos import moving_frames, write_video
+
+    good = write_video(tmp_path / "good.mp4", moving_frames(12, 32, 32), 32, 32, lossless=False)
+    (tmp_path / "cut.mp4").write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    bad = {"cut.mp4": "is not a readable video", "voice.m4a": "has no video stream",
+           "one.mp4": "has 1 frame; a video to continue needs at least 5"}
+    audio_only(tmp_path / "voice.m4a")
+    write_video(tmp_path / "one.mp4", moving_frames(1, 32, 32), 32, 32, lossless=False)
+    uploads_before, history_before = sorted(p.name for p in input_dir.iterdir()), comfy.history()
+    for name, says in bad.items():
+        code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--video",
+                                        str(tmp_path / name), "--prompt", "bad video")
+        error = json.loads(out)["error"]
+        assert code == 2 and f"video file {str(tmp_path / name)!r} {says}" in error, out + err
+    assert sorted(p.name for p in input_dir.iterdir()) == uploads_before
+    assert comfy.history() == history_before and comfy.queue()["queue_pending"] == []
