@@ -45,6 +45,11 @@ CLIENT_STATES = (QUEUED, RUNNING, COMPLETED, FAILED)  # a client's job waits, ru
 EARLIER_STATE_NAMES = {"created": QUEUED, "processing": RUNNING}
 
 MessageHandler = Callable[[dict], None]
+# The videos' prefix in the server's output folder. The same for every job: the prompt is written into the MP4
+# (ComfyUI's "prompt" tag), so a per-job name there would make two runs of one seed differ in their bytes. Each
+# video still gets a file of its own (the node counts up and never overwrites), and a job finds its video in its
+# prompt's history, not by name.
+OUTPUT_PREFIX = "framepack_client/video"
 
 
 class ServerUnreachable(JobError):
@@ -198,7 +203,7 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
         start_name = upload_image(client, params.image, url_policy) if params.image else None
         video_name = upload_video(client, params.video, url_policy) if params.video else None
         end_name = upload_image(client, params.end_image, url_policy) if params.end_image else None
-        prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
+        prefix = filename_prefix or OUTPUT_PREFIX
         if model_file is None and workflow is None:
             model_file = default_model(params, f1)  # the shipped extend/t2v graphs follow --f1
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def local_result(stdout: str) -> dict | None:
     return result
 
 
+def client_command(*args: str, python: str = sys.executable) -> str:
+    """The client's command line as it can be pasted into a shell: this environment's python (a plain `python`
+    lacks websocket-client), run from the checkout (where framepack_client is), every part quoted."""
+    return f"cd {shlex.quote(str(REPO))} && " + shlex.join([python, "-m", "framepack_client", *args])
+
+
 def print_next_steps(install, relink: bool) -> None:
     if install.source == "pinned":
         try:
@@ -96,12 +103,14 @@ def print_next_steps(install, relink: bool) -> None:
             return
         print(f"The pack is linked into the pinned ComfyUI: {link}")
         print("  start it (GPU when present) on http://127.0.0.1:8188:  bash scripts/comfy_env.sh start")
-        print("  then open that URL, or:  python -m framepack_client run --server http://127.0.0.1:8188 "
-              "--image IMAGE --prompt TEXT")
+        args = ("run", "--server", "http://127.0.0.1:8188", "--image", "IMAGE", "--prompt", "TEXT")
+        print(f"  then open that URL, or:  {client_command(*args)}")
+        print(f"  (or, in an environment where you ran `pip install {shlex.quote(str(REPO))}`: "
+              f"{shlex.join(['framepack-video', *args])})")
         print("  stop it:  bash scripts/comfy_env.sh stop")
     else:
         print(f"Your ComfyUI ({install.comfy_dir}) was left as it is; to use the pack there: "
-              f"ln -s {REPO} {install.comfy_dir / 'custom_nodes' / PACK_DIR_NAME}")
+              f"{shlex.join(['ln', '-s', str(REPO), str(install.comfy_dir / 'custom_nodes' / PACK_DIR_NAME)])}")
 
 
 def main() -> int:
@@ -167,7 +176,7 @@ def main() -> int:
         print(f"== ComfyUI is up at {server.url} ({server.startup_seconds:.1f} s); generating through the HTTP API",
               flush=True)
         cmd = [sys.executable, "-m", "framepack_client", "run", "--server", server.url, *client_args]
-        print("   $ " + " ".join(cmd), flush=True)
+        print("   $ " + shlex.join(cmd), flush=True)
         done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)  # progress goes to stderr
     result = local_result(done.stdout)
     print(json.dumps(result, indent=2) if result is not None else done.stdout, flush=True)

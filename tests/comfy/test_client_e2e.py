@@ -298,3 +298,30 @@ def test_bad_videos_are_refused_before_anything_reaches_the_server(comfy, comfy_
         assert code == 2 and f"video file {str(tmp_path / name)!r} {says}" in error, out + err
     assert sorted(p.name for p in input_dir.iterdir()) == uploads_before
     assert comfy.history() == history_before and comfy.queue()["queue_pending"] == []
+
+
+def test_one_seed_twice_gives_the_same_mp4_bytes(comfy, comfy_server, tiny, dirs):
+    """The MP4 carries the prompt (ComfyUI's "prompt" tag, to restore the graph from the file): nothing per job may
+    be in it, so two runs of one seed give identical files. The server's caches are emptied between the runs, so the
+    second video is really decoded and written again (a different file on the server), not the first one reused."""
+    results = []
+    for _ in range(2):
+        comfy.free(unload_models=False, free_memory=True)  # ComfyUI resets its caches before its next prompt
+        time.sleep(1.0)
+        code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
+                                        str(tiny["start"]), "--prompt", "same seed",
+                                        *tiny_args(tiny["workflows"]["framepack_i2v"], seed=77))
+        assert code == 0, out + err
+        results.append(json.loads(out))
+    entries = [comfy.history(r["prompt_id"])[r["prompt_id"]] for r in results]
+    combine = next(i for i, n in entries[1]["prompt"][2].items() if n["class_type"] == "FramePackVideoCombine")
+    for entry in entries:
+        cached = [set(d.get("nodes", [])) for kind, d in entry["status"]["messages"] if kind == "execution_cached"]
+        assert not any(combine in nodes for nodes in cached), "the video must be written again, not reused"
+    served = [entry["outputs"][combine]["images"][0]["filename"] for entry in entries]
+    assert served[0] != served[1]
+    first, second = (Path(r["outputs"][0]).read_bytes() for r in results)
+    assert first == second
+    with av.open(results[0]["outputs"][0]) as container:  # the prompt is in the file, with no job's name in it
+        embedded = container.metadata["prompt"]
+    assert '"FramePackVideoCombine"' in embedded and results[0]["id"][:12] not in embedded
