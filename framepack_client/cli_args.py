@@ -202,7 +202,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                             description="Run one job per line of FILE, in order, each to its end.")
     batch.add_argument("file", metavar="FILE.jsonl", help="one JSON object of parameters per line")
     # listed only: cli.main hands "serve" and its arguments to framepack_service before this parser runs
-    subs.add_parser("serve", add_help=False, help="run the local service with the hosted APIs' contracts (serve --help)")
+    subs.add_parser("serve", add_help=False,
+                    help="run the local service with the hosted APIs' contracts (serve --help)")
     return parser
 
 

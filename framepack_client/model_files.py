@@ -17,13 +17,15 @@ from .terminal import printable
 # Where each model folder's files come from (one definition: the demo and the client print it).
 MODEL_SOURCES = {
     "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
-                        "FramePackI2V_HY_fp8_e4m3fn.safetensors 13.3 GB, FramePack_F1_I2V_HY_20250503_*.safetensors) or "
-                        "the sharded folders lllyasviel/FramePackI2V_HY, lllyasviel/FramePack_F1_I2V_HY_20250503",
+                        "FramePackI2V_HY_fp8_e4m3fn.safetensors 13.3 GB, "
+                        "FramePack_F1_I2V_HY_20250503_*.safetensors) or the sharded folders "
+                        "lllyasviel/FramePackI2V_HY, lllyasviel/FramePack_F1_I2V_HY_20250503",
     "text_encoders": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/text_encoders "
                      "(clip_l.safetensors 246 MB; llava_llama3_fp16.safetensors 16 GB or llava_llama3_fp8_scaled 9 GB)",
     "vae": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/vae "
            "(hunyuan_video_vae_bf16.safetensors 493 MB)",
-    "clip_vision": "https://huggingface.co/Comfy-Org/sigclip_vision_384 (sigclip_vision_patch14_384.safetensors 857 MB)",
+    "clip_vision": "https://huggingface.co/Comfy-Org/sigclip_vision_384 "
+                   "(sigclip_vision_patch14_384.safetensors 857 MB)",
 }
 
 # The loader inputs that name a model file: (class_type, input) -> models folder.

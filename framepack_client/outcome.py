@@ -159,7 +159,8 @@ def describe_rejection(err: PromptRejected, graph: dict, folders: Mapping[str, s
     the server's model directories when the caller asked it for them)."""
     missing, node_errors = missing_models(err.node_errors or {}, graph)
     if missing:
-        others = describe_rejection(PromptRejected(err.url, err.body, err.error or {}, node_errors), graph) if node_errors else ""
+        rest = PromptRejected(err.url, err.body, err.error or {}, node_errors)
+        others = describe_rejection(rest, graph) if node_errors else ""
         text = missing_models_text(missing, folders)
         return f"{text}\nalso: {others}" if others else text
     lines = []

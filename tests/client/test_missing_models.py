@@ -56,7 +56,8 @@ def test_each_missing_file_is_listed_once_from_the_prompt_sent(tmp_path):
     graph = shipped_prompt(tmp_path)
     missing, rest = missing_models(refusal_without_weights(graph).node_errors, graph)
     assert sorted(missing, key=lambda m: m.name) == sorted([
-        MissingModel("text_encoders", "llava_llama3_fp16.safetensors"), MissingModel("text_encoders", "clip_l.safetensors"),
+        MissingModel("text_encoders", "llava_llama3_fp16.safetensors"),
+        MissingModel("text_encoders", "clip_l.safetensors"),
         MissingModel("diffusion_models", "FramePackI2V_HY_bf16.safetensors"),
         MissingModel("clip_vision", "sigclip_vision_patch14_384.safetensors"),
         MissingModel("vae", "hunyuan_video_vae_bf16.safetensors")], key=lambda m: m.name)
