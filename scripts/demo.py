@@ -89,9 +89,10 @@ def local_result(stdout: str) -> dict | None:
 
 
 def client_command(*args: str, python: str = sys.executable) -> str:
-    """The client's command line as it can be pasted into a shell: this environment's python (a plain `python`
-    lacks websocket-client), run from the checkout (where framepack_client is), every part quoted."""
-    return f"cd {shlex.quote(str(REPO))} && " + shlex.join([python, "-m", "framepack_client", *args])
+    """The client's command line as it can be pasted into a shell, in any folder (relative paths stay the user's):
+    this environment's python (a plain `python` lacks websocket-client) with the checkout on its path (where
+    framepack_client is), every part quoted."""
+    return f"PYTHONPATH={shlex.quote(str(REPO))} " + shlex.join([python, "-m", "framepack_client", *args])
 
 
 def print_next_steps(install, relink: bool) -> None:
