@@ -304,13 +304,19 @@ def test_one_seed_twice_gives_the_same_mp4_bytes(comfy, comfy_server, tiny, dirs
     """The MP4 carries the prompt (ComfyUI's "prompt" tag, to restore the graph from the file): nothing per job may
     be in it, so two runs of one seed give identical files. The server's caches are emptied between the runs, so the
     second video is really decoded and written again (a different file on the server), not the first one reused."""
+    from framepack_dev.tiny_models import START_IMAGE
+
+    # ComfyUI resets its caches when its worker next looks at its flags: after the prompt it is running or, idle,
+    # at once. A small prompt run to its end after /free makes sure that happened before the job is queued.
+    flush = {"1": {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
     results = []
     for _ in range(2):
-        comfy.free(unload_models=False, free_memory=True)  # ComfyUI resets its caches before its next prompt
-        time.sleep(1.0)
+        comfy.free(unload_models=False, free_memory=True)
+        assert comfy.run(flush, timeout=120).ok
         code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
                                         str(tiny["start"]), "--prompt", "same seed",
-                                        *tiny_args(tiny["workflows"]["framepack_i2v"], seed=77, steps=2))
+                                        *tiny_args(tiny["workflows"]["framepack_i2v"], seed=77))
         assert code == 0, out + err
         results.append(json.loads(out))
     entries = [comfy.history(r["prompt_id"])[r["prompt_id"]] for r in results]
