@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +158,22 @@ def _param_options() -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
+MODULE_PROG = "python -m framepack_client"
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """How the command line was called, for its help: the installed script by the name it was run as (framepack-video),
+    or ``python -m framepack_client`` (argv[0] is then the package's __main__.py)."""
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return MODULE_PROG if not name or name.endswith(".py") or name == "-c" else name
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m framepack_client", description=MAIN_DESCRIPTION,
-                                     epilog=MAIN_EPILOG, formatter_class=fmt)
-    subs = parser.add_subparsers(dest="command", metavar="{run,submit,status,result,batch}")
+    prog = prog or invoked_as()
+    parser = argparse.ArgumentParser(prog=prog, description=MAIN_DESCRIPTION,
+                                     epilog=MAIN_EPILOG.replace(MODULE_PROG, prog), formatter_class=fmt)
+    subs = parser.add_subparsers(dest="command", metavar="{" + ",".join((*COMMANDS, "serve")) + "}")
     common, workflow, params = _common_options(), _workflow_options(), _param_options()
     subs.add_parser("run", parents=[params, workflow, common], formatter_class=fmt, epilog=RUN_EPILOG,
                     help="generate a video and wait for it (default command)",
@@ -188,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run the jobs of a JSON-lines file in order",
                             description="Run one job per line of FILE, in order, each to its end.")
     batch.add_argument("file", metavar="FILE.jsonl", help="one JSON object of parameters per line")
+    # listed only: cli.main hands "serve" and its arguments to framepack_service before this parser runs
+    subs.add_parser("serve", add_help=False,
+                    help="run the local service with the hosted APIs' contracts (serve --help)")
     return parser
 
 

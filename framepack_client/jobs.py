@@ -31,6 +31,7 @@ from .errors import ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeo
 from .fetch import UrlPolicy
 from .hosted import HostedParams
 from .job_states import COMPLETED, FAILED, FINAL, LOST, QUEUED, RUNNING, WAVESPEED_STATUS
+from .model_files import missing_models, model_folder_paths
 from .outcome import END_EVENTS, VIDEO_SUFFIXES, Outcome, describe_rejection, locate
 from .server_api import ComfyClient, EventStream, check_server_url
 from .terminal import printable
@@ -44,6 +45,11 @@ CLIENT_STATES = (QUEUED, RUNNING, COMPLETED, FAILED)  # a client's job waits, ru
 EARLIER_STATE_NAMES = {"created": QUEUED, "processing": RUNNING}
 
 MessageHandler = Callable[[dict], None]
+# The videos' prefix in the server's output folder. The same for every job: the prompt is written into the MP4
+# (ComfyUI's "prompt" tag), so a per-job name there would make two runs of one seed differ in their bytes. Each
+# video still gets a file of its own (the node counts up and never overwrites), and a job finds its video in its
+# prompt's history, not by name.
+OUTPUT_PREFIX = "framepack_client/video"
 
 
 class ServerUnreachable(JobError):
@@ -197,7 +203,7 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
         start_name = upload_image(client, params.image, url_policy) if params.image else None
         video_name = upload_video(client, params.video, url_policy) if params.video else None
         end_name = upload_image(client, params.end_image, url_policy) if params.end_image else None
-        prefix = filename_prefix or f"framepack_client/{job.id[:12]}"  # own output name: never another job's file
+        prefix = filename_prefix or OUTPUT_PREFIX
         if model_file is None and workflow is None:
             model_file = default_model(params, f1)  # the shipped extend/t2v graphs follow --f1
         job.prompt = build_prompt(params, graph, start_image_name=start_name, end_image_name=end_name,
@@ -215,7 +221,7 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
     try:
         client.queue_prompt(job.prompt, prompt_id=job.prompt_id)
     except PromptRejected as err:
-        return _fail(store, job, describe_rejection(err, job.prompt))
+        return _fail(store, job, describe_rejection(err, job.prompt, _model_folders(client, err, job.prompt)))
     except (ComfyConnectionError, ComfyTimeout) as err:
         _fail(store, job, str(unreachable(client.base_url, err)))
         raise unreachable(client.base_url, err) from err
@@ -223,6 +229,17 @@ def queue_job(client: ComfyClient, store: JobStore, params: HostedParams, *, f1:
         return _fail(store, job, f"the server refused the prompt: {err}")
     store.save(job)
     return job
+
+
+def _model_folders(client: ComfyClient, err: PromptRejected, graph: dict) -> dict[str, str]:
+    """The server's model directories, asked only when its refusal names missing model files, so the message says
+    where they go on that machine; {} when it does not say (the message then names models/<folder>)."""
+    if not missing_models(err.node_errors or {}, graph)[0]:
+        return {}
+    try:
+        return model_folder_paths(client.folder_paths())
+    except (ComfyError, ValueError):  # an older server without the endpoint, or a reply that is not JSON
+        return {}
 
 
 def _fail(store: JobStore, job: Job, error: str) -> Job:

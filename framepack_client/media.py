@@ -1,7 +1,8 @@
 """Is a source given for an image or a video usable, before anything is sent to a server? The checks are local and
 cheap: a URL or a data: URI is checked for form only (it is fetched when the job is queued, under a URL policy:
 framepack_client.fetch); a local file is read and checked, an image in full (framepack_client.images: kind and size
-from its header), a video from its first bytes. A video given where an image is expected, and the reverse, say
+from its header), a video from its first bytes, then probed (framepack_client.video_probe: streams, size, rate and
+frame count). A video given where an image is expected, and the reverse, say
 which parameter takes it."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from framepack_core.limits import MAX_IMAGE_BYTES, MAX_VIDEO_BYTES
 
 from .images import IMAGE_KINDS, ImageProblem, check_image, sniff_image_kind
+from .video_probe import video_problem
 
 VIDEO_KINDS = "MP4, MOV, WebM, MKV or AVI"  # containers ComfyUI's LoadVideo (PyAV) reads
 MAX_BYTES = {"image": MAX_IMAGE_BYTES, "video": MAX_VIDEO_BYTES}
@@ -110,4 +112,12 @@ def check_media_source(name: str, value: Any, kind: str = "image", local_files: 
             data = f.read() if kind == "image" else f.read(16)  # a video is checked by its first bytes only
     except OSError as err:
         return f"{name} file {str(path)!r} cannot be read ({err.strerror}); check its permissions"
-    return check_media_bytes(name, data, f"file {str(path)!r}", kind)[0]
+    where = f"file {str(path)!r}"
+    problem = check_media_bytes(name, data, where, kind)[0]
+    if problem or kind == "image":
+        return problem
+    try:  # the video's streams, size, rate and frames, before it is uploaded (framepack_client.video_probe)
+        with open(path, "rb") as f:
+            return video_problem(f, f"{name} {where}")
+    except OSError as err:
+        return f"{name} {where} cannot be read ({err.strerror}); check its permissions"

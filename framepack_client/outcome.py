@@ -18,6 +18,7 @@ from framepack_core.limits import RANDOM_SEED
 
 from .errors import PromptRejected
 from .job_states import COMPLETED, FAILED, LOST, QUEUED, RUNNING
+from .model_files import missing_models, missing_models_text
 from .terminal import printable
 from .workflow import IMAGE_LOADERS, SAFETY_NODE, find_nodes, hosted_name
 
@@ -152,8 +153,16 @@ def locate(client, prompt_id: str, graph: Mapping[str, dict] | None, params: Map
     return read_history(entry, graph, params)
 
 
-def describe_rejection(err: PromptRejected, graph: dict) -> str:
-    """The server's validation errors in the hosted parameters' terms where it names an input we filled."""
+def describe_rejection(err: PromptRejected, graph: dict, folders: Mapping[str, str] | None = None) -> str:
+    """The server's validation errors in the hosted parameters' terms where it names an input we filled. Missing
+    model files come first, as one list (:func:`~framepack_client.model_files.missing_models_text`; ``folders``:
+    the server's model directories when the caller asked it for them)."""
+    missing, node_errors = missing_models(err.node_errors or {}, graph)
+    if missing:
+        rest = PromptRejected(err.url, err.body, err.error or {}, node_errors)
+        others = describe_rejection(rest, graph) if node_errors else ""
+        text = missing_models_text(missing, folders)
+        return f"{text}\nalso: {others}" if others else text
     lines = []
     for node_id, info in (err.node_errors or {}).items():
         for item in info.get("errors", []):

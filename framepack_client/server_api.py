@@ -275,6 +275,10 @@ class ComfyClient:
         """``{"system": {...versions...}, "devices": [...]}``; also the cheapest liveness check."""
         return self._get_json("/system_stats")
 
+    def folder_paths(self) -> JsonDict:
+        """``GET /internal/folder_paths``: {folder: [directories]} of the server's models (where files go)."""
+        return self._get_json("/internal/folder_paths")
+
     def history(self, prompt_id: str | None = None, max_items: int | None = None) -> JsonDict:
         """``{prompt_id: entry}`` for one prompt (empty until it finished) or for all recent ones."""
         if prompt_id is not None:

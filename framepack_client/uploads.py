@@ -3,12 +3,14 @@ URL policy: framepack_client.fetch) or a data: URI, checked, and stored in the C
 name made from their content.
 
 Images are checked from their header (framepack_client.images) and videos from their first bytes
-(framepack_client.media) before anything is sent; a local file's size is checked before it is read.
+(framepack_client.media) and a probe of their streams and frames (framepack_client.video_probe) before anything is
+sent; a local file's size is checked before it is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from .fetch import FetchError, UrlPolicy, is_image_source, load_source, short
 from .images import ImageProblem, check_image
 from .media import check_media_bytes
 from .server_api import ComfyClient
+from .video_probe import video_problem
 
 # The user's own image URLs: any address (a server on the user's network is fine), but never a redirect from a
 # public server into the local network or from https to http (fetch.py).
@@ -83,10 +86,11 @@ def upload_image(client: ComfyClient, source: str, policy: UrlPolicy = CLIENT_UR
 
 def _read_video(source: str, policy: UrlPolicy = CLIENT_URL_POLICY) -> tuple[bytes, str]:
     """(bytes, container) of a local video, an http(s) URL (fetched under :func:`video_policy` of ``policy``: the
-    image URLs' address and redirect rules) or a data: URI, checked by its first bytes to be a video."""
+    image URLs' address and redirect rules) or a data: URI, checked by its first bytes to be a video, then probed."""
     data, shown = _read_source(source, "video", video_policy(policy), MAX_VIDEO_BYTES,
                                "a shorter video (only its end is used as context)")
     problem, kind = check_media_bytes("video", data, shown, "video")
+    problem = problem or video_problem(io.BytesIO(data), f"video {shown}")
     if problem:
         raise JobError(problem)
     return data, kind

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,25 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framepack_client.model_files import MODEL_SOURCES, MissingModel, missing_models_text  # noqa: E402
 from framepack_dev.comfy_server import (PACK_LINK_NAME, STAND_IN_LINK_NAME, STAND_IN_PACK,  # noqa: E402
                                        ComfyServer, locate_comfyui)
 from framepack_dev.device import choose_device, probe_torch_cuda  # noqa: E402
 from scripts import build_workflows as wf  # noqa: E402
 from scripts.comfy_service import PACK_DIR_NAME, LinkedElsewhere, link_pack  # noqa: E402
 
-SOURCES = {
-    "diffusion_models": "https://huggingface.co/Kijai/HunyuanVideo_comfy (FramePackI2V_HY_bf16.safetensors 25.7 GB, "
-                        "FramePackI2V_HY_fp8_e4m3fn.safetensors 13.3 GB, FramePack_F1_I2V_HY_20250503_*.safetensors) or "
-                        "the sharded folders lllyasviel/FramePackI2V_HY, lllyasviel/FramePack_F1_I2V_HY_20250503",
-    "text_encoders": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/text_encoders "
-                     "(clip_l.safetensors 246 MB; llava_llama3_fp16.safetensors 16 GB or llava_llama3_fp8_scaled 9 GB)",
-    "vae": "https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged split_files/vae (hunyuan_video_vae_bf16.safetensors 493 MB)",
-    "clip_vision": "https://huggingface.co/Comfy-Org/sigclip_vision_384 (sigclip_vision_patch14_384.safetensors 857 MB)",
-}
-
-
-def find_models(models: Path, f1: bool) -> tuple[dict, list[str]]:
-    """Names to put in the workflow, and what is missing (folder/file)."""
+def find_models(models: Path, f1: bool) -> tuple[dict, list[MissingModel]]:
+    """Names to put in the workflow, and what is missing."""
     stem = "FramePack_F1_I2V_HY_20250503" if f1 else "FramePackI2V_HY"
     dm = models / "diffusion_models"
     candidates = sorted(p.name for p in dm.glob(f"{stem}*")) if dm.is_dir() else []
@@ -54,16 +45,18 @@ def find_models(models: Path, f1: bool) -> tuple[dict, list[str]]:
     if candidates:
         chosen["model"] = candidates[0]
     else:
-        missing.append(f"diffusion_models/{stem}_bf16.safetensors (or _fp8_e4m3fn, or the sharded folder {stem}/)")
+        missing.append(MissingModel("diffusion_models", f"{stem}_bf16.safetensors",
+                                    f"or _fp8_e4m3fn, or the sharded folder {stem}/"))
     te = models / "text_encoders"
     llama = next((n for n in ("llava_llama3_fp16.safetensors", "llava_llama3_fp8_scaled.safetensors") if (te / n).is_file()), None)
     if llama:
         chosen["clip_name2"] = llama
     else:
-        missing.append("text_encoders/llava_llama3_fp16.safetensors (or llava_llama3_fp8_scaled.safetensors)")
+        missing.append(MissingModel("text_encoders", "llava_llama3_fp16.safetensors",
+                                    "or llava_llama3_fp8_scaled.safetensors"))
     for folder, name in (("text_encoders", wf.TEXT_ENCODER_1), ("vae", wf.VAE), ("clip_vision", wf.CLIP_VISION)):
         if not (models / folder / name).is_file():
-            missing.append(f"{folder}/{name}")
+            missing.append(MissingModel(folder, name))
     return chosen, missing
 
 
@@ -95,6 +88,13 @@ def local_result(stdout: str) -> dict | None:
     return result
 
 
+def client_command(*args: str, python: str = sys.executable) -> str:
+    """The client's command line as it can be pasted into a shell, in any folder (relative paths stay the user's):
+    this environment's python (a plain `python` lacks websocket-client) with the checkout on its path (where
+    framepack_client is), every part quoted."""
+    return f"PYTHONPATH={shlex.quote(str(REPO))} " + shlex.join([python, "-m", "framepack_client", *args])
+
+
 def print_next_steps(install, relink: bool) -> None:
     if install.source == "pinned":
         try:
@@ -104,12 +104,14 @@ def print_next_steps(install, relink: bool) -> None:
             return
         print(f"The pack is linked into the pinned ComfyUI: {link}")
         print("  start it (GPU when present) on http://127.0.0.1:8188:  bash scripts/comfy_env.sh start")
-        print("  then open that URL, or:  python -m framepack_client run --server http://127.0.0.1:8188 "
-              "--image IMAGE --prompt TEXT")
+        args = ("run", "--server", "http://127.0.0.1:8188", "--image", "IMAGE", "--prompt", "TEXT")
+        print(f"  then open that URL, or:  {client_command(*args)}")
+        print(f"  (or, in an environment where you ran `pip install {shlex.quote(str(REPO))}`: "
+              f"{shlex.join(['framepack-video', *args])})")
         print("  stop it:  bash scripts/comfy_env.sh stop")
     else:
         print(f"Your ComfyUI ({install.comfy_dir}) was left as it is; to use the pack there: "
-              f"ln -s {REPO} {install.comfy_dir / 'custom_nodes' / PACK_DIR_NAME}")
+              f"{shlex.join(['ln', '-s', str(REPO), str(install.comfy_dir / 'custom_nodes' / PACK_DIR_NAME)])}")
 
 
 def main() -> int:
@@ -137,12 +139,8 @@ def main() -> int:
     chosen, missing = find_models(models, args.f1)
     smoke = args.smoke or bool(missing)
     if missing and not args.smoke:
-        print(f"Real FramePack weights are incomplete in {models}; missing:")
-        for m in missing:
-            print(f"  - {m}")
-        print("Download them from:")
-        for folder, source in SOURCES.items():
-            print(f"  {folder}/: {source}")
+        folders = {folder: str(models / folder) for folder in MODEL_SOURCES}
+        print(missing_models_text(missing, folders, where=f"the models folder {models}", then="run the demo again"))
         print("Continuing with a SMOKE RUN on tiny random weights (same nodes, API and MP4 path; the video is noise).\n")
 
     base = Path(tempfile.mkdtemp(prefix="framepack-demo-"))
@@ -179,7 +177,7 @@ def main() -> int:
         print(f"== ComfyUI is up at {server.url} ({server.startup_seconds:.1f} s); generating through the HTTP API",
               flush=True)
         cmd = [sys.executable, "-m", "framepack_client", "run", "--server", server.url, *client_args]
-        print("   $ " + " ".join(cmd), flush=True)
+        print("   $ " + shlex.join(cmd), flush=True)
         done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)  # progress goes to stderr
     result = local_result(done.stdout)
     print(json.dumps(result, indent=2) if result is not None else done.stdout, flush=True)

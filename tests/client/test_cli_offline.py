@@ -398,3 +398,21 @@ def test_batch_reports_each_line(start_png, tmp_path):
     assert "not valid JSON" in out[1]["error"]
     assert "f1 must be true or false" in out[2]["error"]
     assert out[-1]["summary"]["total"] == 3 and out[-1]["summary"]["failed"] == 3
+
+
+def test_help_names_the_command_as_it_was_called_and_lists_serve(tmp_path):
+    """An installed `framepack-video` (pip's script: import main and call it) says `usage: framepack-video` and lists
+    serve among its commands; `python -m framepack_client` says that."""
+    script = tmp_path / "framepack-video"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom framepack_client.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for command, prog in (([str(script), "--help"], "framepack-video"),
+                          ([sys.executable, "-m", "framepack_client", "--help"], "python -m framepack_client")):
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: {prog} [-h]"), done.stdout[:200]
+        assert "{run,submit,status,result,batch,serve}" in done.stdout
+        assert "    serve " in done.stdout and f"{prog} run --image start.png" in done.stdout
+        other = "python -m framepack_client" if prog == "framepack-video" else "framepack-video"
+        assert other not in done.stdout

@@ -252,3 +252,82 @@ def test_uploading_an_image_again_leaves_the_stored_file_alone(comfy_server, inp
     renamed = upload_image(client, str(source))
     assert renamed != name and (input_dir / renamed).read_bytes() == source.read_bytes()
     assert stored.read_bytes() == b"not the same picture"
+
+
+def test_a_server_without_the_weights_gets_one_list_of_the_missing_files(comfy_server, models_dir, tmp_path, dirs):
+    """The shipped workflow names the real weights, which the test server does not have: one list of the five
+    files, each with the server's own folder for it and where to download it, instead of ComfyUI's raw errors."""
+    from PIL import Image
+
+    from framepack_client.model_files import MODEL_SOURCES
+
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "start.png")
+    code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
+                                    str(tmp_path / "start.png"), "--prompt", "no weights")
+    assert code == 1, out + err
+    error = json.loads(out)["error"]
+    lines = error.splitlines()
+    assert lines[0].startswith("the ComfyUI server lacks 5 model files"), error
+    for folder, name in (("diffusion_models", "FramePackI2V_HY_bf16.safetensors"),
+                         ("text_encoders", "llava_llama3_fp16.safetensors"), ("text_encoders", "clip_l.safetensors"),
+                         ("vae", "hunyuan_video_vae_bf16.safetensors"),
+                         ("clip_vision", "sigclip_vision_patch14_384.safetensors")):
+        assert f"  - {name} -> {models_dir / folder}/" in lines, error
+        assert f"  {folder}/: {MODEL_SOURCES[folder]}" in lines
+    assert error.count(" -> ") == 5 and "also:" not in error
+    assert "Value not in list" not in error and "not in [" not in error and "Custom validation" not in error
+
+
+def test_bad_videos_are_refused_before_anything_reaches_the_server(comfy, comfy_server, input_dir, tmp_path, dirs):
+    """A video cut short, a single frame and an audio-only file: exit 2, named as the user gave them, and the server
+    gets no upload and no prompt."""
+    from tests.client.test_video_probe import audio_only
+    from framepack_dev.videos import moving_frames, write_video
+
+    good = write_video(tmp_path / "good.mp4", moving_frames(12, 32, 32), 32, 32, lossless=False)
+    (tmp_path / "cut.mp4").write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    bad = {"cut.mp4": "is not a readable video", "voice.m4a": "has no video stream",
+           "one.mp4": "has 1 frame; a video to continue needs at least 5"}
+    audio_only(tmp_path / "voice.m4a")
+    write_video(tmp_path / "one.mp4", moving_frames(1, 32, 32), 32, 32, lossless=False)
+    uploads_before, history_before = sorted(p.name for p in input_dir.iterdir()), comfy.history()
+    for name, says in bad.items():
+        code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--video",
+                                        str(tmp_path / name), "--prompt", "bad video")
+        error = json.loads(out)["error"]
+        assert code == 2 and f"video file {str(tmp_path / name)!r} {says}" in error, out + err
+    assert sorted(p.name for p in input_dir.iterdir()) == uploads_before
+    assert comfy.history() == history_before and comfy.queue()["queue_pending"] == []
+
+
+def test_one_seed_twice_gives_the_same_mp4_bytes(comfy, comfy_server, tiny, dirs):
+    """The MP4 carries the prompt (ComfyUI's "prompt" tag, to restore the graph from the file): nothing per job may
+    be in it, so two runs of one seed give identical files. The server's caches are emptied between the runs, so the
+    second video is really decoded and written again (a different file on the server), not the first one reused."""
+    from framepack_dev.tiny_models import START_IMAGE
+
+    # ComfyUI resets its caches when its worker next looks at its flags: after the prompt it is running or, idle,
+    # at once. A small prompt run to its end after /free makes sure that happened before the job is queued.
+    flush = {"1": {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    results = []
+    for _ in range(2):
+        comfy.free(unload_models=False, free_memory=True)
+        assert comfy.run(flush, timeout=120).ok
+        code, out, err = cli_in_process("run", "--server", comfy_server.url, *dirs, "--quiet", "--image",
+                                        str(tiny["start"]), "--prompt", "same seed",
+                                        *tiny_args(tiny["workflows"]["framepack_i2v"], seed=77))
+        assert code == 0, out + err
+        results.append(json.loads(out))
+    entries = [comfy.history(r["prompt_id"])[r["prompt_id"]] for r in results]
+    combine = next(i for i, n in entries[1]["prompt"][2].items() if n["class_type"] == "FramePackVideoCombine")
+    for entry in entries:
+        cached = [set(d.get("nodes", [])) for kind, d in entry["status"]["messages"] if kind == "execution_cached"]
+        assert not any(combine in nodes for nodes in cached), "the video must be written again, not reused"
+    served = [entry["outputs"][combine]["images"][0]["filename"] for entry in entries]
+    assert served[0] != served[1]
+    first, second = (Path(r["outputs"][0]).read_bytes() for r in results)
+    assert first == second
+    with av.open(results[0]["outputs"][0]) as container:  # the prompt is in the file, with no job's name in it
+        embedded = container.metadata["prompt"]
+    assert '"FramePackVideoCombine"' in embedded and results[0]["id"][:12] not in embedded

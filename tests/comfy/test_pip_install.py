@@ -62,11 +62,12 @@ def test_installs_the_client_with_its_workflows_and_without_torch(installed):
 
 
 def test_help_and_offline_validation_from_another_folder(installed):
-    for command in ([installed["bin"] / "framepack-video", "--help"],
-                    [installed["python"], "-m", "framepack_client", "--help"]):
+    for command, prog in (([installed["bin"] / "framepack-video", "--help"], "framepack-video"),
+                          ([installed["python"], "-m", "framepack_client", "--help"], "python -m framepack_client")):
         done = _run(installed, *command)
         assert done.returncode == 0, done.stderr
         assert "run" in done.stdout and "submit" in done.stdout and "--help" in done.stdout
+        assert done.stdout.startswith(f"usage: {prog} ") and "{run,submit,status,result,batch,serve}" in done.stdout
     bad = _run(installed, installed["bin"] / "framepack-video", "run", "--server", "http://127.0.0.1:9",
                "--image", "missing.png", "--prompt", "x", "--num-frames", "10")
     assert bad.returncode == 2, bad.stdout + bad.stderr

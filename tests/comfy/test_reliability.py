@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from framepack_client.hosted import HostedParams
 from framepack_client.job_states import QUEUED, RUNNING
-from framepack_client.jobs import JobStore, check, follow, queue_job
+from framepack_client.jobs import OUTPUT_PREFIX, JobStore, check, follow, queue_job
 from framepack_client.server_api import ComfyClient, PromptRejected
 from framepack_core.loading import save_framepack_model
 from framepack_dev.comfy_server import ComfyServer
@@ -191,7 +191,9 @@ def probe_bytes(data: bytes) -> dict:
 
 def test_model_name_not_on_the_server(comfy_server, tiny, dirs):
     code, result = client_run(comfy_server.url, tiny, dirs, "--model", "FramePackI2V_HY_typo.safetensors")
-    assert_failed(code, result, "FramePackI2V_HY_typo.safetensors", "was not found in models/diffusion_models")
+    error = assert_failed(code, result, "the ComfyUI server lacks 1 model file",
+                          f"  - FramePackI2V_HY_typo.safetensors -> {comfy_server.models_dir / 'diffusion_models'}/")
+    assert "also:" not in error  # the loader's message repeated for its other inputs is not said again
 
 
 # -- images ----------------------------------------------------------------------------------------------------
@@ -363,11 +365,16 @@ def test_interrupt_during_a_section(comfy_server, tiny, tmp_path):
 
 
 def test_interrupt_during_decoding_leaves_no_partial_video(comfy_server, tiny, tmp_path):
+    def videos() -> set:  # the client's prefix is the same for every job: compare the folder before and after
+        prefix = OUTPUT_PREFIX
+        folder = (comfy_server.output_dir / prefix).parent
+        return set(folder.glob(f"{Path(prefix).name}*")) if folder.is_dir() else set()
+
+    before = videos()
     job = _interrupting_job(comfy_server, tiny, tmp_path, "FramePackVideoCombine", frames=600)
     assert job.status == "failed" and job.error.startswith("interrupted in FramePackVideoCombine"), job.error
-    prefix = node_of(job.prompt, "FramePackVideoCombine")["inputs"]["filename_prefix"]
-    folder, stem = (comfy_server.output_dir / prefix).parent, Path(prefix).name
-    assert not list(folder.glob(f"{stem}*")), "an interrupted video must not leave a partial MP4"
+    assert node_of(job.prompt, "FramePackVideoCombine")["inputs"]["filename_prefix"] == OUTPUT_PREFIX
+    assert videos() == before, "an interrupted video must not leave a partial MP4"
 
 
 def test_two_prompts_back_to_back(comfy_server, tiny, tmp_path):
