@@ -70,12 +70,14 @@ class LiveService(_Calls):
         import uvicorn
 
         from framepack_service.app import create_app
+        from framepack_service.connections import uvicorn_config
         from framepack_service.core import Service, ServiceConfig
 
         self.port = free_port()
         self.key = config.get("api_key")
-        self.service = Service(ServiceConfig(comfy_urls=comfy_urls, data_dir=data_dir, **config))
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.service), host="127.0.0.1", port=self.port,
+        self.service = Service(ServiceConfig(comfy_urls=comfy_urls, data_dir=data_dir, host="127.0.0.1",
+                                             port=self.port, **config))
+        self.server = uvicorn.Server(uvicorn_config(create_app(self.service), self.service.config,
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
