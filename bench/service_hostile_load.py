@@ -8,7 +8,7 @@ The service runs as a user starts it (``python -m framepack_service``, an API ke
 with its soft open-files limit at 1024 (a common default; ``--nofile``). The health checker connects from
 127.0.0.2, another loopback address, as a second client would. Usage:
 
-    python bench/service_hostile_load.py --slow 1100 --json-mb 47 [--out result.json]
+    python bench/service_hostile_load.py --slow 1100 --json-mb 47 21 [--out result.json]
 """
 
 from __future__ import annotations
@@ -105,20 +105,26 @@ def slow_clients(port: int, count: int, timeout: float) -> dict:
     opened = time.monotonic() - start
     time.sleep(1.0)
     took = health_seconds(port, timeout)
-    open_after = 0
-    for s in held:  # how many of them the service still holds open
+    states = {"open": 0, "answered_and_closed": 0, "closed": 0}
+    for s in held:  # what the service did with them: still open, refused with an answer, or closed
         s.setblocking(False)
+        got = b""
         try:
-            open_after += s.recv(1) != b""  # b"": the service closed it
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    states["answered_and_closed" if got else "closed"] += 1
+                    break
+                got += chunk
         except BlockingIOError:
-            open_after += 1
+            states["open"] += 1
         except OSError:
-            pass
+            states["closed"] += 1
     for s in held:
         s.close()
     return {"connections": count, "connect_failed": failed, "open_seconds": round(opened, 2),
             "health_seconds": None if took is None else round(took, 3), "health_timeout": timeout,
-            "still_open_at_the_end": open_after}
+            "slow_connections_at_the_end": states}
 
 
 def post(port: int, body: bytes, results: list, index: int) -> None:
@@ -131,8 +137,10 @@ def post(port: int, body: bytes, results: list, index: int) -> None:
             status = response.status
     except urllib.error.HTTPError as err:
         status = err.code
+    except urllib.error.URLError as err:  # e.g. the connection closed while the body was still being sent
+        status = type(err.reason).__name__
     except OSError as err:
-        status = f"{type(err).__name__}"
+        status = type(err).__name__
     results[index] = (status, round(time.monotonic() - start, 2))
 
 
@@ -165,7 +173,7 @@ def main() -> int:
     p.add_argument("--slow", type=int, default=1100, help="half-open connections (0: skip)")
     p.add_argument("--slow-timeout", type=float, default=30.0, help="seconds /health may take before it counts as "
                                                                      "not answering")
-    p.add_argument("--json-mb", type=float, default=47.0, help="JSON array size in MB (0: skip)")
+    p.add_argument("--json-mb", type=float, nargs="*", default=[47.0], help="JSON array sizes in MB")
     p.add_argument("--nofile", type=int, default=1024, help="the service's soft open-files limit")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -179,11 +187,11 @@ def main() -> int:
             finally:
                 proc.kill()
                 proc.wait()
-        if args.json_mb:
-            proc, port = start_service(Path(tmp) / "json", args.nofile)
+        for size in args.json_mb:
+            proc, port = start_service(Path(tmp) / f"json{size:g}", args.nofile)
             try:
-                report["json_one"] = json_bodies(port, proc.pid, args.json_mb, 1)
-                report["json_four"] = json_bodies(port, proc.pid, args.json_mb, 4)
+                report[f"json_{size:g}MB_one"] = json_bodies(port, proc.pid, size, 1)
+                report[f"json_{size:g}MB_four"] = json_bodies(port, proc.pid, size, 4)
             finally:
                 proc.kill()
                 proc.wait()
