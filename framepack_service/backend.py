@@ -4,6 +4,7 @@ job is, its video, stop a job. This module is the only one of the service that t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from functools import lru_cache
 
 from framepack_client.errors import (ComfyConnectionError, ComfyError, ComfyHTTPError, ComfyTimeout, JobError,
@@ -116,6 +117,14 @@ def workflow_model(workflow: str, model_file: str | None) -> str:
     return model_file or find_node(load_workflow(workflow), "FramePackModelLoader")[1]["inputs"]["model"]
 
 
+def without_paths(text: str, paths) -> str:
+    """``text`` with each of the service's file ``paths`` replaced by its bare name (an API caller is not told
+    where the service keeps its files)."""
+    for path in sorted((str(p) for p in paths if p), key=len, reverse=True):
+        text = text.replace(path, Path(path).name)
+    return text
+
+
 def submit(url: str, params: HostedParams, workflow: str, model_file: str | None, prompt_id: str,
            timeout: float) -> dict:
     """Uploads the images, fills the workflow and queues it as ``prompt_id``; returns the filled prompt.
@@ -131,8 +140,8 @@ def submit(url: str, params: HostedParams, workflow: str, model_file: str | None
         raise Rejected(describe_rejection(err, graph)) from err
     except Unreachable as err:
         raise ServerDown(str(err)) from err
-    except (WorkflowError, JobError) as err:
-        raise Rejected(str(err)) from err
+    except (WorkflowError, JobError) as err:  # said to API callers: the service's own files by name only
+        raise Rejected(without_paths(str(err), (params.image, params.end_image, workflow))) from err
     except ComfyHTTPError as err:
         if err.status >= 500:
             raise ServerDown(str(err)) from err

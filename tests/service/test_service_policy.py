@@ -282,3 +282,27 @@ def test_finished_videos_are_streamed_to_a_file_not_read_into_memory(tmp_path, m
     monkeypatch.setattr(backend, "_client", lambda url, timeout: Client())
     size = backend.save_video("http://127.0.0.1:9", {"filename": "v.mp4", "subfolder": "s"}, tmp_path / "o.mp4", 5)
     assert size == 5 and calls == [("v.mp4", "s", "output")] and (tmp_path / "o.mp4").read_bytes() == b"video"
+
+
+def test_a_failed_send_names_the_services_files_without_their_folders(tmp_path, monkeypatch):
+    class Client:
+        def upload_image(self, *args, **kwargs):
+            return {"name": "uploaded.png", "subfolder": "", "type": "input"}
+
+    monkeypatch.setattr(backend, "_client", lambda url, timeout: Client())
+    gone = tmp_path / "inputs" / ("ab" * 32 + ".png")
+    params = HostedParams.from_record({"image": str(gone), "prompt": "p", "seed": 1})
+    with pytest.raises(backend.Rejected) as err:
+        backend.submit("http://127.0.0.1:9", params, str(tmp_path / "w.json"), None, "p1", 5)
+    assert gone.name in str(err.value) and str(tmp_path) not in str(err.value)
+    with pytest.raises(backend.Rejected) as err:  # a workflow file that is missing: named, not located
+        backend.submit("http://127.0.0.1:9", HostedParams.from_record({"image": str(png_path(tmp_path)),
+                                                                       "prompt": "p", "seed": 1}),
+                       str(tmp_path / "nowhere" / "w.json"), None, "p1", 5)
+    assert "w.json" in str(err.value) and str(tmp_path) not in str(err.value)
+
+
+def png_path(folder) -> str:
+    path = folder / "start.png"
+    path.write_bytes(png_bytes())
+    return str(path)
