@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-image-mb", type=float, default=CONFIG["max_image_bytes"] / MIB,
                    help=f"largest image download (default {CONFIG['max_image_bytes'] / MIB:g})")
     g.add_argument("--max-body-mb", type=float, default=CONFIG["max_body_bytes"] / MIB,
-                   help=f"largest request body (default {CONFIG['max_body_bytes'] / MIB:.1f}: two images as data: "
-                        "URIs of 8 MB each and the other fields)")
+                   help=f"largest request body in MiB (default {CONFIG['max_body_bytes'] / MIB:.1f}: two images as "
+                        "data: URIs of 8 MiB each and the other fields)")
     g = p.add_argument_group("connections (hostile clients)")
     g.add_argument("--header-seconds", type=float, default=CONFIG["header_seconds"],
                    help=f"a request's head must arrive within this (default {CONFIG['header_seconds']:g})")
@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         comfy_urls=urls, data_dir=Path(args.data_dir).expanduser(), api_key=key, host=args.host, port=args.port,
         public_url=args.public_url, allow_private_urls=args.allow_private_urls,
         allowed_networks=list(args.allow_url_network), url_timeout=args.url_timeout,
-        max_image_bytes=int(args.max_image_mb * MIB), max_body_bytes=int(args.max_body_mb * MIB),
+        max_image_bytes=round(args.max_image_mb * MIB), max_body_bytes=round(args.max_body_mb * MIB),
         workflow_dir=Path(args.workflow_dir).expanduser() if args.workflow_dir else None, model_file=args.model,
         server_grace=args.server_grace, safety_checker=args.safety_checker, max_queued=args.max_queued,
         retention_hours=args.retention_hours, output_url_hours=args.output_url_hours,

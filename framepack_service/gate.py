@@ -145,7 +145,7 @@ class Gate:
     async def _too_large(self, send, path: str):
         await self._reply(send, path, 413, f"the request body is larger than the limit of {self.max_body_bytes} "
                                            f"bytes; send images as http(s) URLs, or as data: URIs of at most "
-                                           f"{SERVICE_MAX_DATA_URI_BYTES // 1024 ** 2} MB each")
+                                           f"{SERVICE_MAX_DATA_URI_BYTES // 1024 ** 2} MiB each")
 
     @staticmethod
     async def _reply(send, path: str, status: int, message: str):

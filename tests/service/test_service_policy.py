@@ -212,7 +212,7 @@ def test_unknown_api_paths_answer_in_wavespeeds_shape_and_refusals_name_no_optio
     status, answer = svc.call("DELETE", "/api/v3/wavespeed-ai/framepack")
     assert status == 405 and answer["code"] == 405 and answer["data"] is None
     status, answer = svc.call("POST", "/api/v3/wavespeed-ai/framepack", {"image": "x" * 4000, "prompt": "p"})
-    assert status == 413 and "--" not in answer["message"] and "data: URIs of at most 8 MB" in answer["message"]
+    assert status == 413 and "--" not in answer["message"] and "data: URIs of at most 8 MiB" in answer["message"]
 
 
 # -- item 13: "not checked" is not "clean" -------------------------------------------------------------------------
