@@ -288,6 +288,13 @@ def test_a_job_whose_model_no_server_has_is_refused_at_submission(servers, workf
                        model_file="absent_model.safetensors")
     try:
         live.wait_for(lambda: all_answering(live), "the server to answer the service")
+        from framepack_service import backend
+
+        listed = live.service.pool.servers[0]  # what a real ComfyUI lists: every file of the tiny workflow is found
+        needed = backend.needed_files(str(workflow_dir / "framepack_i2v.json"), None, True)
+        # the tiny workflow has test loaders for the text encoders and SigLIP (no files); a real VAE and classifier
+        assert {item[0] for item in needed} == {"FramePackModelLoader", "VAELoader", backend.SAFETY_NODE}
+        assert all(item[2] in listed.files[item[:2]] for item in needed[1:]) and needed[0][2] in listed.models
         status, answer = live.call("POST", "/fal-ai/framepack", {"image_url": images["start"], "prompt": "p", **TINY})
         assert status == 422 and "absent_model.safetensors (models/diffusion_models)" in answer["detail"][0]["msg"]
         status, answer = live.call("POST", "/api/v3/wavespeed-ai/framepack",
