@@ -34,8 +34,9 @@ from .images import check_image as check_image_bytes
 from .transfer import Exchange, TransferTimeout, TransferTooLarge
 
 REDIRECTS = (301, 302, 303, 307, 308)
-SERVICE_ALLOW_HINT = ("start it with --allow-private-urls or --allow-url-network CIDR to allow it, or send the image "
-                      "as a data: URI")
+# said to the service's callers, who cannot change its options (its operator allows networks with
+# --allow-private-urls / --allow-url-network)
+SERVICE_ALLOW_HINT = "send the image from a public URL or as a data: URI"
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]
 
@@ -54,6 +55,9 @@ class UrlPolicy:
     user_agent: str = field(default="framepack-service")
     allow_hint: str = SERVICE_ALLOW_HINT  # how the user of this policy allows a refused address
     accept: str = "image/*"  # the Accept header: what the caller wants back
+    # say which address a refused host resolves to (the client's own user); the service's callers are told only
+    # that it is not public, so a refusal does not map the service's network for them
+    name_addresses: bool = False
 
 
 def refusal_reason(address: str | IpAddress) -> str | None:
@@ -81,11 +85,12 @@ def check_address(address: str, policy: UrlPolicy, redirected_from_public: bool 
     reason = refusal_reason(ip)
     if reason is None:
         return
+    where = f"{ip}, a {reason} address" if policy.name_addresses else "an address that is not public"
     if redirected_from_public:
-        raise FetchError(f"a public server redirects to {ip}, a {reason} address, which is never followed")
+        raise FetchError(f"a public server sends it to {where}, which is never followed")
     if policy.allow_private or any(ip in net for net in policy.allowed_networks if net.version == ip.version):
         return
-    raise FetchError(f"it resolves to {ip}, a {reason} address, which is not fetched from ({policy.allow_hint})")
+    raise FetchError(f"its host resolves to {where}, which is not fetched from ({policy.allow_hint})")
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -139,14 +144,19 @@ def _split(url: str) -> tuple[str, str, int, str]:
 def fetch_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver) -> bytes:
     """The body of ``url`` under ``policy`` (see the module docstring); FetchError otherwise."""
     deadline = time.monotonic() + policy.timeout
-    from_public = False
+    from_public = redirected = False
     for _ in range(policy.max_redirects + 1):
         scheme, host, port, target = _split(url)
         addresses = list(resolver(host, port))
         if not addresses:
             raise FetchError(f"the host {host!r} resolves to no address")
-        for address in addresses:
-            check_address(address, policy, redirected_from_public=from_public)
+        try:
+            for address in addresses:
+                check_address(address, policy, redirected_from_public=from_public)
+        except FetchError as err:
+            if redirected:  # name the hop that was refused, not only the URL the caller gave
+                raise FetchError(f"it redirects to {short(url)}, and {err}") from None
+            raise
         kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
         conn = kind(host, port, addresses[0], timeout=max(0.001, deadline - time.monotonic()))
         try:
@@ -158,7 +168,7 @@ def fetch_url(url: str, policy: UrlPolicy, resolver: Resolver = system_resolver)
                     if not location:
                         raise FetchError(f"redirect {response.status} without a Location")
                     url = _redirect_target(url, scheme, location)
-                    from_public = all(refusal_reason(a) is None for a in addresses)
+                    from_public, redirected = all(refusal_reason(a) is None for a in addresses), True
                     continue
                 if response.status != 200:
                     raise FetchError(f"the server answered HTTP {response.status}")
@@ -178,10 +188,11 @@ def _redirect_target(url: str, scheme: str, location: str) -> str:
     target = urllib.parse.urljoin(url, location)
     new_scheme = urllib.parse.urlsplit(target).scheme.lower()
     if new_scheme not in ("http", "https"):
-        raise FetchError(f"it redirects to a {new_scheme or 'schemeless'} URL; only http and https are fetched")
+        raise FetchError(f"it redirects to a {new_scheme or 'schemeless'} URL ({short(target)}); only http and "
+                         "https are fetched")
     if scheme == "https" and new_scheme == "http":
-        raise FetchError("it redirects from https to plain http, which is refused (the image would travel "
-                         "unencrypted); give the final https URL")
+        raise FetchError(f"it redirects from https to plain http ({short(target)}), which is refused (the image "
+                         "would travel unencrypted); give the final https URL")
     return target
 
 

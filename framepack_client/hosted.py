@@ -26,11 +26,14 @@ from typing import Any, Mapping
 from framepack_core.limits import (ASPECT_RATIOS, AUTO, CUSTOM_RESOLUTION, DEFAULT_CFG, DEFAULT_END_STRENGTH,
                                    DEFAULT_FRAMES, DEFAULT_FRAMES_WITH_END, DEFAULT_GUIDANCE, DEFAULT_STEPS, FPS,
                                    HOSTED_RESOLUTION_CHOICES, MAX_CFG, MAX_FRAMES, MAX_GUIDANCE, MAX_HOSTED_SEED,
-                                   MAX_SIDE, MAX_STEPS, MIN_FRAMES, MIN_SIDE, MIN_STEPS, RANDOM_SEED, SIDE_STEP)
+                                   MAX_HOSTED_PROMPT_CHARS, MAX_NEGATIVE_PROMPT_CHARS, MAX_SIDE, MAX_STEPS,
+                                   MIN_FRAMES, MIN_SIDE, MIN_STEPS, RANDOM_SEED, SIDE_STEP)
 
 from .media import VIDEO_KINDS, check_media_source, is_url
 
-MAX_PROMPT_CHARS = 500
+MAX_PROMPT_CHARS = MAX_HOSTED_PROMPT_CHARS  # the name the client's callers know
+TEXT_LIMITS = {"prompt": MAX_HOSTED_PROMPT_CHARS, "negative_prompt": MAX_NEGATIVE_PROMPT_CHARS}
+SHOWN_CHARS = 60  # a bad value is quoted in a message up to this length
 # The hosted APIs' choices first, then the local extras (resolution: framepack_core.limits.HOSTED_RESOLUTION_CHOICES).
 ASPECT_CHOICES = (*(a for a in ASPECT_RATIOS if a != AUTO), AUTO)
 # Names the hosted APIs use for the same inputs (fal's first+last-frame API says image_url / end_image_url).
@@ -71,6 +74,12 @@ class ParamSpec:
         return _num(self.default) if isinstance(self.default, float) else str(self.default)
 
 
+def _shown(value: Any) -> str:
+    """``value``'s repr for a message, cut to SHOWN_CHARS (a request's value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -83,7 +92,8 @@ SPECS: tuple[ParamSpec, ...] = (
               DEFAULT_END_STRENGTH, 0, 1),
     ParamSpec("prompt", "str", f"what happens in the video (required, at most {MAX_PROMPT_CHARS} characters)",
               required=True),
-    ParamSpec("negative_prompt", "str", "what to avoid (used when cfg_scale > 1)", ""),
+    ParamSpec("negative_prompt", "str", f"what to avoid (used when cfg_scale > 1; at most {MAX_NEGATIVE_PROMPT_CHARS} "
+              "characters)", ""),
     ParamSpec("aspect_ratio", "choice", "output shape; auto keeps the start image's", ASPECT_CHOICES[0],
               choices=ASPECT_CHOICES),
     ParamSpec("resolution", "choice", "output size; custom uses width and height", HOSTED_RESOLUTION_CHOICES[0],
@@ -126,18 +136,18 @@ def _check_number(s: ParamSpec, value: Any) -> str | None:
     want = "a whole number" if s.kind == "int" else "a number"
     rng = s.range_text()
     if isinstance(value, bool):
-        return f"{s.name} must be {want} {rng}, got {value!r} (a boolean)"
+        return f"{s.name} must be {want} {rng}, got {_shown(value)} (a boolean)"
     if s.kind == "int" and not isinstance(value, int):
         if isinstance(value, float):
-            return f"{s.name} must be {want} {rng}, got {value!r}; drop the fraction"
-        return f"{s.name} must be {want} {rng}, got {value!r} ({_type_word(value)})"
+            return f"{s.name} must be {want} {rng}, got {_shown(value)}; drop the fraction"
+        return f"{s.name} must be {want} {rng}, got {_shown(value)} ({_type_word(value)})"
     if s.kind == "float":
         if not isinstance(value, (int, float)):
-            return f"{s.name} must be {want} {rng}, got {value!r} ({_type_word(value)})"
+            return f"{s.name} must be {want} {rng}, got {_shown(value)} ({_type_word(value)})"
         if not math.isfinite(value):
-            return f"{s.name} must be a finite number {rng}, got {value!r}"
+            return f"{s.name} must be a finite number {rng}, got {_shown(value)}"
     if not s.low <= value <= s.high:
-        return f"{s.name} {value!r} is out of range; use a value {rng}"
+        return f"{s.name} {_shown(value)} is out of range; use a value {rng}"
     return None
 
 
@@ -218,19 +228,21 @@ class HostedParams:
             elif s.kind in ("int", "float"):
                 problem = _check_number(s, value)
             elif s.kind == "choice":
-                problem = None if value in s.choices else f"{s.name} {value!r} is not {s.range_text()}"
+                problem = None if value in s.choices else f"{s.name} {_shown(value)} is not {s.range_text()}"
             elif s.kind == "bool":
-                problem = None if isinstance(value, bool) else f"{s.name} must be true or false, got {value!r}"
+                problem = None if isinstance(value, bool) else f"{s.name} must be true or false, got {_shown(value)}"
             else:
                 problem = None if isinstance(value, str) else \
-                    f"{s.name} must be text, got {value!r} ({type(value).__name__})"
+                    f"{s.name} must be text, got {_shown(value)} ({type(value).__name__})"
             if problem:
                 out.append(problem)
         if isinstance(self.prompt, str):
             if not self.prompt.strip():
                 out.append("prompt is empty; describe the motion, e.g. \"the girl turns her head and smiles\"")
-            elif len(self.prompt) > MAX_PROMPT_CHARS:
-                out.append(f"prompt has {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}: shorten it")
+        for name, limit in TEXT_LIMITS.items():
+            text = getattr(self, name)
+            if isinstance(text, str) and len(text) > limit:
+                out.append(f"{name} has {len(text)} characters; the limit is {limit}: shorten it")
         out += self._start_problems()
         if self.strength is not None and not self.end_image:
             out.append("strength is only used with end_image (it sets how strongly the video ends on the end "

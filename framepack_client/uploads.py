@@ -27,10 +27,10 @@ from .video_probe import video_problem
 # public server into the local network or from https to http (fetch.py).
 IMAGE_FETCH_SECONDS = 60.0
 CLIENT_URL_POLICY = UrlPolicy(allow_private=True, timeout=IMAGE_FETCH_SECONDS, max_bytes=MAX_IMAGE_BYTES,
-                              user_agent="framepack-client")
+                              user_agent="framepack-client", name_addresses=True)
 # For parameter files made by someone else (--untrusted-input): only public addresses.
 UNTRUSTED_URL_POLICY = UrlPolicy(allow_private=False, timeout=IMAGE_FETCH_SECONDS, max_bytes=MAX_IMAGE_BYTES,
-                                 user_agent="framepack-client",
+                                 user_agent="framepack-client", name_addresses=True,
                                  allow_hint="an --untrusted-input request may only name public addresses")
 VIDEO_FETCH_SECONDS = 600.0  # a video to continue may be hundreds of MB
 

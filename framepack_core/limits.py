@@ -159,9 +159,39 @@ MAX_IMAGE_ALL_FRAMES_PIXELS = MAX_IMAGE_PIXELS
 MAX_VIDEO_BYTES = 1024 ** 3
 # The local service (framepack-video serve) takes requests from others: their bodies and the images they name are
 # capped tighter than the client's own (each bound has an option: --max-body-mb, --max-image-mb, --url-timeout).
-SERVICE_MAX_BODY_BYTES = 48 * 1024 ** 2
-SERVICE_MAX_IMAGE_BYTES = 32 * 1024 ** 2
+SERVICE_MAX_IMAGE_BYTES = 32 * 1024 ** 2  # one image fetched by URL
 SERVICE_URL_SECONDS = 30.0  # one image download, redirects included
+# The hosted APIs' prompt (fal's page: at most 500 characters) and the negative prompt, held to the same length:
+# the text encoder reads 256 tokens of either, and a longer text only fills the job store.
+MAX_HOSTED_PROMPT_CHARS = 500
+MAX_NEGATIVE_PROMPT_CHARS = MAX_HOSTED_PROMPT_CHARS
+# A request body holds what a job needs and no more: two images as data: URIs of up to SERVICE_MAX_DATA_URI_BYTES
+# each (base64: 4 characters per 3 bytes, plus the "data:image/...;base64," head), the two prompts (a character
+# can take 6 bytes as a JSON \uXXXX escape, 12 as a surrogate pair) and the other fields. Larger images go by URL.
+SERVICE_MAX_DATA_URI_BYTES = 8 * 1024 ** 2
+SERVICE_MAX_BODY_BYTES = (2 * (4 * -(-SERVICE_MAX_DATA_URI_BYTES // 3) + 64)
+                          + 12 * (MAX_HOSTED_PROMPT_CHARS + MAX_NEGATIVE_PROMPT_CHARS) + 16 * 1024)
+# A body's JSON: a request is one flat object of a few fields, so more arrays/objects or values than these are
+# refused (400) before it is parsed, by a linear scan; deep nesting cannot reach the parser's recursion.
+SERVICE_MAX_JSON_CONTAINERS = 8
+SERVICE_MAX_JSON_VALUES = 256
+# Connections (framepack_service/connections.py): a client that does not finish its request's head within
+# SERVICE_HEADER_SECONDS, or its body within SERVICE_BODY_SECONDS, is disconnected; one client address holds at
+# most SERVICE_MAX_CLIENT_CONNECTIONS connections and all clients SERVICE_MAX_CONNECTIONS (the rest are closed at
+# once, so a flood cannot use up the process's open files). Idle keep-alive connections close after
+# SERVICE_KEEP_ALIVE_SECONDS.
+SERVICE_HEADER_SECONDS = 10.0
+SERVICE_BODY_SECONDS = 120.0
+SERVICE_MAX_CLIENT_CONNECTIONS = 32
+SERVICE_MAX_CONNECTIONS = 512
+SERVICE_KEEP_ALIVE_SECONDS = 5
+SERVICE_MAX_HEADER_BYTES = 16 * 1024  # h11's largest incomplete request head
+# Jobs: at most SERVICE_MAX_QUEUED unfinished at once (more: 429 with Retry-After); finished jobs, their inputs
+# and videos are deleted SERVICE_RETENTION_HOURS after they finished (7 days).
+SERVICE_MAX_QUEUED = 200
+SERVICE_RETRY_AFTER_SECONDS = 60
+SERVICE_RETENTION_HOURS = 7 * 24.0
+SERVICE_FETCH_WORKERS = 8  # image downloads at once (their own threads: a slow one never holds up a status lookup)
 # FramePack Video Combine with return_frames on holds every frame as float32 (frames x height x width x 3 x 4
 # bytes: 1800 frames at 720p would be 20 GB); above this it refuses and points to return_frames off (the MP4 and
 # the VIDEO output hold the whole video either way).

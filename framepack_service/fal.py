@@ -8,9 +8,10 @@ frame):
     PUT  /fal-ai/framepack/requests/{id}/cancel           -> 202 CANCELLATION_REQUESTED | 400 ALREADY_COMPLETED
 
 As on fal, the request paths leave out the endpoint's subpath (/flf2v); they are also answered with it. A request
-that failed or was cancelled is COMPLETED with an ``error``; its result answers with an error status. A video the
-safety checker flagged (``enable_safety_checker: true``) is withheld: the result answers 422 with
-``type: content_policy_violation`` and the video's URL is not served.
+that failed or was cancelled is COMPLETED with an ``error``; its result answers in fal's error shape: 422
+``{detail: [{loc, msg, type}]}`` for a failed one (never 500: the service did not fail, the job did), 400 for a
+cancelled one. A video the safety checker flagged (``enable_safety_checker: true``) is withheld: the result answers
+422 with ``type: content_policy_violation`` and the video's URL is not served.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse
 from framepack_client.job_states import CANCELLED, COMPLETED, DISPATCHED, FAILED, QUEUED
 
 from .intake import FAL_FLF2V, FAL_I2V, Contract
-from .shapes import base_url, body_schema, parse_json
+from .shapes import base_url, body_schema
 from .store import JobRecord
 
 APP = "fal-ai/framepack"
@@ -74,8 +75,7 @@ def status_body(job: JobRecord, base: str, position: int, logs: bool) -> dict:
 
 async def _submit(contract: Contract, request: Request) -> dict:
     service = request.app.state.service
-    body = parse_json(await request.body())
-    job = await run_in_threadpool(service.submit, contract, body)
+    job = await service.submit_raw(contract, await request.body())
     position = await run_in_threadpool(service.queue_position, job)
     return {**request_urls(base_url(request, service.config.public_url), job), "status": "IN_QUEUE",
             "queue_position": position}
@@ -126,7 +126,8 @@ async def response(request_id: str, request: Request):
     if job.status == CANCELLED:
         return JSONResponse({"detail": failure(job)}, status_code=400)
     if job.status == FAILED or not job.outputs:
-        return JSONResponse({"detail": failure(job) or "the request produced no video"}, status_code=500)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": failure(job) or "the request produced no video",
+                                         "type": "generation_failed"}]}, status_code=422)
     base = base_url(request, request.app.state.service.config.public_url)
     output = job.outputs[0]
     return {"video": {"url": f"{base}/outputs/{output['token']}.mp4", "content_type": output["content_type"],

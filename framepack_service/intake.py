@@ -13,6 +13,7 @@ Beyond the contracts the service also takes ``resolution: "custom"`` with ``widt
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import secrets
 import uuid
@@ -29,9 +30,14 @@ from framepack_client.jobs import now_iso
 from framepack_client.workflow import API_WORKFLOWS_DIR
 
 from . import backend
+from .servers import describe_missing
 from .store import JobRecord
 
 LOCAL_EXTRAS = ("width", "height")
+# serve --safety-checker: off (a request asking for it is refused: no video is called checked that was not),
+# request (the request's enable_safety_checker decides, as on the hosted APIs), always (every video is checked)
+SAFETY_OFF, SAFETY_REQUEST, SAFETY_ALWAYS = "off", "request", "always"
+SAFETY_MODES = (SAFETY_OFF, SAFETY_REQUEST, SAFETY_ALWAYS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ class IntakeSettings:
     workflow_dir: Path | None = None  # <name>.json here replaces the shipped workflow of that name
     model_file: str | None = None  # replaces the workflows' model file
     resolver: Resolver = system_resolver
+    safety_checker: str = SAFETY_REQUEST
+    pool: Any = None  # servers.ServerPool: a job no server can run is refused here (None: not checked)
 
 
 def workflow_path(name: str, workflow_dir: Path | None) -> str:
@@ -107,23 +115,42 @@ def _problem_field(line: str, contract: Contract) -> tuple[str, str]:
     return (name if name in contract.fields else "body"), line
 
 
-def _store_image(data: bytes, kind: str, inputs_dir: Path) -> str:
+def reencoded_png(data: bytes) -> bytes:
+    """The image (already checked by fetch.check_image: kind, header size, decodes) decoded and written again as
+    PNG: only its pixels are kept, never bytes appended after it or metadata. An animated image keeps its first
+    frame."""
+    from PIL import Image  # the service extra
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        image.load()
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):
+            image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+        out = io.BytesIO()
+        image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _store_image(data: bytes, inputs_dir: Path) -> str:
+    data = reencoded_png(data)
     inputs_dir.mkdir(parents=True, exist_ok=True)
-    path = inputs_dir / f"{hashlib.sha256(data).hexdigest()}.{'jpg' if kind == 'jpeg' else kind}"
-    if not path.exists():
+    path = inputs_dir / f"{hashlib.sha256(data).hexdigest()}.png"
+    if path.exists():
+        os.utime(path)  # used again now: the retention sweep keeps a recently used input
+    else:
         tmp = path.with_name(f".{uuid.uuid4().hex}.part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
     return str(path)
 
 
-def check_body(contract: Contract, body: Any) -> dict[str, Any]:
+def check_body(contract: Contract, body: Any, safety: str = SAFETY_REQUEST) -> dict[str, Any]:
     """The body in HostedParams names with the contract's defaults, images still as given; BadRequest lists
     every problem that can be seen without fetching anything."""
-    return _checked(contract, body)[0]
+    return _checked(contract, body, safety)[0]
 
 
-def _checked(contract: Contract, body: Any) -> tuple[dict[str, Any], HostedParams]:
+def _checked(contract: Contract, body: Any, safety: str = SAFETY_REQUEST) -> tuple[dict[str, Any], HostedParams]:
     """(:func:`check_body`'s values, the same as validated parameters): the one validation of a request."""
     if not isinstance(body, dict):
         raise BadRequest([("body", f"the request body must be a JSON object with the fields "
@@ -133,6 +160,12 @@ def _checked(contract: Contract, body: Any) -> tuple[dict[str, Any], HostedParam
     problems += [(name, f"{name} is required") for name in contract.required if body.get(name) in (None, "")]
     # an explicit null means "not given": the default applies
     values = {**contract.defaults, **{k: v for k, v in body.items() if k in contract.fields and v is not None}}
+    if safety == SAFETY_ALWAYS:
+        values["enable_safety_checker"] = True  # the operator's rule: a request cannot turn it off
+    elif safety == SAFETY_OFF and body.get("enable_safety_checker") is True:
+        problems.append(("enable_safety_checker", "enable_safety_checker: this service does not run the safety "
+                                                  "checker, so no video it makes is checked; leave "
+                                                  "enable_safety_checker out or set it to false"))
     if "strength" not in body and not values.get("end_image_url"):
         values.pop("strength", None)  # its default belongs to the end image; without one it is only noise
     mapped = {contract.hosted_name(k): v for k, v in values.items()}
@@ -153,21 +186,26 @@ def intake(contract: Contract, body: Any, settings: IntakeSettings) -> JobRecord
     The parameters are validated once, here; the images when they are fetched (fetch.load_image). The job record
     holds them as validated (:meth:`HostedParams.to_dict`), and the scheduler reads them back without checking them
     again (:meth:`HostedParams.from_record`)."""
-    values, params = _checked(contract, body)
+    values, params = _checked(contract, body, settings.safety_checker)
+    workflow = workflow_path(contract.workflow, settings.workflow_dir)
+    if settings.pool is not None:
+        missing = settings.pool.missing_files(backend.needed_files(workflow, settings.model_file,
+                                                                   bool(params.enable_safety_checker)))
+        if missing:
+            raise BadRequest([("body", describe_missing(missing))])
     stored = {}
     for field_name, hosted in contract.images.items():
         source = values.get(hosted)
         if not source:
             continue
         try:
-            data, kind = load_image(source, settings.policy, settings.resolver)
+            data, _kind = load_image(source, settings.policy, settings.resolver)
         except FetchError as err:
             shown = "a data: URI" if source[:5].lower() == "data:" else short(source)
             raise BadRequest([(field_name, f"{field_name} {shown}: {err}")]) from err
-        stored[hosted] = _store_image(data, kind, settings.inputs_dir)
+        stored[hosted] = _store_image(data, settings.inputs_dir)
     params = replace(params, **stored)  # the images as files of the service: what the scheduler uploads
     seed = params.seed if params.seed != RANDOM_SEED else secrets.randbelow(MAX_HOSTED_SEED + 1)
-    workflow = workflow_path(contract.workflow, settings.workflow_dir)
     return JobRecord(id=uuid.uuid4().hex, contract=contract.kind, endpoint=contract.endpoint, params=params.to_dict(),
                      seed=seed, workflow=workflow, model_file=backend.workflow_model(workflow, settings.model_file),
                      created_at=now_iso())

@@ -9,8 +9,8 @@ uploads, video downloads) runs in a small thread pool, one piece of work per job
 from __future__ import annotations
 
 import logging
-import os
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -22,10 +22,11 @@ from framepack_client.hosted import HostedParams
 from framepack_client.job_states import CANCELLED, COMPLETED, DISPATCHED, FAILED, LOST, QUEUED, RUNNING
 
 from . import backend
-from .servers import ServerPool
+from .servers import ServerPool, describe_missing
 from .store import JobRecord, JobStore
 
 log = logging.getLogger("framepack.service")
+INPUT_GRACE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,15 @@ class SchedulerSettings:
     job_timeout: float = 4 * 3600.0  # seconds from a send to the end of the job
     request_timeout: float = 30.0  # one HTTP request to a server
     download_timeout: float = 600.0
+    sweep_interval: float = 60.0  # seconds between looks for finished jobs past their retention
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, pool: ServerPool, outputs_dir: Path, settings: SchedulerSettings):
+    def __init__(self, store: JobStore, pool: ServerPool, outputs_dir: Path, settings: SchedulerSettings,
+                 inputs_dir: Path | None = None, retention_s: float | None = None):
         self.store, self.pool, self.outputs_dir, self.settings = store, pool, Path(outputs_dir), settings
+        self.inputs_dir, self.retention_s = (Path(inputs_dir) if inputs_dir else None), retention_s
+        self._swept_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._busy: set[str] = set()  # job ids with an upload or download in flight
@@ -83,7 +88,26 @@ class Scheduler:
             if job.status != QUEUED and not self._is_busy(job.id):
                 self._follow(job)
         self._assign()
+        if self.retention_s is not None and time.monotonic() - self._swept_at >= self.settings.sweep_interval:
+            self._swept_at = time.monotonic()
+            self.sweep(time.time() - self.retention_s)
         self.ticks += 1
+
+    def sweep(self, finished_before: float) -> int:
+        """Deletes the jobs that finished before ``finished_before`` (a time.time()), their videos, and the stored
+        inputs no remaining job names; returns how many jobs went."""
+        gone = self.store.delete_finished(finished_before)
+        for job in gone:
+            shutil.rmtree(self.outputs_dir / job.id, ignore_errors=True)
+        if gone and self.inputs_dir is not None and self.inputs_dir.is_dir():
+            kept = self.store.input_files()
+            for path in self.inputs_dir.iterdir():
+                # an input younger than the sweep may belong to a submit not yet stored: left to the next sweep
+                if path.is_file() and str(path) not in kept and time.time() - path.stat().st_mtime > INPUT_GRACE_S:
+                    path.unlink(missing_ok=True)
+        if gone:
+            log.info("deleted %d finished jobs past their retention", len(gone))
+        return len(gone)
 
     def _is_busy(self, job_id: str) -> bool:
         with self._busy_lock:
@@ -152,16 +176,13 @@ class Scheduler:
         folder.mkdir(parents=True, exist_ok=True)
         outputs = []
         for ref in videos:
-            try:
-                data = backend.video_bytes(job.server, ref, self.settings.download_timeout)
-            except backend.ServerDown:
-                return  # followed again next tick: the server's history still has the job, or it is lost
             token = secrets.token_urlsafe(24)  # the output's URL: unguessable, made here, never from input
             path = folder / f"{token}.mp4"
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-            outputs.append({"token": token, "file": f"{job.id}/{path.name}", "size": len(data),
+            try:  # streamed to the file (through a .part replaced when complete), never whole in memory
+                size = backend.save_video(job.server, ref, path, self.settings.download_timeout)
+            except backend.ServerDown:
+                return  # followed again next tick: the server's history still has the job, or it is lost
+            outputs.append({"token": token, "file": f"{job.id}/{path.name}", "size": size,
                             "content_type": "video/mp4"})
         fresh = self.store.get(job.id)
         if fresh is None or fresh.final:
@@ -201,9 +222,10 @@ class Scheduler:
             if job.cancel_requested:
                 self._finish(job, CANCELLED, "cancelled on request")
                 continue
-            if self.pool.has_model_anywhere(job.model_file) is False:
-                self._finish(job, FAILED, f"no ComfyUI server of this service has the model {job.model_file!r} "
-                                          "in models/diffusion_models; put it there (every server needs it)")
+            missing = self.pool.missing_files(backend.needed_files(
+                job.workflow, job.model_file or None, bool(job.params.get("enable_safety_checker"))))
+            if missing:
+                self._finish(job, FAILED, describe_missing(missing))
                 continue
             server = self.pool.choose(job.model_file, ours, self.settings.jobs_per_server, job.tried)
             if server is None:

@@ -12,6 +12,13 @@ from . import backend
 MODELS_REFRESH_S = 60.0  # model lists are asked again this often (a file dropped into models/ shows up)
 
 
+def describe_missing(missing: list[tuple]) -> str:
+    """The refusal for a job whose files no server has, naming every one and the models/ folder it goes in."""
+    files = ", ".join(f"{file} (models/{folder})" for _cls, _name, file, folder in missing)
+    return (f"no ComfyUI server of this service has every file this job needs; missing: {files}. The service's "
+            "operator must add them to the servers")
+
+
 @dataclass
 class Server:
     url: str
@@ -22,6 +29,7 @@ class Server:
     prompt_ids: set = field(default_factory=set)
     running: set = field(default_factory=set)
     models: set | None = None
+    files: dict | None = None  # backend.other_files: the loaders' other files, the safety classifiers
     models_at: float = 0.0
     last_error: str = ""
     probe_ok_count: int = 0
@@ -50,6 +58,7 @@ class ServerPool:
             queue = backend.status(server.url, self.timeout)
             if server.models is None or not server.answering or now - server.models_at > MODELS_REFRESH_S:
                 server.models = backend.model_choices(server.url, self.timeout)
+                server.files = backend.other_files(server.url, self.timeout)
                 server.models_at = now
         except backend.ServerDown as err:
             with self._lock:
@@ -84,6 +93,28 @@ class ServerPool:
         if all(s.answering and s.models is not None for s in self.servers):
             return False
         return None
+
+    def missing_files(self, needed) -> list[tuple] | None:
+        """None when some server has every file in ``needed`` (backend.needed_files) or it cannot be told yet (a
+        server is not answering); else the files missing from the server that lacks the fewest."""
+        servers = [s for s in self.servers if s.answering and s.models is not None and s.files is not None]
+        gaps = []
+        for server in servers:
+            gap = [item for item in needed if not self._has(server, item)]
+            if not gap:
+                return None
+            gaps.append(gap)
+        if not gaps or len(servers) < len(self.servers):
+            return None
+        return min(gaps, key=len)
+
+    @staticmethod
+    def _has(server: Server, item: tuple) -> bool:
+        cls, name, file, _folder = item
+        if (cls, name) == backend.MODEL_INPUT:
+            return file in server.models
+        listed = server.files.get((cls, name))
+        return True if listed is None else file in listed  # a list the server does not give cannot be checked
 
     def choose(self, model: str, ours: dict[str, set], depth: int, avoid: list[str]) -> Server | None:
         """The least loaded answering server that has ``model`` and fewer than ``depth`` of our jobs (``ours``:

@@ -3,7 +3,6 @@ request body as JSON, the service's base URL, a request body schema for the Open
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from framepack_client.hosted import SPEC_BY_NAME
@@ -31,16 +30,6 @@ def bad_request_body(path: str, err: BadRequest) -> tuple[int, dict]:
         return 422, {"detail": [{"loc": ["body", name], "msg": message, "type": "value_error"}
                                 for name, message in err.problems]}
     return 400, error_body(path, 400, "invalid request: " + "; ".join(m for _, m in err.problems))
-
-
-def parse_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise BadRequest([("body", "the request has no body; send the parameters as a JSON object "
-                                   "(Content-Type: application/json)")])
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest([("body", f"the request body is not valid JSON ({err})")]) from None
 
 
 def base_url(request, public_url: str | None) -> str:

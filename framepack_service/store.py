@@ -148,6 +148,25 @@ class JobStore:
                     return job, output
         return None
 
+    def count_active(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE status IN ({', '.join('?' * len(ACTIVE))})",
+                                        ACTIVE).fetchone()
+        return int(count)
+
+    def delete_finished(self, finished_before: float) -> list[JobRecord]:
+        """Removes the finished jobs that ended before ``finished_before`` (time.time()); returns them."""
+        where = f"WHERE status IN ({', '.join('?' * len(FINAL))}) AND CAST(finished_at AS REAL) < ?"
+        gone = self._select(where, (*FINAL, float(finished_before)))
+        with self._lock:
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job.id,) for job in gone])
+        return gone
+
+    def input_files(self) -> set[str]:
+        """The stored input images the remaining jobs name."""
+        return {value for job in self._select() for key, value in job.params.items()
+                if key in ("image", "end_image") and isinstance(value, str)}
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])

@@ -1,7 +1,11 @@
 """WaveSpeed's FramePack contract: ``POST /api/v3/wavespeed-ai/framepack`` and
 ``GET /api/v3/predictions/{id}/result``, both answering ``{code, message, data: {id, model, outputs, urls: {get},
 has_nsfw_contents, status, created_at, error, timings: {inference}}}``; status moves created -> processing ->
-completed | failed. A flagged video is still delivered, with ``has_nsfw_contents: [true]``."""
+completed | failed. A flagged video is still delivered, with ``has_nsfw_contents: [true]``.
+
+WaveSpeed's page documents ``has_nsfw_contents`` only as "boolean values indicating NSFW detection for each
+output" and says nothing of a video that was not checked (its FramePack request has no safety switch). Here a
+video the checker did not score gets no entry: ``[]``, never ``[false]``, which would say "checked, clean"."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from fastapi.responses import JSONResponse
 from framepack_client.job_states import COMPLETED, WAVESPEED_STATUS
 
 from .intake import WAVESPEED
-from .shapes import base_url, body_schema, error_body, parse_json
+from .shapes import base_url, body_schema, error_body
 from .store import JobRecord
 
 router = APIRouter(tags=["WaveSpeed: wavespeed-ai/framepack"])
@@ -25,11 +29,12 @@ def output_url(base: str, output: dict) -> str:
 def prediction(job: JobRecord, base: str) -> dict:
     done = job.status == COMPLETED
     outputs = [output_url(base, o) for o in job.outputs] if done else []
-    flags = [bool(f) for f in job.nsfw][:len(outputs)]
+    checked = job.nsfw_score is not None  # the checker ran and scored this job's video
+    flags = [bool(f) for f in job.nsfw][:len(outputs)] if checked else []
     return {
         "id": job.id, "model": job.endpoint, "outputs": outputs,
         "urls": {"get": f"{base}/api/v3/predictions/{job.id}/result"},
-        "has_nsfw_contents": flags + [False] * (len(outputs) - len(flags)),
+        "has_nsfw_contents": flags,
         "status": WAVESPEED_STATUS[job.status], "created_at": job.created_at, "error": job.error,
         "timings": {"inference": int(job.inference_ms or 0)},
     }
@@ -43,8 +48,7 @@ def envelope(data: dict) -> dict:
              summary="Submit a FramePack image-to-video task")
 async def submit(request: Request):
     service = request.app.state.service
-    body = parse_json(await request.body())
-    job = await run_in_threadpool(service.submit, WAVESPEED, body)
+    job = await service.submit_raw(WAVESPEED, await request.body())
     return envelope(prediction(job, base_url(request, service.config.public_url)))
 
 

@@ -31,7 +31,7 @@ from framepack_client.terminal import printable
 from framepack_client.websocket_limits import MessageTooLarge, _CappedFrames
 
 TLS = Path(__file__).resolve().parents[1] / "data" / "loopback_tls"
-LOCAL = UrlPolicy(allow_private=True, timeout=10.0)
+LOCAL = UrlPolicy(allow_private=True, timeout=10.0, name_addresses=True)  # the client's policies name addresses
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -226,7 +226,8 @@ def test_a_public_server_never_redirects_into_the_local_network(serve, monkeypat
 
     monkeypatch.setattr(socket, "create_connection", loopback_only)
     resolver = lambda host, port: [public] if host == "public.example" else [host]  # noqa: E731
-    with pytest.raises(FetchError, match="a public server redirects to 127.0.0.1, a loopback address"):
+    with pytest.raises(FetchError, match="redirects to http://127.0.0.1:.*, and a public server sends it to "
+                                         "127.0.0.1, a loopback address"):
         fetch_url(f"http://public.example:{front_port}/a.png", LOCAL, resolver=resolver)
     assert dialled == [(public, front_port)]  # the redirect's local target was never contacted
     # the same redirect from a local server stays local and is followed under this policy
@@ -237,7 +238,7 @@ def test_untrusted_policy_refuses_loopback_before_connecting(serve):
     hits = []
     server = serve(lambda req: hits.append(req.path))
     with pytest.raises(FetchError, match="loopback address"):
-        fetch_url(server.url + "/a.png", UrlPolicy(allow_private=False, timeout=5.0))
+        fetch_url(server.url + "/a.png", UrlPolicy(allow_private=False, timeout=5.0, name_addresses=True))
     assert hits == []
 
 

@@ -66,17 +66,19 @@ class _Calls:
 class LiveService(_Calls):
     """The service in this process, over ``comfy_urls``, with its data in ``data_dir``."""
 
-    def __init__(self, comfy_urls: list[str], data_dir: Path, **config):
+    def __init__(self, comfy_urls: list[str], data_dir: Path, log_level: str = "warning", **config):
         import uvicorn
 
         from framepack_service.app import create_app
+        from framepack_service.connections import uvicorn_config
         from framepack_service.core import Service, ServiceConfig
 
         self.port = free_port()
         self.key = config.get("api_key")
-        self.service = Service(ServiceConfig(comfy_urls=comfy_urls, data_dir=data_dir, **config))
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.service), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        self.service = Service(ServiceConfig(comfy_urls=comfy_urls, data_dir=data_dir, host="127.0.0.1",
+                                             port=self.port, **config))
+        self.server = uvicorn.Server(uvicorn_config(create_app(self.service), self.service.config,
+                                                    log_level=log_level))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 120

@@ -72,6 +72,7 @@ def test_a_service_request_is_validated_once_and_reaches_the_sampler(tmp_path, m
     monkeypatch.setattr(backend, "_client", lambda url, timeout: server)
     monkeypatch.setattr(backend, "status", lambda url, timeout: backend.ServerStatus(queue_length=0))
     monkeypatch.setattr(backend, "model_choices", lambda url, timeout: {record.model_file})
+    monkeypatch.setattr(backend, "other_files", lambda url, timeout: {})  # lists nothing else: not checked
     settings = IntakeSettings(inputs_dir=tmp_path / "inputs", policy=UrlPolicy())
     store = ServiceStore(tmp_path / "jobs.sqlite3")
     record = store.add(intake(contract, {k: png_uri() if v == "IMAGE" else v for k, v in body.items()}, settings))

@@ -32,6 +32,7 @@ class FakeServers:
         self.submitted: list[tuple[str, int]] = []  # (url, seed)
         self.stopped: list[str] = []
         self.reject: str | None = None
+        self.files: dict[str, dict] = {}  # url -> backend.other_files' answer (default: lists nothing)
 
     def _check(self, url):
         if not self.up[url]:
@@ -69,9 +70,14 @@ class FakeServers:
             return Outcome(COMPLETED, seed=params["seed"], inference_ms=5,
                            videos=[{"filename": "v.mp4", "subfolder": "", "type": "output"}], nsfw=[False])
 
-        def video_bytes(url, ref, timeout):
+        def other_files(url, timeout):
             self._check(url)
-            return b"mp4 of " + url.encode()
+            return dict(self.files.get(url, {}))
+
+        def save_video(url, ref, path, timeout):
+            self._check(url)
+            Path(path).write_bytes(b"mp4 of " + url.encode())
+            return Path(path).stat().st_size
 
         def stop(url, prompt_id, timeout):
             self.stopped.append(prompt_id)
@@ -79,7 +85,8 @@ class FakeServers:
                 self.prompts[url][prompt_id] = "interrupted"
 
         for name, fn in (("status", status), ("model_choices", model_choices), ("submit", submit),
-                         ("outcome", outcome), ("video_bytes", video_bytes), ("stop", stop)):
+                         ("outcome", outcome), ("save_video", save_video), ("stop", stop),
+                         ("other_files", other_files)):
             monkeypatch.setattr(backend, name, fn)
 
 
