@@ -23,7 +23,7 @@ import numpy as np
 from .errors import CheckpointError, NotFramePackError
 from .gguf_dequant import FLOAT_TYPES, QUANT_TYPES, type_name
 from .limits import (MAX_CHECKPOINT_JSON_BYTES, MAX_GGUF_ARRAY_ITEMS, MAX_GGUF_METADATA, MAX_GGUF_TENSOR_ELEMENTS,
-                     MAX_GGUF_TENSORS)
+                     MAX_GGUF_TENSORS, VARIANTS)
 
 ARCHITECTURE = "framepack"
 CONFIG_KEY = f"{ARCHITECTURE}.config"
@@ -199,6 +199,9 @@ def read_gguf(path: str | Path) -> GgufModel:
                                       "the model again") from err
         if VARIANT_KEY in fields:
             variant = _field_value(fields[VARIANT_KEY])
+            if variant not in VARIANTS:
+                raise CheckpointError(f"{path.name}: its {VARIANT_KEY} metadata {str(variant)[:40]!r} is not one of "
+                                      f"{', '.join(VARIANTS)}; convert the model again (with --variant)")
         tensors = {}
         for t in reader.tensors:
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))

@@ -161,6 +161,8 @@ def test_bad_config_metadata(tmp_path):
     _refused(path, "not valid JSON")
     path = _plain(tmp_path / "config2.gguf", "framepack", {}, strings={"framepack.config": '{"num_layers": 100000}'})
     _refused(path, "not usable")
+    path = _plain(tmp_path / "variant.gguf", "framepack", {}, strings={"framepack.variant": "../../etc"})
+    _refused(path, "is not one of I2V_HY, F1")
 
 
 def test_the_good_file_loads(good, monkeypatch):
