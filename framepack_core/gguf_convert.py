@@ -7,9 +7,11 @@ Types: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0 (quantized here with the `gguf` package's ow
 ggml's), BF16 and F16. K-quants (Q6_K, Q5_K, Q4_K, Q3_K, Q2_K) have no Python quantizer: make a BF16 GGUF here,
 then quantize it with llama.cpp's llama-quantize (README: GGUF).
 
-Which tensors are quantized follows the fp8 rule (loading.is_fp8_eligible): the block matmul weights, whose rows
-are whole blocks; norms, biases, the modulation Linears, the embedders and the output head keep the source's
-precision (bf16 for bf16 and fp8 sources, fp16/fp32 for such sources). The model config and the variant go into
+Which tensors are quantized: every matmul weight inside the 60 blocks (`is_quantizable`: the attention and MLP
+projections, as loading.is_fp8_eligible, and also the blocks' modulation Linears `norm1.linear` / `norm.linear`,
+3.4B of the 12.9B parameters, which the fp8 rule leaves in bf16 only because their names contain "norm"), whose
+rows are whole blocks; norms, biases, the embedders and the output head keep the source's precision (bf16 for bf16
+and fp8 sources, fp16/fp32 for such sources). The model config and the variant go into
 the metadata (gguf_file.py names the keys), the tensor names are the released checkpoints' names.
 
 Streaming: the tensor table is written from the source's header, then each tensor is read, converted and written
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from math import prod
@@ -35,14 +38,19 @@ from .errors import FramePackError, InputError
 from .gguf_dequant import FLOAT_TYPES, QUANT_TYPES, TYPE_IDS
 from .gguf_file import ARCHITECTURE, CONFIG_KEY, MAX_DIMS, ORIG_SHAPE_PREFIX, VARIANT_KEY, import_gguf
 from .limits import VARIANTS
-from .loading import (_check_config_matches, _check_keys, detect_variant, infer_config, is_fp8_eligible, read_shapes,
-                      resolve_source)
+from .loading import _check_config_matches, _check_keys, detect_variant, infer_config, read_shapes, resolve_source
 from .transformer import FramePackTransformer
 
 # the types made here (the gguf package quantizes them in Python), best first
 CONVERT_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "BF16", "F16")
 CHUNK_ELEMENTS = 1 << 22  # rows quantized at once: about 16 MB of float32
 _SOURCE_FLOAT = {"F32": "F32", "F16": "F16"}  # other source dtypes (BF16, fp8) are kept as BF16
+_BLOCK_WEIGHT = re.compile(r"^(transformer_blocks|single_transformer_blocks)\.\d+\..*\.weight$")
+
+
+def is_quantizable(key: str, shape: tuple[int, ...]) -> bool:
+    """A matmul weight inside a block (2-D: the blocks' RMSNorm weights are 1-D)."""
+    return bool(_BLOCK_WEIGHT.match(key)) and len(shape) == 2
 
 
 @dataclass
@@ -116,7 +124,7 @@ def target_type(key: str, shape: tuple[int, ...], source_dtype: str, qtype: int)
     """The ggml type a tensor is written in: `qtype` for a block matmul weight whose rows are whole blocks, else
     the source's own float type (BF16 for bf16 and fp8 sources)."""
     block = QUANT_TYPES[qtype][1] if qtype in QUANT_TYPES else 1
-    if is_fp8_eligible(key) and len(shape) == 2 and shape[1] % block == 0:
+    if is_quantizable(key, shape) and shape[1] % block == 0:
         return qtype
     return TYPE_IDS[_SOURCE_FLOAT.get(source_dtype, "BF16")]
 

@@ -2,10 +2,10 @@
 model; gguf_file.py reads and checks the file).
 
 Which weights stay quantized: with storage "auto", every Linear weight the file stores in a quantized type keeps
-its packed blocks (gguf_linear.QuantizedLinear dequantizes them at each matmul). Our converter quantizes only the
-block matmul weights (the fp8 rule, loading.is_fp8_eligible); files made by other tools may also quantize the
-modulation Linears, embedders' Linears or the output head, and those stay quantized too (dequantizing them would
-cost bf16 memory for no precision: the file's values are the quantized ones). Quantized tensors that are not Linear
+its packed blocks (gguf_linear.QuantizedLinear dequantizes them at each matmul). Our converter quantizes the block
+matmul weights (gguf_convert.is_quantizable); files made by other tools may also quantize the embedders' Linears or
+the output head, and those stay quantized too (dequantizing them would cost bf16 memory for no precision: the
+file's values are the quantized ones). Quantized tensors that are not Linear
 weights (the patch embedders' convolutions, norms) are dequantized at load, as is everything with storage
 "compute" or "fp8_*". Float tensors (F32/F16/BF16) are converted like a .safetensors file's.
 

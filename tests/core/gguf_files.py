@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from framepack_core.config import FramePackConfig
-from framepack_core.gguf_convert import Entry, encode, stored_shape, write_gguf
+from framepack_core.gguf_convert import Entry, encode, is_quantizable, stored_shape, write_gguf
 from framepack_core.gguf_dequant import FLOAT_TYPES, QUANT_TYPES, TYPE_IDS
-from framepack_core.loading import is_fp8_eligible
 from framepack_dev.random_weights import random_model
 
 # The smallest config whose block matmul rows are whole K-quant blocks (256): 2 heads of 128, 1 + 1 blocks.
@@ -35,18 +34,18 @@ def random_blocks(type_name: str, n_blocks: int, seed: int, scale: float | None 
 
 
 def model_entries(model: torch.nn.Module, type_name: str, seed: int = 0, scale: float = 0.004) -> list[Entry]:
-    """Every tensor of `model`: block matmul weights in `type_name` (random blocks for quantized types, the
+    """Every tensor of `model`: block matmul weights (gguf_convert.is_quantizable) in `type_name` (random blocks for quantized types, the
     model's own values for float types), the rest in BF16."""
     qtype = TYPE_IDS[type_name]
     entries = []
     for i, (key, tensor) in enumerate(sorted(model.state_dict().items())):
         shape = tuple(tensor.shape)
-        if is_fp8_eligible(key) and qtype in QUANT_TYPES:
+        if is_quantizable(key, shape) and qtype in QUANT_TYPES:
             n = tensor.numel() // QUANT_TYPES[qtype][1]
             data = random_blocks(type_name, n, seed + i, scale).reshape(shape[0], -1)
             entries.append(Entry(key, shape, qtype, lambda d=data: d))
         else:
-            out = qtype if is_fp8_eligible(key) and qtype in FLOAT_TYPES else TYPE_IDS["BF16"]
+            out = qtype if is_quantizable(key, shape) and qtype in FLOAT_TYPES else TYPE_IDS["BF16"]
             entries.append(Entry(key, shape, out, lambda t=tensor, o=out: encode(t.reshape(stored_shape(t.shape)), o)))
     return entries
 

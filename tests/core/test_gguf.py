@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from framepack_core import TINY
-from framepack_core.gguf_convert import CONVERT_TYPES, convert, main
+from framepack_core.gguf_convert import CONVERT_TYPES, convert, is_quantizable, main
 from framepack_core.gguf_dequant import FLOAT_TYPES, QUANT_TYPES, TYPE_IDS, dequantize
 from framepack_core.gguf_linear import QuantizedLinear
 from framepack_core.layers import Linear
-from framepack_core.loading import is_fp8_eligible, load_framepack_model, save_framepack_model
+from framepack_core.loading import load_framepack_model, save_framepack_model
 from framepack_dev.random_weights import random_model
 from tests.blocked_imports import run_without
 from tests.core.gguf_files import K_CONFIG, random_blocks, write_model_gguf
@@ -82,7 +82,7 @@ def test_every_type_loads_quantized_with_the_files_values(tmp_path, name):
     qtype = TYPE_IDS[name]
     if qtype in QUANT_TYPES:
         eligible = sorted(n for n, m in model.named_modules() if isinstance(m, Linear)
-                          and is_fp8_eligible(n + ".weight"))
+                          and is_quantizable(n + ".weight", tuple(m.weight.shape)))
         assert sorted(n for n, _ in quantized) == eligible and eligible
         for module_name, layer in quantized:
             t = stored[module_name + ".weight"]
@@ -139,14 +139,14 @@ def test_converter_round_trip_within_the_types_error(tmp_path, bf16_file, name):
             continue
         ref = ref_layers[module_name].weight
         if isinstance(layer, QuantizedLinear):
-            assert name in ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0") and is_fp8_eligible(module_name + ".weight")
+            assert name in ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0") and is_quantizable(module_name + ".weight", ref.shape)
             weight = dequantize(layer.weight, layer.qtype, tuple(ref.shape), torch.float32)
             assert SMALLEST_ERROR[name] / 2 < _rel(weight, ref) <= ROUND_TRIP_ERROR[name], (module_name, _rel(weight, ref))
         else:
             assert layer.weight.dtype == torch.float32
             assert _rel(layer.weight, ref) <= (1e-3 if name == "F16" else 0)  # bf16 values: exact in F16 too
     for key, tensor in reference.state_dict().items():  # norms, biases, embedders, head: as in the source
-        if not is_fp8_eligible(key):
+        if not is_quantizable(key, tuple(tensor.shape)):
             assert torch.equal(model.state_dict()[key], tensor), key
     assert _rel(_forward(model, TINY), _forward(reference, TINY)) <= max(2 * ROUND_TRIP_ERROR[name], 1e-3)
 
@@ -191,7 +191,7 @@ def test_storage_options(tmp_path, bf16_file):
 
 
 def test_a_file_that_quantizes_other_linears_keeps_them_quantized(tmp_path):
-    """Other tools also quantize the modulation Linears and the output head: those stay quantized too; the
+    """Other tools also quantize the embedders' Linears and the output head: those stay quantized too; the
     quantized 5-D patch embedder (no Linear) is dequantized at load."""
     from framepack_core.gguf_convert import Entry, encode, stored_shape, write_gguf
     model = random_model(TINY, seed=4, std=0.05)
@@ -203,7 +203,7 @@ def test_a_file_that_quantizes_other_linears_keeps_them_quantized(tmp_path):
         entries.append(Entry(key, tuple(t.shape), qtype, lambda t=t, r=rows, q=qtype: encode(t.reshape(r), q)))
     path = write_gguf(tmp_path / "all.gguf", entries, config=TINY, variant="F1")
     loaded = load_framepack_model(path, compute_dtype="fp32")
-    assert isinstance(loaded.transformer_blocks[0].norm1.linear, QuantizedLinear)
+    assert isinstance(loaded.time_text_embed.timestep_embedder.linear_1, QuantizedLinear)
     assert isinstance(loaded.proj_out, QuantizedLinear)
     embedder = loaded.clean_x_embedder.proj_4x.weight
     assert embedder.dim() == 5 and embedder.dtype == torch.float32

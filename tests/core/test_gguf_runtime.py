@@ -89,7 +89,7 @@ def test_loras_on_quantized_weights_change_the_output_as_on_the_dequantized_mode
     report_q = apply_loras(quantized, stack)
     report_d = apply_loras(dequantized, stack)
     modes = {mode for lora in report_q.loras for mode in lora.layers.values()}
-    assert modes == {"runtime", "merged"}  # quantized layers: runtime; bf16 modulation Linears: merged
+    assert modes == {"runtime"}  # every block Linear is quantized: all take the side path
     assert all(report_q.loras[i].layers.keys() == report_d.loras[i].layers.keys() for i in range(3))
     for lora in report_q.loras:
         for name, mode in lora.layers.items():
@@ -118,9 +118,9 @@ def test_the_streamer_copies_the_packed_bytes(q_file):
         block_bytes[storage] = sum(module_bytes(b) for b in model.blocks)
         streamer.release()
     # the same block copies in both runs (the last one re-fetches the first block, the largest kind here, hence
-    # not exactly the sum ratio): Q4_0 block weights are 4.5 bits against 16, the bf16 modulation Linears stay
+    # not exactly the sum ratio): Q4_0 block weights are 4.5 bits against 16; biases and norms stay
     assert copied["auto"] / copied["compute"] == pytest.approx(block_bytes["auto"] / block_bytes["compute"], rel=0.03)
-    assert copied["auto"] < 0.65 * copied["compute"]
+    assert copied["auto"] < 0.45 * copied["compute"]  # 0.42 here (the tiny blocks' biases weigh more than at 13B)
 
 
 def test_quantized_blocks_compile_without_a_graph_break(q_file):
