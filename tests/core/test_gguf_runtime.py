@@ -146,7 +146,7 @@ def test_quantized_blocks_compile_without_a_graph_break(q_file):
 
 
 @pytest.mark.parametrize("name", ["Q8_0", "Q5_1", "Q4_K", "Q6_K"])
-def test_inductor_compiles_the_dequantizing_matmul(name):
+def test_dequantizing_matmul_compiles_with_inductor_no_graph_break(name):
     from framepack_core.gguf_dequant import QUANT_TYPES, TYPE_IDS
     from framepack_core.gguf_linear import make_quantized
     from tests.core.gguf_files import random_blocks
