@@ -348,6 +348,8 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
 
     compute_dtype: "bf16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in (fp16 is refused:
     FP16_COMPUTE_REFUSED says why).
+    A `.gguf` path loads a FramePack GGUF (gguf_file.py): "auto" keeps its quantized weights quantized, "compute"
+    dequantizes them at load, "fp8_*" dequantizes the block weights to fp8.
     storage: "auto" keeps fp8 files in fp8 and stores everything else in the compute dtype; "compute" stores all in
     the compute dtype (an fp8 file is upcast: more memory, no precision regained); "fp8_e4m3fn"/"fp8_e5m2" store the
     block matmul weights in fp8, upcast one layer at a time at the matmul.
