@@ -8,6 +8,9 @@ CPU (default, `--cpu-only`), all in one run:
 - `tiny_errors`: a random tiny model saved in bf16, converted to each type the converter makes (and fp8 storage):
   relative L2 error of one forward against the bf16 model on the same inputs, and of a whole short video's latents
   (generate_video, same request and seed).
+- `converter_memory`: the converter run in a child process on a 1024-wide random model (0.4 GB in bf16) to Q8_0:
+  its peak RSS and peak anonymous RSS (sampled; the source's memory-mapped pages count in RSS but not in the
+  anonymous part) above the RSS after imports, against the source file and its largest tensor.
 - `cpu_forward`: one forward of a mid-size random model (512 wide, 2 + 4 blocks) on the CPU, bf16 compute, Q8_0 and
   Q4_0 (dequantized at each matmul) against bf16, median of 3, same run.
 
@@ -157,6 +160,49 @@ def cpu_forward(folder: Path) -> dict:
     return report
 
 
+CONVERT_CHILD = """
+import sys, threading, time
+from framepack_core.gguf_convert import convert
+
+def rss_kb():
+    values = {}
+    for line in open("/proc/self/status"):
+        if line.startswith(("VmRSS:", "RssAnon:")):
+            values[line.split(":")[0]] = int(line.split()[1])
+    return values["VmRSS"], values["RssAnon"]
+
+before = rss_kb()
+peak = list(before)
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[:] = [max(p, v) for p, v in zip(peak, rss_kb())]
+        time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
+convert(sys.argv[1], sys.argv[2], "Q8_0")
+done.set()
+print(*before, *peak)
+"""
+
+
+def converter_memory(folder: Path) -> dict:
+    import subprocess
+    config = FramePackConfig(num_attention_heads=8, attention_head_dim=128, num_layers=2, num_single_layers=2,
+                             num_refiner_layers=1, text_embed_dim=1024, pooled_projection_dim=256,
+                             image_proj_dim=256)
+    model = random_model(config, seed=13)
+    largest = max(t.numel() for t in model.state_dict().values()) * 2
+    [src] = save_framepack_model(model, folder / "wide_bf16.safetensors", storage="bf16")
+    del model
+    out = subprocess.run([sys.executable, "-c", CONVERT_CHILD, str(src), str(folder / "wide-Q8_0.gguf")],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    rss0, anon0, rss1, anon1 = (int(v) for v in out.stdout.split())
+    return {"source_mb": round(src.stat().st_size / 1e6, 1), "largest_tensor_bf16_mb": round(largest / 1e6, 1),
+            "gguf_mb": round((folder / "wide-Q8_0.gguf").stat().st_size / 1e6, 1),
+            "peak_rss_above_imports_mb": round((rss1 - rss0) / 1e3, 1),
+            "peak_anon_rss_above_imports_mb": round((anon1 - anon0) / 1e3, 1)}
+
+
 def quantize_random_(model: FramePackTransformer, type_name: str, seed: int = 0, scale: float = 0.002):
     """Turns every block matmul Linear (gguf_convert.is_quantizable) into a QuantizedLinear of random blocks with scales of `scale` (in place,
     on the model's device)."""
@@ -238,6 +284,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         report["tiny_errors"] = tiny_errors(Path(folder))
         report["cpu_forward"] = cpu_forward(Path(folder))
+        report["converter_memory"] = converter_memory(Path(folder))
     print(json.dumps(report, indent=1))
 
 
