@@ -10,8 +10,9 @@
 # speed.json (eager vs torch.compile s/step and compile time, one 25-step section with no cache, TeaCache 0.15 and
 # MagCache, fp8 matmul and fp8 upcast vs bf16); streaming.json (every block streamed from host memory: pageable,
 # pinned, and loaded from a memory-mapped safetensors file, with the host-to-device GB/s); streaming_async.json
-# (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs).
-# Expected: about 9 minutes on an H100/H200 (the released-size model is drawn with random bf16 weights on the GPU
+# (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs); gguf.json
+# (bench/bench_gguf.py: bf16, fp8, Q8_0 and Q4_0 at 640x608, s/step and peak VRAM, resident and streamed).
+# Expected: about 12 minutes on an H100/H200 (the released-size model is drawn with random bf16 weights on the GPU
 # in about a second; torch.compile takes a minute or two; the memory-mapped variant writes a 26 GB file to TMPDIR).
 # DRY_RUN=1 runs the same scripts' GPU code on the CPU with the tiny model (tests/core/test_bench_scripts.py).
 set -uo pipefail
@@ -44,4 +45,6 @@ timeout 300 "$python" bench/bench_speed.py "${mode[@]}" --repeats 3 | tee "$out/
 timeout 300 "$python" bench/bench_streaming.py "${stream_mode[@]}" | tee "$out/streaming.json" || status=1
 PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync timeout 120 "$python" bench/bench_streaming.py "${stream_mode[@]}" \
     --variants pageable | tee "$out/streaming_async.json" || status=1
+# GGUF: bf16 / fp8 / Q8_0 / Q4_0 weights (random packed blocks), resident and every block streamed
+timeout 420 "$python" bench/bench_gguf.py "${mode[@]}" | tee "$out/gguf.json" || status=1
 exit $status

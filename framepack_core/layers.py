@@ -334,7 +334,7 @@ class SingleStreamBlock(nn.Module):
         mixed_storage = not matmul.fusable([layer.weight for layer in layers])
         if mixed_storage or any(len(layer.lora) for layer in [*layers, self.proj_out]):
             q, k, v, mlp = (layer(nh) for layer in layers)
-            del nh
+            nh = None  # (a `del` here breaks torch.compile's graph)
             joint = torch.cat([self.attn(q, k, v, rope, key_mask), F.gelu(mlp, approximate="tanh")], dim=-1)
             return torch.addcmul(h, gate, self.proj_out(joint))
         packed = fused_projection(nh, layers)

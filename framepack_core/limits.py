@@ -42,8 +42,8 @@ MODE_CHOICES = (AUTO, *MODES)
 # still load; their weights are converted).
 COMPUTE_DTYPE_NAMES = ("bf16", "fp32")
 DEFAULT_COMPUTE_DTYPE = "bf16"
-# auto: fp8 files stay fp8, others take the compute dtype; compute: always the compute dtype; fp8_*: block weights
-# stored in that fp8 format
+# auto: fp8 files stay fp8, GGUF-quantized weights stay quantized, others take the compute dtype; compute: always
+# the compute dtype (a GGUF is dequantized at load); fp8_*: block weights stored in that fp8 format
 STORAGE_CHOICES = (AUTO, "compute", "fp8_e4m3fn", "fp8_e5m2")
 DEFAULT_ATTENTION = "sdpa"  # PyTorch's own; attention.BACKENDS lists the others
 MAX_VRAM_RESERVE_GB = 128.0  # the loader's vram_reserve_gb (0 = derived from each job)
@@ -132,6 +132,13 @@ MAX_LORAS = 16  # different LoRA files in one stack (a file chained twice counts
 MAX_ALPHA_PATTERNS = 4096  # alpha_pattern entries in a LoRA's PEFT metadata (module names)
 MAX_ALPHA_PATTERN_CHARS = 256  # one alpha_pattern entry: a module name is far shorter
 MAX_CHECKPOINT_JSON_BYTES = 16 * 1024 * 1024  # a model folder's config.json or shard index (real ones: < 200 KB)
+# GGUF model files (gguf_file.py): what a header may claim before the reader walks it. FramePack's 13B has 1000-odd
+# tensors, a handful of metadata entries and no array; LLaMA GGUFs (refused by architecture, after reading) carry
+# tokenizer arrays of up to ~300k entries. The largest FramePack tensor has 47 million elements.
+MAX_GGUF_TENSORS = 4096
+MAX_GGUF_METADATA = 1024
+MAX_GGUF_ARRAY_ITEMS = 300_000
+MAX_GGUF_TENSOR_ELEMENTS = 2 ** 30
 # Model config fields from a file (config.json or safetensors metadata): (low, high), inclusive. The released
 # checkpoints sit well inside (20 / 40 / 2 layers, 24 heads of 128, widths 4096 / 768 / 1152); the bounds keep a
 # hostile config from building a huge model before the weights are compared with it.

@@ -1,6 +1,7 @@
 """Loading FramePack transformers from the files users already have, and saving them.
 
-Accepted: a single `.safetensors` file (bf16, fp16, fp32, or the community fp8_e4m3fn / fp8_e5m2 files where
+Accepted: a FramePack `.gguf` file (gguf_file.py, gguf_loading.py: quantized weights stay quantized), a single
+`.safetensors` file (bf16, fp16, fp32, or the community fp8_e4m3fn / fp8_e5m2 files where
 the block weights are fp8 and the rest bf16), or a diffusers folder (`config.json` + sharded
 `diffusion_pytorch_model*.safetensors` + `*.safetensors.index.json`, as on the Hugging Face hub). Nothing else is
 read: pickle-based files (.ckpt/.pt/.bin/.pth) are refused without being opened by torch.
@@ -25,6 +26,8 @@ from safetensors.torch import save_file
 from .attention import resolve_backend
 from .config import RELEASED, FramePackConfig
 from .errors import CheckpointError, InputError, NotFramePackError
+from .gguf_file import read_gguf
+from .gguf_loading import place as place_gguf
 from .limits import AUTO, DEFAULT_ATTENTION, DEFAULT_COMPUTE_DTYPE, MAX_CHECKPOINT_JSON_BYTES, STORAGE_CHOICES
 from .safetensors_file import (FP8_DTYPES, FP8_STORAGE, UNREADABLE, check_file, describe_error, is_pickle_name,
                               unreadable)
@@ -345,6 +348,8 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
 
     compute_dtype: "bf16" | "fp32" (or a torch dtype): the dtype activations and matmuls run in (fp16 is refused:
     FP16_COMPUTE_REFUSED says why).
+    A `.gguf` path loads a FramePack GGUF (gguf_file.py): "auto" keeps its quantized weights quantized, "compute"
+    dequantizes them at load, "fp8_*" dequantizes the block weights to fp8.
     storage: "auto" keeps fp8 files in fp8 and stores everything else in the compute dtype; "compute" stores all in
     the compute dtype (an fp8 file is upcast: more memory, no precision regained); "fp8_e4m3fn"/"fp8_e5m2" store the
     block matmul weights in fp8, upcast one layer at a time at the matmul.
@@ -357,6 +362,8 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
     if storage not in STORAGE_CHOICES:
         raise InputError(f"storage {storage!r} is not one of {', '.join(STORAGE_CHOICES)}")
     attention_backend = resolve_backend(attention_backend)
+    if Path(path).suffix.lower() == ".gguf":
+        return _load_gguf(Path(path), compute, storage, attention_backend, device)
     source = resolve_source(path)
     found, prefix = read_shapes(source)
     config = source.config or infer_config(found, source.label)
@@ -382,9 +389,32 @@ def load_framepack_model(path: str | Path, *, compute_dtype: str | torch.dtype =
         except UNREADABLE as err:
             raise CheckpointError(f"{file.name} could not be read completely (truncated or corrupt: "
                                   f"{describe_error(err, file)}); download it again.") from err
+    return _finish(model, state, compute)
+
+
+def _finish(model: FramePackTransformer, state: dict, compute: torch.dtype) -> FramePackTransformer:
     model.load_state_dict(state, strict=True, assign=True)
     model.compute_dtype = compute
     model.requires_grad_(False).eval()
+    return model
+
+
+def _load_gguf(path: Path, compute: torch.dtype, storage: str, attention_backend: str,
+               device: str | torch.device) -> FramePackTransformer:
+    """A FramePack GGUF: checked as a .safetensors file is (config, keys, shapes) before anything is allocated;
+    storage "auto" keeps quantized weights quantized (gguf_loading.py)."""
+    source = read_gguf(path)
+    prefix = _strip_prefix(list(source.tensors))
+    found = {k[len(prefix):]: (t.shape, t.dtype_name, path) for k, t in source.tensors.items()}
+    config = _config_from(source.config, path.name, "GGUF metadata") if source.config is not None else \
+        infer_config(found, path.name)
+    _check_config_matches(config, found, path.name)
+    with torch.device("meta"):
+        model = FramePackTransformer(config, attention_backend)
+    _check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, path.name)
+    convert = lambda key, t: _convert(t, _storage_dtype(key, t.dtype, compute, storage))  # noqa: E731
+    model = _finish(model, place_gguf(model, source, prefix, storage == AUTO, convert, device), compute)
+    model.file_variant = source.variant
     return model
 
 

@@ -2,7 +2,8 @@
 strengths.
 
 A weight that a merge would not change faithfully (stored in float8: a small update merged into fp8 is mostly
-rounded away, because it is far below fp8's spacing at the weight's size; matmul.merges_exactly) gets a runtime
+rounded away, because it is far below fp8's spacing at the weight's size; or packed GGUF blocks, which a merge would
+have to dequantize and requantize; matmul.merges_exactly) gets a runtime
 `LoraDelta`, a low-rank side path computed next to the layer's matmul; any other weight is merged,
 W += strength * scale * up @ down, computed in float32.
 Merging cannot be undone: apply LoRAs to a freshly loaded model, before an offload streamer is installed.
@@ -63,7 +64,7 @@ class AppliedLora:
 
     def __str__(self) -> str:
         text = (f"{self.name} (strength {self.strength:g}): {self.matched} layers "
-                f"({self.count('merged')} merged, {self.count('runtime')} runtime on fp8"
+                f"({self.count('merged')} merged, {self.count('runtime')} runtime on fp8/GGUF"
                 f"{', strength 0: nothing changed' if self.count('skipped') else ''})")
         if self.unmatched:
             shown = "; ".join(f"{k}: {why}" for k, why in list(self.unmatched.items())[:5])
@@ -105,9 +106,10 @@ def _plan(lora: LoraFile, strength: float, layers: dict[str, Linear], flattened:
             plan.unmatched[weights.source] = f"the FramePack transformer has no layer {weights.target}"
             continue
         module = layers[name]
-        if tuple(module.weight.shape) != (weights.up.shape[0], weights.down.shape[1]):
+        # out/in features, not the weight's shape: a GGUF-quantized weight is stored as packed bytes
+        if (module.out_features, module.in_features) != (weights.up.shape[0], weights.down.shape[1]):
             raise CheckpointError(
-                f"{lora.name}: layer {name} is [out {module.weight.shape[0]}, in {module.weight.shape[1]}] but the "
+                f"{lora.name}: layer {name} is [out {module.out_features}, in {module.in_features}] but the "
                 f"LoRA ({weights.source}) changes a [out {weights.up.shape[0]}, in {weights.down.shape[1]}] weight: "
                 f"it was made for a model of another size ({guess_lora_family(lora.keys)}); use a HunyuanVideo or "
                 "FramePack LoRA")
@@ -122,7 +124,7 @@ def _plan(lora: LoraFile, strength: float, layers: dict[str, Linear], flattened:
 def _apply_one(module: Linear, weights: LoraWeights, strength: float) -> str:
     weight = module.weight
     if not merges_exactly(weight):
-        # runtime adapter beside the fp8 weight, kept in float32 on the weight's device
+        # runtime adapter beside the fp8 or GGUF-quantized weight, kept in float32 on the weight's device
         down = weights.down.to(device=weight.device, dtype=torch.float32)
         up = weights.up.to(device=weight.device, dtype=torch.float32)
         module.lora.append(LoraDelta(down, up, strength * weights.scale))
@@ -136,7 +138,7 @@ def _apply_one(module: Linear, weights: LoraWeights, strength: float) -> str:
 def apply_loras(model: torch.nn.Module, loras: Sequence[tuple[LoraFile, float]]) -> LoraReport:
     """Applies several LoRAs with their strengths (negative allowed, 0 changes nothing) to the model's Linear layers.
 
-    fp8-stored weights get a runtime LoraDelta at full strength; other weights are merged
+    fp8-stored and GGUF-quantized weights get a runtime LoraDelta at full strength; other weights are merged
     (W += strength * scale * up @ down in float32, cast back to the storage dtype). Every LoRA is checked before
     any layer changes: a LoRA that matches no layer, or whose shapes do not fit, raises CheckpointError.
     """

@@ -23,18 +23,22 @@ from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHand
 
 log = logging.getLogger("FramePack")
 INDEX_SUFFIX = ".safetensors.index.json"
+GGUF_SUFFIX = ".gguf"
 
 
 def diffusion_model_choices() -> list[str]:
     """Files in models/diffusion_models, with a sharded diffusers folder listed once (as the folder) instead of
-    shard by shard. Pickle files stay listed so that choosing one gives a clear refusal, not a silent absence."""
-    folders = set()
+    shard by shard, and GGUF files (which ComfyUI itself does not list there). Pickle files stay listed so that
+    choosing one gives a clear refusal, not a silent absence."""
+    folders, ggufs = set(), set()
     for root in folder_paths.get_folder_paths("diffusion_models"):
         for dirpath, _, files in os.walk(root, followlinks=True):
             if any(f.endswith(INDEX_SUFFIX) for f in files):
                 folders.add(os.path.relpath(dirpath, root).replace(os.sep, "/"))
-    files = [f for f in folder_paths.get_filename_list("diffusion_models")
-             if not any(f.replace(os.sep, "/").startswith(d + "/") for d in folders)]
+            ggufs.update(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") for f in files
+                         if f.lower().endswith(GGUF_SUFFIX))
+    files = set(folder_paths.get_filename_list("diffusion_models")) | ggufs
+    files = [f for f in sorted(files) if not any(f.replace(os.sep, "/").startswith(d + "/") for d in folders)]
     return sorted(folders) + files
 
 
@@ -96,18 +100,23 @@ class FramePackModelLoader(io.ComfyNode):
         return io.Schema(
             node_id="FramePackModelLoader", display_name="Load FramePack Model", category=CATEGORY,
             description="Loads FramePackI2V_HY or FramePack F1 from models/diffusion_models: a single .safetensors "
-                        "file (bf16/fp16/fp8) or a sharded diffusers folder.",
+                        "file (bf16/fp16/fp8), a sharded diffusers folder, or a FramePack .gguf file (Q8_0 to Q4, "
+                        "kept quantized; needs pip install gguf).",
             inputs=[
                 io.Combo.Input("model", options=diffusion_model_choices(),
-                               tooltip="A .safetensors file or a sharded diffusers folder in models/diffusion_models"),
+                               tooltip="A .safetensors file, a sharded diffusers folder or a FramePack .gguf file in "
+                                       "models/diffusion_models"),
                 io.Combo.Input("variant", options=list(VARIANT_CHOICES), default=AUTO,
-                               tooltip="auto: F1 when the name contains 'F1', else FramePackI2V_HY. I2V_HY samples "
+                               tooltip="auto: a GGUF's recorded variant; else F1 when the name contains 'F1', else "
+                                       "FramePackI2V_HY. I2V_HY samples "
                                        "sections backwards (anti-drifting), F1 forwards."),
                 io.Combo.Input("compute_dtype", options=list(COMPUTE_DTYPE_NAMES), default=DEFAULT_COMPUTE_DTYPE,
                                tooltip="bf16; fp32 doubles the activation memory (and the weights', unless fp8). No "
                                        "fp16: HunyuanVideo-family activations exceed its range (fp16 FILES load fine)"),
                 io.Combo.Input("weight_storage", options=list(STORAGE_CHOICES), default=AUTO,
-                               tooltip="auto keeps fp8 files in fp8 and others in the compute dtype; fp8_* stores "
+                               tooltip="auto keeps fp8 files in fp8, GGUF weights quantized (dequantized at each "
+                                       "matmul) and others in the compute dtype; compute dequantizes/upcasts all "
+                                       "at load; fp8_* stores "
                                        "the block weights in fp8 (half the memory). On GPUs of compute capability "
                                        "8.9+ (RTX 40xx, H100) e4m3fn weights multiply in fp8, elsewhere they are "
                                        "upcast at each matmul"),
@@ -155,7 +164,8 @@ class FramePackModelLoader(io.ComfyNode):
         path = resolve_model_path(model)
         transformer = load_transformer(path, compute_dtype=compute_dtype, storage=weight_storage,
                                        attention_backend=attention)
-        chosen = detect_variant(model) if variant == AUTO else variant
+        recorded = getattr(transformer, "file_variant", None)  # a GGUF's metadata
+        chosen = (recorded or detect_variant(model)) if variant == AUTO else variant
         loras = list(lora or [])
         if loras:  # one file in memory at a time; a LoRA chained twice is applied once at the summed strength
             report = apply_lora_stack(transformer, [(e.path, e.strength) for e in loras])

@@ -52,6 +52,14 @@ def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     assert fp8["fp8_upcast"]["layers"] == 0 and fp8["fp8_matmul"]["layers"] > 0  # the scaled path really ran
     assert 0 < fp8["fp8_matmul"]["rel_l2_vs_bf16"] < 0.1
 
+    gguf = json.loads((tmp_path / "gguf.json").read_text())["dry_run"]
+    assert set(gguf) == {"bf16", "fp8_e4m3fn", "Q8_0", "Q4_0"}
+    for kind, entry in gguf.items():
+        assert entry["resident"]["s_per_step"] > 0 and entry["resident"]["streamed_blocks"] == 0
+        assert entry["streamed"]["s_per_step"] > 0
+    streamed = {kind: entry["streamed"]["streamed_bytes_per_step"] for kind, entry in gguf.items()}
+    assert streamed["Q4_0"] < streamed["Q8_0"] < streamed["bf16"] and streamed["fp8_e4m3fn"] < streamed["bf16"]
+
     correctness = json.loads((tmp_path / "correctness.json").read_text())["dry_run"]
     checks = correctness["checks"]
     assert correctness["ok"] and all(check["ok"] for check in checks.values())

@@ -18,10 +18,11 @@ CORE = Path(__file__).resolve().parents[2] / "framepack_core"
 ALLOWED_THIRD_PARTY = {"torch", "safetensors", "einops", "numpy"}
 # optional attention kernels, imported inside try/except by attention.py and used only when installed; PyAV (which
 # ComfyUI ships), imported by mp4.py only when a file is written; transformers (which ComfyUI requires), imported by
-# safety_classifier.py only when the safety checker loads its classifier
-OPTIONAL = {"flash_attn", "sageattention", "av", "transformers"}
+# safety_classifier.py only when the safety checker loads its classifier; gguf (pip install gguf), imported by the
+# gguf_* modules only when a .gguf file is read or written
+OPTIONAL = {"flash_attn", "sageattention", "av", "transformers", "gguf"}
 BLOCKED = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution", "latent_preview",
-           "diffusers", "transformers", "av")
+           "diffusers", "transformers", "av", "gguf")
 
 
 def _imported_top_level_names(path: Path) -> set[str]:
