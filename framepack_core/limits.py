@@ -78,7 +78,12 @@ MAX_SEED = 2 ** 64 - 1
 RANDOM_SEED_BOUND = 2 ** 31  # a random seed is drawn below this, so it also fits the hosted APIs' 32-bit seeds
 
 # step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
-CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
+CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "easycache", "none")
+# EasyCache (easycache.py): the accumulated estimated output change allowed before the model runs again. 0.025 is
+# the authors' setting for HunyuanVideo (H-EmbodVis/EasyCache, EasyCache4HunyuanVideo/easycache_sample_video.py,
+# thresh); 0 = off (every step computed).
+DEFAULT_EASYCACHE_THRESHOLD = 0.025
+MAX_EASYCACHE_THRESHOLD = 1.0
 # torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
