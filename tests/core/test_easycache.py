@@ -38,12 +38,13 @@ def brute_force_pattern(inputs, output_of, threshold, warmup=AUTHORS_WARMUP) -> 
     computed step before t and r the computed step before s; with |.| the mean absolute value,
         k_s = |v_s - v_r| / |x_s - x_r|                                (transformation rate)
         E_t = sum over u = s+1 .. t of  k_s * |x_u - x_u-1| / |v_s|    (accumulated estimated output change)
-    and step t reuses v = x_t + (v_s - x_s) while E_t < threshold. `output_of(s)` is the model's output at a
+    and step t reuses v = x_t + (v_s - x_s) while E_t < threshold. Before two steps are computed there is no k and
+    the step is computed (only a warm-up shorter than 2 steps gets there). `output_of(s)` is the model's output at a
     computed step s (never asked for a skipped one)."""
     n = len(inputs)
     computed: list[int] = []
     for t in range(n):
-        if t < warmup or t == n - 1:
+        if t < warmup or t == n - 1 or len(computed) < 2:
             computed.append(t)
             continue
         s, r = computed[-1], computed[-2]
@@ -114,6 +115,16 @@ def test_decisions_equal_the_brute_force_rule_on_scripted_values(threshold):
         assert all(decisions)
     if threshold >= 0.3:
         assert decisions.count(False) >= 3
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_short_warm_ups_compute_until_a_rate_is_measured(warmup):
+    # k needs two computed steps: with a warm-up under 2 steps the steps before that are computed anyway, then
+    # everything up to the last step is skipped (the threshold is never reached)
+    xs, vs = linear_trace(10, 2.0, 2.0)
+    decisions = replay(EasyCache(10, threshold=1e9, warmup_steps=warmup), xs, vs)
+    assert decisions == [True, True] + [False] * 7 + [True]
+    assert decisions == brute_force_pattern(xs, vs.__getitem__, 1e9, warmup)
 
 
 def test_unmeasurable_changes_compute_the_step():
