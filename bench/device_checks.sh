@@ -7,8 +7,8 @@
 # resident bit for bit, fp8 storage, an interrupt mid-section, attention kernels); transformer.json (resident
 # forward: s/step, TFLOP/s, peak allocated and reserved VRAM, activation peak against framepack_core.memory's
 # formula, SDPA kernel used); section.json (a warm-up section, then one 33-frame section with TeaCache off and on);
-# speed.json (eager vs torch.compile s/step and compile time, one 25-step section with no cache, TeaCache 0.15 and
-# MagCache, fp8 matmul and fp8 upcast vs bf16); streaming.json (every block streamed from host memory: pageable,
+# speed.json (eager vs torch.compile s/step and compile time, one 25-step section with no cache, TeaCache 0.15,
+# MagCache and EasyCache, fp8 matmul and fp8 upcast vs bf16); streaming.json (every block streamed from host memory: pageable,
 # pinned, and loaded from a memory-mapped safetensors file, with the host-to-device GB/s); streaming_async.json
 # (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs); gguf.json
 # (bench/bench_gguf.py: bf16, fp8, Q8_0 and Q4_0 at 640x608, s/step and peak VRAM, resident and streamed).
@@ -38,8 +38,9 @@ timeout 300 "$python" bench/gpu_correctness.py "${check[@]}" | tee "$out/correct
 timeout 240 "$python" bench/bench_transformer.py "${mode[@]}" --repeats 3 | tee "$out/transformer.json" || status=1
 # a warm-up section, then one 33-frame section, 25 steps, TeaCache off and on
 timeout 240 "$python" bench/bench_section.py "${mode[@]}" | tee "$out/section.json" || status=1
-# torch.compile (eager vs compiled s/step, compile time), a 25-step section with no cache, TeaCache 0.15 and
-# MagCache, fp8 matmul and fp8 upcast vs bf16 (s/step, relative L2 error of one forward)
+# torch.compile (eager vs compiled s/step, compile time), a 25-step section with no cache, TeaCache 0.15,
+# MagCache and EasyCache (speed-up and error against no cache), fp8 matmul and fp8 upcast vs bf16 (s/step,
+# relative L2 error of one forward)
 timeout 300 "$python" bench/bench_speed.py "${mode[@]}" --repeats 3 | tee "$out/speed.json" || status=1
 # low-VRAM: pageable, pinned, memory-mapped file (last: it writes 26 GB); then the allocator ComfyUI uses
 timeout 300 "$python" bench/bench_streaming.py "${stream_mode[@]}" | tee "$out/streaming.json" || status=1

@@ -41,14 +41,15 @@ from .conditioning import ImageConditioning, Keyframe, TextConditioning, blend_t
 from .config import LATENT_CHANNELS
 from .errors import InputError
 from .guidance import FlowDenoiser
-from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_END_STRENGTH,
+from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_EASYCACHE_THRESHOLD,
+                     DEFAULT_END_STRENGTH,
                      DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_WINDOW, FPS,
                      MAX_SEED, MODES, RANDOM_SEED_BOUND, Mode)
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
 from .starts import Continuation, initial_context
-from .stepcache import calibration_of, calibration_summary, new_step_cache, section_stats, validate_cache
+from .stepcache import calibration_of, calibration_summary, new_step_cache, section_stats, stats_kind, validate_cache
 
 HISTORY_SLOTS = (1, 2, 16)  # latents at 1x, 2x, 4x compression
 CONTEXT_LATENTS = sum(HISTORY_SLOTS)
@@ -73,10 +74,12 @@ class GenerationRequest:
     shift: float | None = None  # None: resolution-dependent (capped at 7.0)
     teacache_threshold: float = 0.0  # 0 = off; the original's default when on is limits.DEFAULT_TEACACHE_THRESHOLD
     # the step cache (stepcache.py): "teacache" uses teacache_threshold; "magcache" magcache_threshold and
-    # magcache_ratios (None: the published ratios of the mode's model); "magcache_calibrate" records ratios
+    # magcache_ratios (None: the published ratios of the mode's model); "magcache_calibrate" records ratios;
+    # "easycache" easycache_threshold
     cache: str = DEFAULT_CACHE
     magcache_threshold: float = DEFAULT_MAGCACHE_THRESHOLD  # 0 = off
     magcache_ratios: tuple[float, ...] | None = None
+    easycache_threshold: float = DEFAULT_EASYCACHE_THRESHOLD  # 0 = every step computed
     window: int = DEFAULT_WINDOW
     fps: int = FPS
     # -- starts (starts.py): a blank text-to-video start or a continuation is frame 0 but not an output frame
@@ -107,7 +110,8 @@ class GenerationRequest:
         if not 0.0 <= self.end_strength <= 1.0:
             raise InputError(f"strength {self.end_strength} must be between 0 and 1 ({DEFAULT_END_STRENGTH:g} is the "
                              "default)")
-        validate_cache(self.cache, self.teacache_threshold, self.magcache_threshold, self.magcache_ratios)
+        validate_cache(self.cache, self.teacache_threshold, self.magcache_threshold, self.magcache_ratios,
+                       self.easycache_threshold)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
             raise InputError(f"seed {self.seed!r} must be an integer from -1 (random) to {MAX_SEED}")
         for key in self.keyframes:
@@ -153,8 +157,8 @@ def generate_video(model, request: GenerationRequest, *, device: torch.device | 
     runner = _SectionRunner(model, request, plan, device)
     finished: list[tuple[int, torch.Tensor]] = []
     stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0, "magcache_skipped": 0,
-             "magcache_computed": 0}
-    cache_kind = "magcache" if request.cache.startswith("magcache") else "teacache"
+             "magcache_computed": 0, "easycache_skipped": 0, "easycache_computed": 0}
+    cache_kind = stats_kind(request.cache)
     calibration: list[list[float]] = []
     for section in plan.sections:
         t0 = time.perf_counter()

@@ -91,11 +91,16 @@ RANDOM_SEED = -1  # the hosted APIs' (and the API client's) seed that asks for a
 MAX_HOSTED_SEED = RANDOM_SEED_BOUND - 1  # the hosted APIs' seeds are 32-bit (the nodes take up to MAX_SEED)
 
 # step caches (stepcache.py): which one skips steps; "magcache_calibrate" computes every step and records ratios
-CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "none")
+CACHE_CHOICES = ("teacache", "magcache", "magcache_calibrate", "easycache", "none")
 DEFAULT_CACHE = "teacache"
 DEFAULT_TEACACHE_THRESHOLD = 0.15  # the original's setting: ~2.1x faster, not lossless (teacache.py)
 DEFAULT_MAGCACHE_THRESHOLD = 0.1  # the MagCache authors' demo default (magcache.py)
 MAX_MAGCACHE_RATIO = 10.0  # a MagCache ratio (a calibration file's or a request's) lies in (0, this)
+# EasyCache (easycache.py): the accumulated estimated output change allowed before the model runs again. 0.025 is
+# the authors' setting for HunyuanVideo (H-EmbodVis/EasyCache, EasyCache4HunyuanVideo/easycache_sample_video.py,
+# thresh); 0 = off (every step computed).
+DEFAULT_EASYCACHE_THRESHOLD = 0.025
+MAX_EASYCACHE_THRESHOLD = 1.0
 # torch.compile modes offered (compile.py says why "reduce-overhead" is not one)
 DEFAULT_COMPILE_MODE = "default"  # torch.compile's own default mode
 COMPILE_MODES = (DEFAULT_COMPILE_MODE, "max-autotune-no-cudagraphs")

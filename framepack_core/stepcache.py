@@ -1,23 +1,29 @@
-"""The step cache of a generation: TeaCache, MagCache, a MagCache calibration run, or none.
+"""The step cache of a generation: TeaCache, MagCache, a MagCache calibration run, EasyCache, or none.
 
-A step cache decides per denoising step whether the transformer's block stack runs or the last residual is
-reused (FramePackTransformer.forward's `cache`). Each section and each guidance branch gets a fresh one.
+A step cache decides per denoising step whether the transformer runs or a cached result is reused
+(FramePackTransformer.forward's `cache`): TeaCache and MagCache skip the block stack and reuse its last residual,
+EasyCache skips the whole model and reuses its last transformation. Each section and each guidance branch gets a
+fresh one.
 """
 
 from __future__ import annotations
 
+from .easycache import EasyCache
 from .errors import InputError
-from .limits import (CACHE_CHOICES, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_TEACACHE_THRESHOLD, MAX_MAGCACHE_RATIO,
+from .limits import (CACHE_CHOICES, DEFAULT_EASYCACHE_THRESHOLD, DEFAULT_MAGCACHE_THRESHOLD,
+                     DEFAULT_TEACACHE_THRESHOLD, MAX_EASYCACHE_THRESHOLD, MAX_MAGCACHE_RATIO,
                      VARIANT_MODES)
 from .magcache import MagCache, MagCacheCalibration, average_ratios, published_ratios
 from .teacache import TeaCache
 
-__all__ = ["CACHE_CHOICES", "validate_cache", "new_step_cache", "section_stats", "calibration_of", "calibration_summary"]
+__all__ = ["CACHE_CHOICES", "validate_cache", "new_step_cache", "stats_kind", "section_stats", "calibration_of",
+           "calibration_summary"]
 # without explicit ratios MagCache uses the published ones of the model that samples in the request's mode
 _VARIANT_OF_MODE = {mode: variant for variant, mode in VARIANT_MODES.items()}
 
 
-def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: float, magcache_ratios) -> None:
+def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: float, magcache_ratios,
+                   easycache_threshold: float = DEFAULT_EASYCACHE_THRESHOLD) -> None:
     if cache not in CACHE_CHOICES:
         raise InputError(f"cache {cache!r} must be one of {', '.join(CACHE_CHOICES)}")
     if teacache_threshold < 0:
@@ -30,6 +36,10 @@ def validate_cache(cache: str, teacache_threshold: float, magcache_threshold: fl
                                         or any(not 0 < r < MAX_MAGCACHE_RATIO for r in magcache_ratios)):
         raise InputError(f"magcache ratios must be at least 2 numbers between 0 and {MAX_MAGCACHE_RATIO:g}, one per "
                          "step")
+    if not 0 <= easycache_threshold <= MAX_EASYCACHE_THRESHOLD:
+        raise InputError(f"easycache threshold {easycache_threshold} must be between 0 (off) and "
+                         f"{MAX_EASYCACHE_THRESHOLD:g} ({DEFAULT_EASYCACHE_THRESHOLD} is the authors' setting for "
+                         "HunyuanVideo)")
 
 
 def new_step_cache(request):
@@ -41,7 +51,17 @@ def new_step_cache(request):
         return MagCache(request.steps, ratios, request.magcache_threshold)
     if request.cache == "magcache_calibrate":
         return MagCacheCalibration(request.steps)
+    if request.cache == "easycache":
+        # also at threshold 0, where it computes every step: the run reports its computed steps
+        return EasyCache(request.steps, request.easycache_threshold)
     return None
+
+
+def stats_kind(cache: str) -> str:
+    """The prefix of a generation's computed/skipped counters for a cache choice (none counts as teacache: 0)."""
+    if cache.startswith("magcache"):
+        return "magcache"
+    return "easycache" if cache == "easycache" else "teacache"
 
 
 def section_stats(caches: dict) -> dict:

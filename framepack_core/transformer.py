@@ -16,6 +16,7 @@ from torch import nn
 
 from .compile import mark_token_dims
 from .config import FramePackConfig
+from .easycache import EasyCache
 from .errors import InputError
 from .limits import DEFAULT_ATTENTION
 from .layers import (ClipVisionProjection, ConditionEmbedding, DualStreamBlock, HistoryPatchEmbed, Linear,
@@ -109,13 +110,14 @@ class FramePackTransformer(nn.Module):
                 guidance: torch.Tensor | None = None, latent_indices: torch.Tensor | None = None,
                 clean_latents=None, clean_latent_indices=None, clean_latents_2x=None, clean_latent_2x_indices=None,
                 clean_latents_4x=None, clean_latent_4x_indices=None, image_embeddings: torch.Tensor | None = None,
-                context: SectionContext | None = None, cache: TeaCache | MagCache | None = None) -> torch.Tensor:
+                context: SectionContext | None = None,
+                cache: TeaCache | MagCache | EasyCache | None = None) -> torch.Tensor:
         """Predicts the flow velocity of `hidden_states` [B, C, T, H, W]; returns float32 [B, C_out, T, H, W].
 
         timestep and guidance are [B] (sigma*1000 and distilled guidance*1000). encoder_attention_mask is an
         optional bool [B, L] over the LLaMA tokens. Pass `context` from `prepare` to skip re-embedding the
-        step-invariant inputs; otherwise they are embedded here. `cache` is a step cache (TeaCache, MagCache or
-        MagCacheCalibration) deciding whether the block stack runs this step.
+        step-invariant inputs; otherwise they are embedded here. `cache` is a step cache: TeaCache, MagCache or
+        MagCacheCalibration decide whether the block stack runs this step, EasyCache whether the whole model does.
         """
         b, _, t, hh, ww = hidden_states.shape
         if context is None:
@@ -126,6 +128,13 @@ class FramePackTransformer(nn.Module):
             raise InputError(f"section context was prepared for latents {context.grid}, got {(t, hh, ww)}")
         dtype = self.compute_dtype
         device = context.rope.device
+        model_cache = cache if isinstance(cache, EasyCache) else None
+        if model_cache is not None:
+            # EasyCache decides on the model's own input and reuses the whole model's transformation (easycache.py)
+            cache = None
+            hidden_states = hidden_states.to(device=device, dtype=torch.float32)
+            if not model_cache.should_compute(hidden_states):
+                return model_cache.reuse(hidden_states)
         noisy = self.x_embedder.proj(hidden_states.to(device=device, dtype=dtype)).flatten(1, 3)
         n_noisy = noisy.shape[1]
         tokens = noisy if context.history_tokens is None else torch.cat([context.history_tokens, noisy], dim=1)
@@ -155,8 +164,11 @@ class FramePackTransformer(nn.Module):
         out = self.norm_out(tokens[:, -n_noisy:], temb)
         out = self.proj_out(out.float())  # float32 head, as the original's high_quality_fp32_output_for_inference
         p, pt = self.config.patch_size, self.config.patch_size_t
-        return rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
-                         t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
+        out = rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
+                        t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
+        if model_cache is not None:
+            model_cache.store(hidden_states, out)
+        return out
 
     def _run_blocks(self, tokens, encoder, temb, rope, key_mask, cache):
         run = self.block_runner or (lambda block, fn: fn())

@@ -10,9 +10,10 @@ from comfy_api.latest import io
 from ..framepack_core.config import VAE_SPATIAL_FACTOR
 from ..framepack_core.errors import InputError, Interrupted
 from ..framepack_core.generate import GenerationRequest, generate_video
-from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_FRAMES,
+from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_EASYCACHE_THRESHOLD,
+                                     DEFAULT_FRAMES,
                                      DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS,
-                                     DEFAULT_TEACACHE_THRESHOLD, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_FRAMES,
+                                     DEFAULT_TEACACHE_THRESHOLD, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_EASYCACHE_THRESHOLD, MAX_FRAMES,
                                      MAX_GUIDANCE, MAX_SEED, MAX_SHIFT, MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS,
                                      MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
 from ..framepack_core.samplers import SAMPLERS
@@ -79,7 +80,8 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="Skip denoising steps whose result is predictable. teacache: uses "
                                        "teacache_threshold. magcache: uses magcache_threshold and magcache_ratios "
                                        "(0.1: 12 of 25 steps computed, ~2x faster). magcache_calibrate: computes every step and "
-                                       "saves this run's ratios to models/framepack_magcache. none: every step."),
+                                       "saves this run's ratios to models/framepack_magcache. easycache: uses "
+                                       "easycache_threshold, no calibration. none: every step."),
                 io.Float.Input("magcache_threshold", default=DEFAULT_MAGCACHE_THRESHOLD, min=0.0, max=1.0, step=0.01,
                                optional=True,
                                tooltip="MagCache: accumulated error allowed while skipping; 0 = off, 0.1 = the "
@@ -87,6 +89,11 @@ class FramePackSampler(io.ComfyNode):
                 io.Combo.Input("magcache_ratios", options=ratio_choices(), default=PUBLISHED, optional=True,
                                tooltip="published: the MagCache authors' ratios for this model (25 steps, resampled "
                                        "for other step counts); or a file made by a magcache_calibrate run"),
+                io.Float.Input("easycache_threshold", default=DEFAULT_EASYCACHE_THRESHOLD, min=0.0,
+                               max=MAX_EASYCACHE_THRESHOLD, step=0.001, optional=True,
+                               tooltip="EasyCache: estimated output change allowed while reusing the last step's "
+                                       f"result; 0 = every step computed, {DEFAULT_EASYCACHE_THRESHOLD} = the "
+                                       "authors' HunyuanVideo setting, higher is faster and less faithful"),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Int.Output(display_name="seed")],
         )
@@ -104,7 +111,8 @@ class FramePackSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
                 cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None,
-                cache=DEFAULT_CACHE, magcache_threshold=DEFAULT_MAGCACHE_THRESHOLD, magcache_ratios=PUBLISHED):
+                cache=DEFAULT_CACHE, magcache_threshold=DEFAULT_MAGCACHE_THRESHOLD, magcache_ratios=PUBLISHED,
+                easycache_threshold=DEFAULT_EASYCACHE_THRESHOLD):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
@@ -121,11 +129,13 @@ class FramePackSampler(io.ComfyNode):
             seed=seed, sampler=sampler, shift=shift if shift > 0 else None, teacache_threshold=teacache_threshold,
             window=window_size, cache=cache, magcache_threshold=magcache_threshold,
             magcache_ratios=load_ratios(magcache_ratios, model.variant) if cache == "magcache" else None,
+            easycache_threshold=easycache_threshold,
             start_in_output=conditioning.start_in_output,
             continuation=continues.continuation if continues is not None else None)
         latent_hw = tuple(conditioning.start.latent.shape[-2:])
         plan = request.plan()
-        # a step cache keeps one residual per guidance branch on the device
+        # a step cache keeps one residual per guidance branch on the device (EasyCache keeps a few latent-sized
+        # tensors, too small to count)
         step_cache_on = (cache == "teacache" and teacache_threshold > 0) or cache.startswith("magcache")
         reserve = activation_reserve_bytes(model, plan, latent_hw, step_cache_on, cfg_scale != 1.0,
                                            mode == Mode.FORWARD and conditioning.end is not None

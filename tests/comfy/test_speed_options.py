@@ -1,11 +1,15 @@
 """The speed options through the real server on tiny weights: torch.compile on the loader (off and on give the
-same latents; a workflow without the new inputs runs as before), and MagCache on the sampler (published ratios,
-a calibration run writing its file into models/framepack_magcache, that file used, bad files and names refused)."""
+same latents; a workflow without the new inputs runs as before), MagCache on the sampler (published ratios,
+a calibration run writing its file into models/framepack_magcache, that file used, bad files and names refused)
+and EasyCache on the sampler (steps skipped, an MP4 with every frame)."""
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 
+import av
 import pytest
 
 from framepack_client.server_api import PromptRejected
@@ -103,3 +107,21 @@ def test_bad_calibration_files_and_names_are_refused(comfy, models_dir):
         assert "magcache_ratios" in json.dumps(err.value.node_errors)
     follow_up = comfy.run(tiny_workflow("framepack_i2v", steps=4, seed=14), timeout=300)
     assert follow_up.ok, follow_up.error_message  # the server keeps serving
+
+
+def test_easycache_skips_steps_and_the_mp4_has_every_frame(comfy):
+    num_frames, steps = 37, 8  # EasyCache always computes its first 5 steps and the last
+    graph = tiny_workflow("framepack_i2v", num_frames=num_frames, steps=steps, seed=15, cache="easycache",
+                          easycache_threshold=1.0, prefix=f"tests/easycache_{uuid.uuid4().hex[:8]}")
+    result = comfy.run(graph, timeout=900)
+    assert result.ok, result.error_message
+    report = result.outputs["9"]["framepack"][0]
+    stats = report["stats"]
+    assert stats["easycache_skipped"] > 0
+    assert stats["easycache_computed"] + stats["easycache_skipped"] == steps * report["sections"]
+    assert stats["teacache_skipped"] == stats["magcache_skipped"] == 0
+    [entry] = result.outputs["10"]["images"]
+    assert entry["filename"].endswith(".mp4")
+    data = comfy.view(entry["filename"], entry["subfolder"], entry["type"])
+    with av.open(io.BytesIO(data)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == num_frames

@@ -46,8 +46,11 @@ def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     speed = json.loads((tmp_path / "speed.json").read_text())["dry_run"]
     assert speed["eager"]["s_per_step"] > 0 and speed["compiled"]["s_per_step"] > 0
     assert speed["compiled"]["compile_seconds"] is not None
-    assert set(speed["caches"]) == {"none", "teacache_0.15", "magcache_default"}
+    assert set(speed["caches"]) == {"none", "teacache_0.15", "magcache_default", "easycache_default"}
     assert speed["caches"]["none"]["skipped_steps"] == 0
+    for label, cache in speed["caches"].items():  # the dry run's 4 steps: every step accounted for
+        assert cache["computed_steps"] + cache["skipped_steps"] == 4, label
+    assert speed["caches"]["easycache_default"]["computed_steps"] == 4  # all inside EasyCache's warm-up
     fp8 = speed["fp8"]
     assert fp8["fp8_upcast"]["layers"] == 0 and fp8["fp8_matmul"]["layers"] > 0  # the scaled path really ran
     assert 0 < fp8["fp8_matmul"]["rel_l2_vs_bf16"] < 0.1

@@ -1,6 +1,6 @@
 """Regional torch.compile (framepack_core.compile) with inductor on the CPU: no graph break inside a block, compiled
 output equal to eager, a bounded number of compilations over sections with different token counts, and the
-streamer, LoRA, TeaCache, MagCache and interrupts working on compiled blocks.
+streamer, LoRA, TeaCache, MagCache, EasyCache and interrupts working on compiled blocks.
 
 Compiling is slow on a small CPU, so one compiled model serves the whole module: the first generation pays the two
 compilations and is counted; every later test checks that it caused no further one. Tests run in file order."""
@@ -119,10 +119,12 @@ def test_streaming_runs_the_compiled_blocks(models):
 
 
 @pytest.mark.parametrize("cache", [dict(cache="teacache", teacache_threshold=5.0),
-                                   dict(cache="magcache", magcache_threshold=0.5, magcache_ratios=(1.0, 1.001, 0.8))])
+                                   dict(cache="magcache", magcache_threshold=0.5, magcache_ratios=(1.0, 1.001, 0.8)),
+                                   # EasyCache computes its first 5 steps: 8 steps leave it some to skip
+                                   dict(cache="easycache", easycache_threshold=1.0, steps=8)])
 def test_step_caches_skip_the_same_steps_compiled(models, cache):
     eager, compiled, counter, _, _ = models
-    request = dict(steps=3, num_frames=30, **cache)
+    request = {"steps": 3, "num_frames": 30, **cache}
     on, off = generate_video(compiled, _request(**request)), generate_video(eager, _request(**request))
     kind = cache["cache"]
     assert on.stats[f"{kind}_skipped"] == off.stats[f"{kind}_skipped"] > 0
