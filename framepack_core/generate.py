@@ -40,7 +40,7 @@ import torch
 from .conditioning import ImageConditioning, Keyframe, TextConditioning, blend_text, check_same_size
 from .config import LATENT_CHANNELS
 from .errors import InputError
-from .guidance import FlowDenoiser
+from .guidance import NEGATIVE, POSITIVE, FlowDenoiser
 from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_EASYCACHE_THRESHOLD,
                      DEFAULT_END_STRENGTH,
                      DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_WINDOW, FPS,
@@ -145,16 +145,34 @@ def resolve_seed(seed: int) -> int:
 
 def generate_video(model, request: GenerationRequest, *, device: torch.device | str | None = None,
                    on_step: StepCallback | None = None, on_section: SectionCallback | None = None,
-                   interrupt: Callable[[], bool] | None = None, keep_latents: bool = True) -> GenerationResult:
+                   interrupt: Callable[[], bool] | None = None, keep_latents: bool = True,
+                   parallel=None) -> GenerationResult:
     """`device`: where the model computes. A caller that streams weights (offload.BlockStreamer) passes the device
-    it streams to; without one the model's first parameter says where it lives."""
+    it streams to; without one the model's first parameter says where it lives.
+
+    `parallel`: a parallel.ParallelMesh when this process is one rank of a multi-GPU run; every rank calls this
+    with the same request and gets the same latents (callbacks are the caller's to give to one rank only)."""
     request.validate()
+    if parallel is None:
+        return _generate(model, request, device, on_step, on_section, interrupt, keep_latents, None)
+    job = parallel.for_job(request.cfg_scale != 1.0)
+    request = dataclasses.replace(request, seed=parallel.agree_seed(request.seed))
+    local_interrupt = interrupt
+    interrupt = lambda: parallel.agreed(bool(local_interrupt and local_interrupt()))  # noqa: E731
+    model.set_sequence_parallel(job.sequence)
+    try:
+        return _generate(model, request, device, on_step, on_section, interrupt, keep_latents, job)
+    finally:
+        model.set_sequence_parallel(None)
+
+
+def _generate(model, request, device, on_step, on_section, interrupt, keep_latents, job) -> GenerationResult:
     plan = request.plan()
     seed = resolve_seed(request.seed)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    # One CPU generator for the whole job: the same seed gives the same video on any device.
+    # One CPU generator for the whole job: the same seed gives the same video on any device (and on every rank).
     generator = torch.Generator("cpu").manual_seed(seed)
-    runner = _SectionRunner(model, request, plan, device)
+    runner = _SectionRunner(model, request, plan, device, job)
     finished: list[tuple[int, torch.Tensor]] = []
     stats = {"sections": [], "teacache_skipped": 0, "teacache_computed": 0, "magcache_skipped": 0,
              "magcache_computed": 0, "easycache_skipped": 0, "easycache_computed": 0}
@@ -213,8 +231,9 @@ class HistoryLayout:
 class _SectionRunner:
     """Builds each section's packed context and runs the sampler on it."""
 
-    def __init__(self, model, request: GenerationRequest, plan: SectionPlan, device: torch.device):
+    def __init__(self, model, request: GenerationRequest, plan: SectionPlan, device: torch.device, job=None):
         self.model, self.request, self.plan, self.device = model, request, plan, device
+        self.job = job  # parallel.JobParallel of a multi-GPU run, else None
         start = request.start.latent.float().cpu()
         self.latent_hw = tuple(start.shape[-2:])
         self.start_latent = start
@@ -315,7 +334,11 @@ class _SectionRunner:
                          encoder_attention_mask=None, pooled_projections=pooled, guidance=guidance,
                          context=contexts[branch], cache=caches[branch])
 
-        denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale)
+        both_branches = None
+        if self.job is not None and self.job.cfg_group is not None:
+            own = NEGATIVE if self.job.branch else POSITIVE
+            both_branches = lambda x, timestep: self.job.exchange(predict_velocity(x, timestep, own).float())  # noqa: E731
+        denoiser = FlowDenoiser(predict_velocity, req.cfg_scale, req.cfg_rescale, both_branches)
         pins = self._section_pins(section, dev)
         model_fn = denoiser if not pins else (lambda x, sigma: _pin(denoiser(x, sigma), pins))
         sigmas = sigma_schedule(req.steps, seq_len=seq_len_for_latents(section.num_latents, *self.latent_hw),
@@ -323,7 +346,10 @@ class _SectionRunner:
         sampler = get_sampler(req.sampler)
         with torch.no_grad():
             out = sampler(model_fn, noise.to(dev), sigmas, callback=step_cb, interrupt=interrupt)
-        return out.float().cpu(), section_stats(caches), calibration_of(caches)
+        counts = section_stats(caches)
+        if self.job is not None:
+            counts = self.job.sum_over_branches(counts)
+        return out.float().cpu(), counts, calibration_of(caches)
 
     def _section_pins(self, section: Section, dev) -> list[tuple[int, torch.Tensor, float]]:
         first = section.latent_start

@@ -18,6 +18,7 @@ POSITIVE: Branch = "positive"
 NEGATIVE: Branch = "negative"
 # predict_velocity(x, timestep, branch) -> v, with timestep = sigma * 1000 as a float32 tensor of shape [B].
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
+BothBranchesFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 TIMESTEP_SCALE = 1000.0
 
@@ -48,7 +49,10 @@ class FlowDenoiser:
     v = rescale(negative + cfg_scale * (positive - negative)), see `rescale_guided_velocity`.
     """
 
-    def __init__(self, predict_velocity: VelocityFn, cfg_scale: float = 1.0, cfg_rescale: float = 0.0):
+    def __init__(self, predict_velocity: VelocityFn, cfg_scale: float = 1.0, cfg_rescale: float = 0.0,
+                 predict_both: BothBranchesFn | None = None):
+        """`predict_both(x, timestep) -> (positive, negative)`: optional, for CFG parallelism, where each rank
+        computes one branch and receives the other (parallel/mesh.py); used only when cfg_scale != 1."""
         if not callable(predict_velocity):
             raise InputError("predict_velocity must be a callable (x, timestep, branch) -> velocity.")
         if not (math.isfinite(cfg_scale) and cfg_scale >= 0):
@@ -60,6 +64,7 @@ class FlowDenoiser:
         self.predict_velocity = predict_velocity
         self.cfg_scale = float(cfg_scale)
         self.cfg_rescale = float(cfg_rescale)
+        self.predict_both = predict_both
 
     @property
     def uses_negative(self) -> bool:
@@ -70,10 +75,13 @@ class FlowDenoiser:
         """The guided velocity (float32) at x and sigma ([B] or a scalar tensor)."""
         sigma = self._batch_sigma(x, sigma)
         timestep = sigma * TIMESTEP_SCALE
-        positive = self.predict_velocity(x, timestep, POSITIVE).float()
-        if not self.uses_negative:
-            return positive
-        negative = self.predict_velocity(x, timestep, NEGATIVE).float()
+        if self.uses_negative and self.predict_both is not None:
+            positive, negative = (v.float() for v in self.predict_both(x, timestep))
+        else:
+            positive = self.predict_velocity(x, timestep, POSITIVE).float()
+            if not self.uses_negative:
+                return positive
+            negative = self.predict_velocity(x, timestep, NEGATIVE).float()
         guided = negative + self.cfg_scale * (positive - negative)
         return rescale_guided_velocity(guided, positive, self.cfg_rescale)
 

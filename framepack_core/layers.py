@@ -255,6 +255,15 @@ class AdaNormZero(nn.Module):
         return torch.addcmul(shift, layer_norm(x), 1 + scale), mods[2:]
 
 
+def attend(module: nn.Module, q, k, v, key_mask) -> torch.Tensor:
+    """The module's attention over q, k, v: whole, or split across ranks when the transformer has given the module
+    a sequence split (parallel/ulysses.py; the image tokens then are this rank's slice)."""
+    split = getattr(module, "sequence_parallel", None)
+    if split is not None:
+        return split.attention(q, k, v, module.backend, key_mask)
+    return attention(q, k, v, module.backend, key_mask)
+
+
 class JointAttention(nn.Module):
     """Dual-stream attention: separate projections for image and text tokens, one attention over both;
     RoPE on image tokens only."""
@@ -275,7 +284,7 @@ class JointAttention(nn.Module):
         q, k = rms_norm_rope(q, self.norm_q, rope), rms_norm_rope(k, self.norm_k, rope)
         cq, ck, cv = (split(t) for t in fused_linear(context, [self.add_q_proj, self.add_k_proj, self.add_v_proj]))
         cq, ck = self.norm_added_q(cq), self.norm_added_k(ck)
-        out = attention(torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), self.backend, key_mask)
+        out = attend(self, torch.cat([q, cq], 1), torch.cat([k, ck], 1), torch.cat([v, cv], 1), key_mask)
         n = x.shape[1]
         return self.to_out[0](out[:, :n]), self.to_add_out(out[:, n:])
 
@@ -314,7 +323,7 @@ class SingleAttention(nn.Module):
     def forward(self, q, k, v, rope, key_mask):
         split = lambda t: t.unflatten(-1, (self.heads, -1))  # noqa: E731
         q, k = rms_norm_rope(split(q), self.norm_q, rope), rms_norm_rope(split(k), self.norm_k, rope)
-        return attention(q, k, split(v), self.backend, key_mask)
+        return attend(self, q, k, split(v), key_mask)
 
 
 class SingleStreamBlock(nn.Module):

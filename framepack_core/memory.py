@@ -7,7 +7,8 @@ never the full attention matrix (on meta, PyTorch would otherwise decompose it i
 
 `peak_activation_bytes` is the closed form of that measurement (tests/core/test_memory.py holds it to the
 measurement at several sizes: 1.39 GiB at 640x608 and 3.18 GiB at 1280x720 in bf16, window 9, 256 text tokens);
-`default_reserve_bytes` adds TeaCache's state and the margins the offload planner keeps on top of it.
+`default_reserve_bytes` adds TeaCache's state and the margins the offload planner keeps on top of it. Both take
+`ranks`: one rank's share when the sequence is split across GPUs (1.98 / 1.14 / 0.52 GiB at 1280x720 for 2 / 4 / 8).
 """
 
 from __future__ import annotations
@@ -104,10 +105,20 @@ def image_tokens(config: FramePackConfig, latent_frames: int, latent_h: int, lat
 
 
 def measure_peak_activations(model, latent_frames: int, latent_h: int, latent_w: int,
-                             text_tokens: int = MAX_TEXT_TOKENS, teacache: bool = False) -> int:
+                             text_tokens: int = MAX_TEXT_TOKENS, teacache: bool = False, ranks: int = 1) -> int:
     """Peak bytes of activations of one forward of `model` (built on the meta device, any config), weights and the
-    step-invariant section context excluded. The inputs are those of an inverted-mode section."""
+    step-invariant section context excluded. The inputs are those of an inverted-mode section. `ranks` > 1
+    measures one rank of that many splitting the sequence (parallel/ulysses.py), its collectives' buffers
+    included."""
+    from .parallel.ulysses import SimulatedSplit
     from .teacache import TeaCache
+
+    if ranks > 1:
+        model.set_sequence_parallel(SimulatedSplit(ranks, model.config.num_attention_heads))
+        try:
+            return measure_peak_activations(model, latent_frames, latent_h, latent_w, text_tokens, teacache)
+        finally:
+            model.set_sequence_parallel(None)
 
     config, dtype = model.config, model.compute_dtype
     meta = dict(device="meta", dtype=dtype)
@@ -135,7 +146,7 @@ def measure_peak_activations(model, latent_frames: int, latent_h: int, latent_w:
 
 
 def peak_activation_bytes(config: FramePackConfig, image_token_count: int, text_tokens: int = MAX_TEXT_TOKENS,
-                          dtype_bytes: int = 2, teacache: bool = False) -> int:
+                          dtype_bytes: int = 2, teacache: bool = False, ranks: int = 1) -> int:
     """Closed form of `measure_peak_activations`, counted in [tokens, inner_dim] tensors of the compute dtype.
 
     The peak is inside a single-stream block over the joint sequence of N = image + SigLIP + text tokens: its input,
@@ -144,13 +155,21 @@ def peak_activation_bytes(config: FramePackConfig, image_token_count: int, text_
     the encoder tokens and the refined text, and the joint RoPE (complex64, head_dim / 2 per token). The projection
     before it also holds the concatenated q/k/v/mlp weight. TeaCache keeps the previous step's modulated input and
     residual (two image-token tensors) alive.
+
+    With the sequence split `ranks` ways (parallel/ulysses.py) one rank holds its share of the image tokens and all
+    the SigLIP and text tokens; around attention its all-to-all buffers add about two rows per local image token
+    (the gathered q, k, v of its heads and the send buffer), and a step cache keeps the whole sequence's probe and
+    residual, as on one GPU.
     """
-    n = image_token_count + SIGLIP_TOKENS + text_tokens
+    local = -(-image_token_count // ranks)
+    n = local + SIGLIP_TOKENS + text_tokens
     row = config.inner_dim * dtype_bytes
     packed = 3 + config.mlp_ratio
     held = n + text_tokens  # image + encoder tokens (n) and the refined text, in tokens
     k_rows = 4 / dtype_bytes + (1 if dtype_bytes < 4 else 0)
     attention_phase = (1 + packed + 1 + max(k_rows, 2)) * n * row
+    if ranks > 1:
+        attention_phase += 2 * local * row
     projection_phase = (2 + packed) * n * row + packed * config.inner_dim * row
     total = max(attention_phase, projection_phase) + held * row + n * config.attention_head_dim * 4
     if teacache:
@@ -160,12 +179,13 @@ def peak_activation_bytes(config: FramePackConfig, image_token_count: int, text_
 
 def default_reserve_bytes(config: FramePackConfig, latent_frames: int, latent_h: int, latent_w: int, *,
                           dtype_bytes: int = 2, teacache_branches: int = 0, clean_1x: int = HISTORY_1X,
-                          text_tokens: int = MAX_TEXT_TOKENS) -> int:
+                          text_tokens: int = MAX_TEXT_TOKENS, ranks: int = 1) -> int:
     """GPU memory to keep free next to the weights while sampling sections of `latent_frames` latents: the peak
     activations (with TeaCache's per-branch state: the positive and, with real CFG, the negative branch) plus 20 %
     for the caching allocator's rounding and fragmentation and 512 MiB for library workspaces (cuBLAS, attention),
     fp8 weights upcast at their matmul and the section's step-invariant context."""
     tokens = image_tokens(config, latent_frames, latent_h, latent_w, clean_1x)
-    peak = peak_activation_bytes(config, tokens, text_tokens, dtype_bytes)
-    peak += teacache_branches * (peak_activation_bytes(config, tokens, text_tokens, dtype_bytes, teacache=True) - peak)
+    peak = peak_activation_bytes(config, tokens, text_tokens, dtype_bytes, ranks=ranks)
+    with_cache = peak_activation_bytes(config, tokens, text_tokens, dtype_bytes, teacache=True, ranks=ranks)
+    peak += teacache_branches * (with_cache - peak)
     return int(1.2 * peak) + 512 * MiB

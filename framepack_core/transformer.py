@@ -60,6 +60,15 @@ class FramePackTransformer(nn.Module):
         # Optional hook set by offload.BlockStreamer: called around every block so weights can be streamed.
         self.block_runner = None
         self.compile_mode: str | None = None  # set by compile.compile_blocks
+        # set by set_sequence_parallel: this rank's share of each forward's image tokens (parallel/ulysses.py)
+        self.sequence_parallel = None
+
+    def set_sequence_parallel(self, split) -> None:
+        """Runs every later forward with its image tokens split across the ranks of `split` (a
+        parallel.SequenceParallel; None: whole sequence on this process)."""
+        self.sequence_parallel = split
+        for block in self.blocks:
+            block.attn.sequence_parallel = split
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -159,10 +168,18 @@ class FramePackTransformer(nn.Module):
             ones = torch.ones(b, tokens.shape[1] + image_tokens.shape[1], dtype=torch.bool, device=device)
             key_mask = torch.cat([ones, mask], dim=1)
 
-        tokens = self._run_blocks(tokens, encoder, temb, context.rope, key_mask, cache)
+        rope, split = context.rope, self.sequence_parallel
+        if split is not None:
+            tokens, rope = split.shard(tokens, rope)
+        tokens = self._run_blocks(tokens, encoder, temb, rope, key_mask, cache)
 
-        out = self.norm_out(tokens[:, -n_noisy:], temb)
-        out = self.proj_out(out.float())  # float32 head, as the original's high_quality_fp32_output_for_inference
+        # float32 head, as the original's high_quality_fp32_output_for_inference. It works token by token, so a
+        # split runs it on its slice and gathers the narrow output (out_channels x patch per token) instead of the
+        # wide tokens.
+        if split is None:
+            out = self.proj_out(self.norm_out(tokens[:, -n_noisy:], temb).float())
+        else:
+            out = split.gather(self.proj_out(self.norm_out(tokens, temb).float()))[:, -n_noisy:]
         p, pt = self.config.patch_size, self.config.patch_size_t
         out = rearrange(out, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)",
                         t=t // pt, h=hh // p, w=ww // p, pt=pt, ph=p, pw=p)
@@ -172,12 +189,15 @@ class FramePackTransformer(nn.Module):
 
     def _run_blocks(self, tokens, encoder, temb, rope, key_mask, cache):
         run = self.block_runner or (lambda block, fn: fn())
+        split = self.sequence_parallel
         if cache is not None:
             # through the runner: a streamed first block is then fetched once for both uses
             first = self.transformer_blocks[0]
             probe = run(first, lambda: first.norm1(tokens, temb)[0]) if cache.needs_probe else None
+            if split is not None and probe is not None:
+                probe = split.gather(probe)  # every rank decides from the whole sequence, so all decide alike
             if not cache.should_compute(probe):
-                return tokens + cache.residual
+                return tokens + (cache.residual if split is None else split.local_slice(cache.residual))
             before = tokens
         block_rope = torch.view_as_real(rope) if self.compile_mode else rope  # compiled blocks take real RoPE
         if self.compile_mode:
@@ -196,5 +216,6 @@ class FramePackTransformer(nn.Module):
             joint = run(block, lambda blk=block: blk(joint, temb, joint_rope, key_mask))
         tokens = joint[:, :n]
         if cache is not None:
-            cache.store_residual(tokens - before)
+            # split: the whole residual, so that a calibration's norms are the whole sequence's
+            cache.store_residual(tokens - before if split is None else split.gather(tokens - before))
         return tokens

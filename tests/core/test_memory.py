@@ -130,6 +130,33 @@ def test_peak_activation_formula_matches_the_measurement(dtype, frames, h, w, te
     assert abs(formula - measured) <= 0.01 * measured, (formula / 2 ** 30, measured / 2 ** 30)
 
 
+@pytest.mark.parametrize("ranks,frames,h,w,teacache", [
+    (2, 9, 90, 160, False),  # 1280x720
+    (4, 9, 90, 160, True),
+    (8, 9, 90, 160, False),
+    (3, 9, 80, 76, False),  # 640x608, an uneven split (padding)
+    (6, 9, 48, 64, True),  # 512x384: the peak moves to the projection phase
+])
+def test_one_ranks_share_under_a_sequence_split_matches_the_measurement(ranks, frames, h, w, teacache):
+    """One rank of a sequence split (parallel/ulysses.py), its all-to-all buffers included, measured with the
+    collectives' results allocated on meta."""
+    model = _meta_model(SHALLOW, torch.bfloat16)
+    measured = measure_peak_activations(model, frames, h, w, teacache=teacache, ranks=ranks)
+    formula = peak_activation_bytes(SHALLOW, image_tokens(SHALLOW, frames, h, w), teacache=teacache, ranks=ranks)
+    assert abs(formula - measured) <= 0.01 * measured, (formula / 2 ** 30, measured / 2 ** 30)
+    assert model.sequence_parallel is None  # the measurement leaves the model whole
+    whole = measure_peak_activations(model, frames, h, w, teacache=teacache)
+    assert measured < whole
+
+
+def test_released_model_per_rank_at_720p():
+    """README's table: one rank's activations at 1280x720, window 9, bf16: 3.18 / 1.88 / 0.97 / 0.52 GiB for 1, 2,
+    4 and 8 GPUs (the SigLIP and text tokens and the all-to-all buffers keep it above 1/N)."""
+    tokens = image_tokens(RELEASED, 9, 90, 160)
+    per_rank = [peak_activation_bytes(RELEASED, tokens, ranks=n) / 2 ** 30 for n in (1, 2, 4, 8)]
+    assert [round(g, 2) for g in per_rank] == pytest.approx([3.18, 1.87, 0.97, 0.52], abs=0.011)
+
+
 def test_peak_activations_at_full_depth_640x608():
     measured = measure_peak_activations(_meta_model(RELEASED, torch.bfloat16), 9, 80, 76)
     assert abs(peak_activation_bytes(RELEASED, image_tokens(RELEASED, 9, 80, 76)) - measured) <= 0.005 * measured
