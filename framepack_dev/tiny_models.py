@@ -93,6 +93,8 @@ def tiny_workflow(name: str, *, num_frames: int = 30, steps: int = 4, width: int
                           **sampler)
         elif kind == "FramePackVideoCombine" and prefix is not None:
             inputs["filename_prefix"] = prefix
+        elif kind == "FramePackParallel":
+            inputs["gpus"] = "cpu:2"  # the tests' ComfyUI has no GPU: two CPU ranks run the same code path
     return graph
 
 

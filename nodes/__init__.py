@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 from .conditioning import FramePackImageConditioning, FramePackKeyframe, FramePackTimestampedPrompt
 from .load_files import FramePackLoadImage, FramePackLoadVideo
 from .loader import FramePackLoraSelect, FramePackModelLoader
+from .parallel import FramePackParallelNode
 from .safety import FramePackSafetyChecker
 from .sampler import FramePackSampler
 from .video import FramePackVideoCombine
@@ -13,7 +14,7 @@ from .video_conditioning import FramePackVideoConditioning
 NODES: list[type[io.ComfyNode]] = [
     FramePackModelLoader, FramePackLoraSelect, FramePackImageConditioning, FramePackKeyframe,
     FramePackTimestampedPrompt, FramePackSampler, FramePackVideoCombine, FramePackSafetyChecker,
-    FramePackVideoConditioning, FramePackLoadImage, FramePackLoadVideo,
+    FramePackVideoConditioning, FramePackLoadImage, FramePackLoadVideo, FramePackParallelNode,
 ]
 
 

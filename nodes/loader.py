@@ -18,6 +18,7 @@ from ..framepack_core.limits import (AUTO, COMPILE_MODES, COMPUTE_DTYPE_NAMES, D
                                      STORAGE_CHOICES, VARIANT_CHOICES)
 from ..framepack_core.loading import FP16_COMPUTE_REFUSED, detect_variant, load_framepack_model
 from ..framepack_core.lora_apply import apply_lora_stack
+from ..framepack_core.parallel.spec import ModelSpec
 from .placement import FramePackPatcher
 from .types import CATEGORY, FramePackLora, FramePackModel, LoraEntry, ModelHandle, check_choices
 
@@ -177,7 +178,10 @@ class FramePackModelLoader(io.ComfyNode):
         log.info("FramePack: loaded %s as %s (%s compute, %s storage, compile %s)", model, chosen, compute_dtype,
                  weight_storage, compile_mode if torch_compile else "off")
         patcher = FramePackPatcher(transformer, model, pin_memory=pin_memory)
-        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras, patcher))
+        # what a parallel worker needs to load the same model on its own GPU (nodes/parallel.py)
+        spec = ModelSpec(path, compute_dtype, weight_storage, attention, tuple((e.path, e.strength) for e in loras),
+                         compile_mode if torch_compile else None)
+        return io.NodeOutput(ModelHandle(transformer, chosen, model, vram_reserve_gb, loras, patcher, spec))
 
 
 class FramePackLoraSelect(io.ComfyNode):

@@ -43,16 +43,18 @@ def schedule_to_core(schedule: PromptSchedule, text_dim: int) -> list[tuple[floa
 
 
 def activation_reserve_bytes(handle, plan, latent_hw: tuple[int, int], teacache: bool, cfg: bool,
-                             extra_clean_latent: bool) -> int:
+                             extra_clean_latent: bool, ranks: int = 1, cfg_split: bool = False) -> int:
     """GPU memory kept free for activations: the loader's vram_reserve_gb, or when that is 0 (auto) the peak of
-    this job's largest section (framepack_core.memory) with its margins."""
+    this job's largest section (framepack_core.memory) with its margins. A parallel run: `ranks` GPUs split each
+    sequence, and with `cfg_split` each holds one CFG branch's step cache."""
     if handle.vram_reserve_gb > 0:
         return int(handle.vram_reserve_gb * GiB)
     transformer = handle.transformer
+    branches = 2 if cfg and not cfg_split else 1
     return default_reserve_bytes(transformer.config, max(s.num_latents for s in plan.sections), *latent_hw,
                                  dtype_bytes=torch.finfo(transformer.compute_dtype).bits // 8,
-                                 teacache_branches=(2 if cfg else 1) if teacache else 0,
-                                 clean_1x=3 if extra_clean_latent else 2)
+                                 teacache_branches=branches if teacache else 0,
+                                 clean_1x=3 if extra_clean_latent else 2, ranks=ranks)
 
 
 def model_on_device(handle, reserve_bytes: int) -> torch.device:

@@ -16,12 +16,14 @@ from ..framepack_core.limits import (AUTO, CACHE_CHOICES, DEFAULT_CACHE, DEFAULT
                                      DEFAULT_TEACACHE_THRESHOLD, DEFAULT_WINDOW, FPS, MAX_CFG, MAX_EASYCACHE_THRESHOLD, MAX_FRAMES,
                                      MAX_GUIDANCE, MAX_SEED, MAX_SHIFT, MAX_STEPS, MAX_WINDOW, MIN_FRAMES, MIN_STEPS,
                                      MIN_WINDOW, MODE_CHOICES, VARIANT_MODES, Mode)
+from ..framepack_core.parallel.mesh import job_split
 from ..framepack_core.samplers import SAMPLERS
 from .latent import SampledPlan, sampler_latent
 from .magcache_files import PUBLISHED, load_ratios, ratio_choices, save_calibration
+from .parallel import worker_group
 from .runtime import (SamplingProgress, activation_reserve_bytes, interrupt_requested, model_on_device, out_of_memory,
                       raise_if_interrupted, schedule_to_core, text_from_conditioning)
-from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackPrompts, check_choices
+from .types import CATEGORY, FramePackConditioning, FramePackModel, FramePackParallel, FramePackPrompts, check_choices
 
 log = logging.getLogger("FramePack")
 
@@ -94,6 +96,8 @@ class FramePackSampler(io.ComfyNode):
                                tooltip="EasyCache: estimated output change allowed while reusing the last step's "
                                        f"result; 0 = every step computed, {DEFAULT_EASYCACHE_THRESHOLD} = the "
                                        "authors' HunyuanVideo setting, higher is faster and less faithful"),
+                FramePackParallel.Input("parallel", optional=True,
+                                        tooltip="From FramePack Parallel: run this job on several GPUs"),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Int.Output(display_name="seed")],
         )
@@ -112,7 +116,7 @@ class FramePackSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, conditioning, num_frames, num_inference_steps, guidance_scale,
                 cfg_scale, seed, sampler, shift, teacache_threshold, window_size, mode, cfg_rescale, prompts=None,
                 cache=DEFAULT_CACHE, magcache_threshold=DEFAULT_MAGCACHE_THRESHOLD, magcache_ratios=PUBLISHED,
-                easycache_threshold=DEFAULT_EASYCACHE_THRESHOLD):
+                easycache_threshold=DEFAULT_EASYCACHE_THRESHOLD, parallel=None):
         transformer = model.transformer
         text_dim = transformer.config.text_embed_dim
         mode = model.default_mode if mode == AUTO else mode
@@ -137,13 +141,22 @@ class FramePackSampler(io.ComfyNode):
         # a step cache keeps one residual per guidance branch on the device (EasyCache keeps a few latent-sized
         # tensors, too small to count)
         step_cache_on = (cache == "teacache" and teacache_threshold > 0) or cache.startswith("magcache")
+        split = (1, False)
+        if parallel is not None:
+            split = job_split(len(parallel.devices), transformer.config.num_attention_heads, parallel.cfg_parallel,
+                              cfg_scale != 1.0)
         reserve = activation_reserve_bytes(model, plan, latent_hw, step_cache_on, cfg_scale != 1.0,
                                            mode == Mode.FORWARD and conditioning.end is not None
-                                           and conditioning.strength > 0)
+                                           and conditioning.strength > 0, *split)
         try:
-            device = model_on_device(model, reserve)
-            result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
-                                    interrupt=interrupt_requested)
+            if parallel is not None:
+                request.validate()  # before the workers see it: a bad value is the user's, not a failed worker
+                result = worker_group(model, parallel).run(request, reserve, on_step=SamplingProgress(),
+                                                           interrupt=interrupt_requested)
+            else:
+                device = model_on_device(model, reserve)
+                result = generate_video(transformer, request, device=device, on_step=SamplingProgress(),
+                                        interrupt=interrupt_requested)
         except Interrupted as err:
             raise_if_interrupted(err)
         except torch.cuda.OutOfMemoryError as err:
@@ -167,6 +180,11 @@ class FramePackSampler(io.ComfyNode):
             result.stats["magcache_calibration"]["file"] = saved
             text += f"\nMagCache calibration saved as models/framepack_magcache/{saved}"
             log.info("FramePack: MagCache calibration saved as models/framepack_magcache/%s", saved)
-        report = {"text": [text],
-                  "framepack": [{"seed": result.seed, **summary, "stats": result.stats}]}
+        details = {"seed": result.seed, **summary, "stats": result.stats}
+        if parallel is not None:
+            details["parallel"] = {"devices": list(parallel.devices), "sequence_split": split[0],
+                                   "cfg_split": split[1]}
+            text += f"\n{len(parallel.devices)} devices: sequence split {split[0]} ways" + \
+                (", CFG branches on two halves" if split[1] else "")
+        report = {"text": [text], "framepack": [details]}
         return io.NodeOutput(latent, result.seed, ui=report)

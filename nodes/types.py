@@ -15,6 +15,7 @@ FramePackModel = io.Custom("FRAMEPACK_MODEL")
 FramePackLora = io.Custom("FRAMEPACK_LORA")
 FramePackConditioning = io.Custom("FRAMEPACK_CONDITIONING")
 FramePackPrompts = io.Custom("FRAMEPACK_PROMPTS")
+FramePackParallel = io.Custom("FRAMEPACK_PARALLEL")
 
 CATEGORY = "FramePack"
 
@@ -30,6 +31,7 @@ class ModelHandle:
     vram_reserve_gb: float  # 0 = derived from each job's resolution and window
     loras: list = field(default_factory=list)
     patcher: object = None  # nodes.placement.FramePackPatcher
+    spec: object = None  # framepack_core.parallel.ModelSpec: how parallel workers load the same model
 
     @property
     def default_mode(self) -> Mode:

@@ -59,7 +59,8 @@ RESOLUTION = RESOLUTION_CHOICES[0]  # the conditioning nodes' default (480p)
 CUSTOM_WIDTH, CUSTOM_HEIGHT = DEFAULT_CUSTOM_SIZE
 
 
-def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image") -> dict:
+def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start: str = "image",
+           parallel: bool = False) -> dict:
     """API-format graph. Node ids are stable strings; `_meta.title` names what the client fills. start: "image"
     (FramePack Load Image), "video" (FramePack Load Video into FramePack Video Conditioning: continue a video) or a
     blank kind (text-to-video: no image). The inputs are the pack's loaders, not core LoadImage / LoadVideo: they
@@ -108,6 +109,9 @@ def _graph(model_file: str, end_image: bool, num_frames: int, prefix: str, start
     if end_image:
         g["11"] = ("FramePackLoadImage", TITLE_END, {"image": END_IMAGE})
         g["8"][2]["end_image"] = ["11", 0]
+    if parallel:  # every GPU ComfyUI sees; the node's gpus input names others ("0,1") or CPU ranks ("cpu:2")
+        g["13"] = ("FramePackParallel", "FramePack Parallel", {"gpus": "all", "cfg_parallel": False})
+        g["9"][2]["parallel"] = ["13", 0]
     return {nid: {"class_type": c, "inputs": inputs, "_meta": {"title": title}} for nid, (c, title, inputs) in g.items()}
 
 
@@ -121,10 +125,13 @@ WORKFLOWS = {
                                start="video"),
     "framepack_t2v": _graph(MODEL_I2V, end_image=False, num_frames=DEFAULT_FRAMES, prefix="FramePack/t2v",
                             start="black"),
+    "framepack_i2v_multi_gpu": _graph(MODEL_I2V, end_image=False, num_frames=DEFAULT_FRAMES,
+                                      prefix="FramePack/i2v_multi_gpu", parallel=True),
 }
 
 # Left-to-right layout columns for the UI files (purely cosmetic).
-COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "9": 3, "10": 4, "12": 5}
+COLUMNS = {"1": 0, "2": 0, "5": 0, "6": 0, "7": 1, "11": 1, "3": 1, "4": 1, "8": 2, "13": 2, "9": 3, "10": 4,
+           "12": 5}
 
 
 def load_object_info(source: str) -> dict:

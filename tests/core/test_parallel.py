@@ -166,3 +166,41 @@ def test_exit_words():
     assert exit_words(-signal.SIGKILL).startswith("was killed by SIGKILL (often the system's out-of-memory")
     assert exit_words(-signal.SIGSEGV) == "was killed by SIGSEGV"
     assert exit_words(3) == "exited with code 3"
+
+
+def test_torchrun_cli_equals_one_process(model_file, loaded, tmp_path):
+    """The standalone path: torchrun (torch.distributed.run) with 2 CPU ranks and its env:// rendezvous."""
+    import socket
+    import subprocess
+    import sys
+
+    from framepack_core.parallel.cli import build_request, parse_args, random_inputs
+
+    out = tmp_path / "latents.safetensors"
+    argv = ["--model", str(model_file), "--random-inputs", "64x96", "--num-frames", "40", "--steps", "3", "--seed",
+            "5", "--cfg", "2.5", "--cfg-parallel", "--compute-dtype", "fp32", "--out", str(out)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                          "127.0.0.1", "--master-port", str(port), "-m", "framepack_core.parallel.cli", *argv],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    args = parse_args(argv)
+    want = generate_video(loaded, build_request(random_inputs(loaded, 64, 96), args))
+    _assert_close(load_file(out)["latents"], want.latents)
+    assert f"seed {want.seed}" in run.stderr and "section 2/2 step 3/3" in run.stderr
+
+
+def test_cli_refuses_incomplete_inputs(tmp_path):
+    from safetensors.torch import save_file
+
+    from framepack_core.parallel.cli import read_inputs
+
+    path = tmp_path / "cond.safetensors"
+    save_file({"start_latent": torch.zeros(1, 16, 1, 8, 8), "start_embeds": torch.zeros(1, 4, 8),
+               "prompt_tokens": torch.zeros(1, 3, 8), "negative_tokens": torch.zeros(1, 3, 8)}, path)
+    with pytest.raises(InputError, match="lacks prompt_pooled, negative_pooled"):
+        read_inputs(path)
+    with pytest.raises(InputError, match="no pickle files"):
+        read_inputs(tmp_path / "cond.pt")
