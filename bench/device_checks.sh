@@ -11,7 +11,8 @@
 # MagCache and EasyCache, fp8 matmul and fp8 upcast vs bf16); streaming.json (every block streamed from host memory: pageable,
 # pinned, and loaded from a memory-mapped safetensors file, with the host-to-device GB/s); streaming_async.json
 # (pageable streaming under PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync, as ComfyUI runs); gguf.json
-# (bench/bench_gguf.py: bf16, fp8, Q8_0 and Q4_0 at 640x608, s/step and peak VRAM, resident and streamed).
+# (bench/bench_gguf.py: bf16, fp8, Q8_0 and Q4_0 at 640x608, s/step and peak VRAM, resident and streamed);
+# parallel.json (bench/bench_parallel.py: NCCL parity of the sequence split, s/step on 1 GPU and on all GPUs).
 # Expected: about 12 minutes on an H100/H200 (the released-size model is drawn with random bf16 weights on the GPU
 # in about a second; torch.compile takes a minute or two; the memory-mapped variant writes a 26 GB file to TMPDIR).
 # DRY_RUN=1 runs the same scripts' GPU code on the CPU with the tiny model (tests/core/test_bench_scripts.py).
@@ -34,6 +35,9 @@ fi
 if [ -n "${DRY_RUN:-}" ]; then check=(--dry-run); else check=(); fi
 # correctness: bf16 CUDA vs fp32 CPU, streamed vs resident, fp8, interrupt, attention kernels
 timeout 300 "$python" bench/gpu_correctness.py "${check[@]}" | tee "$out/correctness.json" || status=1
+# several GPUs: NCCL parity of the sequence split on every GPU (N=1 still checks the NCCL path), then s/step of a
+# 720p section of a mid-size model on 1 GPU and on all GPUs through the worker group, and the ratio
+timeout 300 "$python" bench/bench_parallel.py "${mode[@]}" | tee "$out/parallel.json" || status=1
 # resident forward: s/step, TFLOP/s, peak VRAM, activations against the formula, attention kernel
 timeout 240 "$python" bench/bench_transformer.py "${mode[@]}" --repeats 3 | tee "$out/transformer.json" || status=1
 # a warm-up section, then one 33-frame section, 25 steps, TeaCache off and on

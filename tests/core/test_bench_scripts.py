@@ -63,6 +63,10 @@ def test_device_checks_script_runs_in_dry_run_mode(tmp_path):
     streamed = {kind: entry["streamed"]["streamed_bytes_per_step"] for kind, entry in gguf.items()}
     assert streamed["Q4_0"] < streamed["Q8_0"] < streamed["bf16"] and streamed["fp8_e4m3fn"] < streamed["bf16"]
 
+    parallel = json.loads((tmp_path / "parallel.json").read_text())["dry_run"]
+    assert parallel["parity"]["ok"] and parallel["parity"]["ranks"] == 2
+    assert parallel["one"]["ranks"] == 1 and parallel["many"]["ranks"] == 2 and parallel["speedup"] > 0
+
     correctness = json.loads((tmp_path / "correctness.json").read_text())["dry_run"]
     checks = correctness["checks"]
     assert correctness["ok"] and all(check["ok"] for check in checks.values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,3 +205,41 @@ def test_cli_refuses_incomplete_inputs(tmp_path):
         read_inputs(path)
     with pytest.raises(InputError, match="no pickle files"):
         read_inputs(tmp_path / "cond.pt")
+
+
+def test_the_scaling_tables_bytes_are_what_the_split_sends():
+    """bench/bench_parallel.py's README table counts the bytes the code really sends: a forward of the released
+    widths on meta with the collectives counted (4 ranks, 720p)."""
+    import dataclasses
+    import importlib
+    import sys
+
+    from framepack_core import RELEASED, FramePackTransformer
+    from framepack_core.memory import image_tokens, measure_peak_activations
+    from framepack_core.parallel.ulysses import SimulatedSplit
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    bench = importlib.import_module("bench_parallel")
+
+    class Counting(SimulatedSplit):
+        sent = 0
+
+        def _all_to_all(self, send, received):
+            self.sent += send.nbytes * (self.size - 1) // self.size
+
+        def _all_gather(self, tensor):
+            self.sent += tensor.nbytes * (self.size - 1)
+            return super()._all_gather(tensor)
+
+        def _all_gather_into(self, whole, tensor):
+            self.sent += tensor.nbytes * (self.size - 1)
+
+    shallow = dataclasses.replace(RELEASED, num_layers=2, num_single_layers=3)
+    with torch.device("meta"):
+        model = FramePackTransformer(shallow).to(torch.bfloat16)
+    model.compute_dtype = torch.bfloat16
+    split = Counting(4, shallow.num_attention_heads)
+    model.set_sequence_parallel(split)
+    measure_peak_activations(model, 9, 90, 160)
+    expected = bench.bytes_per_step(shallow, image_tokens(shallow, 9, 90, 160), 4)
+    assert split.sent == pytest.approx(expected, rel=1e-3)
