@@ -39,6 +39,7 @@ from .worker import join_group
 REQUIRED = ("start_latent", "start_embeds", "prompt_tokens", "prompt_pooled")
 OPTIONAL_PAIRS = (("negative_tokens", "negative_pooled"), ("end_latent", "end_embeds"))
 MAX_INPUT_BYTES = 1 << 30  # conditioning is a few MB; refuse anything that could not be one
+MAX_RANDOM_SIDE = 2048
 
 
 def read_inputs(path: str | Path) -> dict[str, torch.Tensor]:
@@ -102,6 +103,11 @@ def parse_args(argv=None):
         parser.error("give exactly one of --inputs and --random-inputs")
     if not 1 <= args.num_frames <= MAX_FRAMES:
         parser.error(f"--num-frames must be 1-{MAX_FRAMES}")
+    if args.random_inputs is not None:
+        size = args.random_inputs.lower().split("x")
+        if len(size) != 2 or not all(v.isdigit() and 16 <= int(v) <= MAX_RANDOM_SIDE for v in size):
+            parser.error(f"--random-inputs takes HxW in pixels, each 16-{MAX_RANDOM_SIDE}, e.g. 720x1280")
+        args.random_inputs = tuple(int(v) for v in size)
     return args
 
 
@@ -119,8 +125,7 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             model.to(device)
         if args.random_inputs:
-            height, width = (int(v) for v in args.random_inputs.lower().split("x"))
-            tensors = random_inputs(model, height, width)
+            tensors = random_inputs(model, *args.random_inputs)
         else:
             tensors = read_inputs(args.inputs)
         mesh = ParallelMesh(model.config.num_attention_heads, args.cfg_parallel, device)

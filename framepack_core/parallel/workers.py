@@ -34,6 +34,9 @@ PACK_ROOT = Path(__file__).resolve().parents[2]  # the folder holding framepack_
 POLL_S = 0.1  # how often a waiting parent checks its interrupt
 EXIT_GRACE_S = 2.0  # a worker whose socket closed has this long to report its exit status
 STOP_GRACE_S = 10.0  # after "stop", workers have this long to exit before they are killed
+# after an interrupt, ranks stop at their next step; one that does not answer in this time (stuck in a collective
+# with a frozen rank) gets the whole group stopped
+INTERRUPT_GRACE_S = 60.0
 DEFAULT_START_TIMEOUT_S = 3600.0  # loading a 13B model from a slow disk on every rank
 
 
@@ -73,11 +76,13 @@ def _start_worker(rank: int) -> tuple[subprocess.Popen, Connection]:
 
 
 class WorkerGroup:
-    def __init__(self, spec: GroupSpec, start_timeout_s: float = DEFAULT_START_TIMEOUT_S):
+    def __init__(self, spec: GroupSpec, start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+                 interrupt_grace_s: float = INTERRUPT_GRACE_S):
         if os.name != "posix":
             raise WorkerGroupError("several GPUs need Linux (NCCL, and the workers' inherited sockets); this "
                                    "system is not POSIX")
         self.spec = spec
+        self.interrupt_grace_s = interrupt_grace_s
         self._job = 0
         self.processes: list[subprocess.Popen] = []
         self.connections: list[Connection] = []
@@ -123,16 +128,22 @@ class WorkerGroup:
         WorkerGroupError when a rank fails or dies, Interrupted when every rank stopped on the interrupt."""
         replies: dict[int, tuple] = {}
         interrupted: set[int] = set()
-        sent_interrupt = False
+        interrupted_at = None
         index = {conn: rank for rank, conn in enumerate(self.connections)}
         while len(replies) + len(interrupted) < len(self.connections):
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 raise WorkerGroupError("the parallel worker group did not get ready in time (loading the model on "
                                        "every GPU); it was stopped")
-            if not sent_interrupt and interrupt is not None and interrupt():
+            if interrupted_at is None and interrupt is not None and interrupt():
                 for conn in self.connections:
                     send(conn, ("interrupt",))
-                sent_interrupt = True
+                interrupted_at = now
+            if interrupted_at is not None and now - interrupted_at > self.interrupt_grace_s:
+                silent = [r for r in range(len(self.connections)) if r not in replies and r not in interrupted]
+                raise WorkerGroupError(f"parallel rank(s) {', '.join(map(str, silent))} did not stop within "
+                                       f"{self.interrupt_grace_s:g} s of the interrupt; the worker group was stopped "
+                                       "and the next run starts a new one")
             waiting = [c for c, r in index.items() if r not in replies and r not in interrupted]
             for ready in wait(waiting, timeout=POLL_S):
                 rank = index[ready]

@@ -196,7 +196,7 @@ def test_torchrun_cli_equals_one_process(model_file, loaded, tmp_path):
 def test_cli_refuses_incomplete_inputs(tmp_path):
     from safetensors.torch import save_file
 
-    from framepack_core.parallel.cli import read_inputs
+    from framepack_core.parallel.cli import parse_args, read_inputs
 
     path = tmp_path / "cond.safetensors"
     save_file({"start_latent": torch.zeros(1, 16, 1, 8, 8), "start_embeds": torch.zeros(1, 4, 8),
@@ -205,6 +205,9 @@ def test_cli_refuses_incomplete_inputs(tmp_path):
         read_inputs(path)
     with pytest.raises(InputError, match="no pickle files"):
         read_inputs(tmp_path / "cond.pt")
+    for bad in ("64", "64x", "ax64", "8x64", "64x99999"):
+        with pytest.raises(SystemExit):
+            parse_args(["--model", "m.safetensors", "--out", "o.safetensors", "--random-inputs", bad])
 
 
 def test_the_scaling_tables_bytes_are_what_the_split_sends():
@@ -243,3 +246,16 @@ def test_the_scaling_tables_bytes_are_what_the_split_sends():
     measure_peak_activations(model, 9, 90, 160)
     expected = bench.bytes_per_step(shallow, image_tokens(shallow, 9, 90, 160), 4)
     assert split.sent == pytest.approx(expected, rel=1e-3)
+
+
+def test_a_frozen_rank_cannot_hang_an_interrupted_job(model_file):
+    """A rank that neither dies nor answers (SIGSTOP: the other waits for it in a collective) gets the group stopped
+    once the interrupt's grace has passed, instead of a parent waiting forever."""
+    group = WorkerGroup(_spec(model_file, 2), interrupt_grace_s=2.0)
+    try:
+        os.kill(group.processes[1].pid, signal.SIGSTOP)
+        with pytest.raises(WorkerGroupError, match=r"rank\(s\) 0, 1 did not stop within 2 s of the interrupt"):
+            group.run(video_request(), interrupt=lambda: True)
+        assert group.processes == []  # killed, the stopped one included
+    finally:
+        group.stop(grace_s=0.0)
