@@ -259,3 +259,28 @@ def test_a_frozen_rank_cannot_hang_an_interrupted_job(model_file):
         assert group.processes == []  # killed, the stopped one included
     finally:
         group.stop(grace_s=0.0)
+
+
+def test_a_lora_in_the_spec_is_applied_on_every_rank(model_file, loaded, tmp_path):
+    """The loader's LoRA stack travels in the ModelSpec: every worker merges it as the loader node would."""
+    from safetensors.torch import save_file
+
+    from framepack_core.layers import Linear
+    from framepack_core.lora_apply import apply_lora_stack
+
+    g = torch.Generator().manual_seed(3)
+    tensors = {}
+    for name, module in loaded.named_modules():
+        if isinstance(module, Linear) and name.startswith(("single_transformer_blocks.0", "transformer_blocks.1")):
+            stem = "lora_unet_" + name.replace(".", "_")
+            tensors[f"{stem}.lora_down.weight"] = torch.randn(4, module.in_features, generator=g) * 0.1
+            tensors[f"{stem}.lora_up.weight"] = torch.randn(module.out_features, 4, generator=g) * 0.1
+    lora = tmp_path / "style.safetensors"
+    save_file(tensors, lora)
+    with_lora = load_framepack_model(model_file, compute_dtype="fp32")
+    apply_lora_stack(with_lora, [(lora, 0.8)])
+    want = generate_video(with_lora, video_request()).latents
+    assert (want - generate_video(loaded, video_request()).latents).abs().max().item() > 1e-3  # the LoRA matters
+    spec = GroupSpec(ModelSpec(str(model_file), compute_dtype="fp32", loras=((str(lora), 0.8),)), ("cpu", "cpu"))
+    with WorkerGroup(spec) as group:
+        _assert_close(group.run(video_request()).latents, want)
