@@ -44,7 +44,7 @@ from .guidance import NEGATIVE, POSITIVE, FlowDenoiser
 from .limits import (CORE_MAX_STEPS, CORE_MIN_STEPS, DEFAULT_CACHE, DEFAULT_CFG, DEFAULT_EASYCACHE_THRESHOLD,
                      DEFAULT_END_STRENGTH,
                      DEFAULT_GUIDANCE, DEFAULT_MAGCACHE_THRESHOLD, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_WINDOW, FPS,
-                     MAX_SEED, MODES, RANDOM_SEED_BOUND, Mode)
+                     MAX_SEED, MODES, RANDOM_SEED, RANDOM_SEED_BOUND, Mode)
 from .planning import Section, SectionPlan, keyframe_latent_index, plan_video, prompt_weights
 from .samplers import get_sampler
 from .schedule import seq_len_for_latents, sigma_schedule
@@ -112,7 +112,7 @@ class GenerationRequest:
                              "default)")
         validate_cache(self.cache, self.teacache_threshold, self.magcache_threshold, self.magcache_ratios,
                        self.easycache_threshold)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not -1 <= self.seed <= MAX_SEED:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not RANDOM_SEED <= self.seed <= MAX_SEED:
             raise InputError(f"seed {self.seed!r} must be an integer from -1 (random) to {MAX_SEED}")
         for key in self.keyframes:
             check_same_size(self.start, key.image, "keyframe")
@@ -140,7 +140,7 @@ SectionCallback = Callable[[Section, torch.Tensor], None]  # section, its finish
 
 
 def resolve_seed(seed: int) -> int:
-    return secrets.randbelow(RANDOM_SEED_BOUND) if seed == -1 else int(seed)
+    return secrets.randbelow(RANDOM_SEED_BOUND) if seed == RANDOM_SEED else int(seed)
 
 
 def generate_video(model, request: GenerationRequest, *, device: torch.device | str | None = None,

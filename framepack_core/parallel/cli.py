@@ -31,7 +31,7 @@ from ..conditioning import ImageConditioning, TextConditioning
 from ..errors import FramePackError, InputError
 from ..generate import GenerationRequest, generate_video
 from ..limits import (DEFAULT_CFG, DEFAULT_COMPUTE_DTYPE, DEFAULT_END_STRENGTH, DEFAULT_FRAMES, DEFAULT_GUIDANCE,
-                      DEFAULT_STEPS, MAX_FRAMES, MODES, RANDOM_SEED, Mode)
+                      DEFAULT_STEPS, MAX_FRAMES, MAX_SIDE, MIN_SIDE, MODES, RANDOM_SEED, Mode)
 from .mesh import ParallelMesh
 from .spec import ModelSpec
 from .worker import join_group
@@ -39,7 +39,6 @@ from .worker import join_group
 REQUIRED = ("start_latent", "start_embeds", "prompt_tokens", "prompt_pooled")
 OPTIONAL_PAIRS = (("negative_tokens", "negative_pooled"), ("end_latent", "end_embeds"))
 MAX_INPUT_BYTES = 1 << 30  # conditioning is a few MB; refuse anything that could not be one
-MAX_RANDOM_SIDE = 2048
 
 
 def read_inputs(path: str | Path) -> dict[str, torch.Tensor]:
@@ -105,8 +104,8 @@ def parse_args(argv=None):
         parser.error(f"--num-frames must be 1-{MAX_FRAMES}")
     if args.random_inputs is not None:
         size = args.random_inputs.lower().split("x")
-        if len(size) != 2 or not all(v.isdigit() and 16 <= int(v) <= MAX_RANDOM_SIDE for v in size):
-            parser.error(f"--random-inputs takes HxW in pixels, each 16-{MAX_RANDOM_SIDE}, e.g. 720x1280")
+        if len(size) != 2 or not all(v.isdigit() and MIN_SIDE <= int(v) <= MAX_SIDE for v in size):
+            parser.error(f"--random-inputs takes HxW in pixels, each {MIN_SIDE}-{MAX_SIDE}, e.g. 720x1280")
         args.random_inputs = tuple(int(v) for v in size)
     return args
 

@@ -111,9 +111,8 @@ class ParallelMesh:
 
     def agree_seed(self, seed: int) -> int:
         """Rank 0's seed on every rank (a random seed, -1, would otherwise differ per rank)."""
-        if seed == -1:
-            from ..generate import resolve_seed
-            seed = resolve_seed(seed)
+        from ..generate import resolve_seed
+        seed = resolve_seed(seed)  # rank 0's draw is the one broadcast
         box = [seed]  # seeds go up to 2**64 - 1, past int64: sent as a Python object
         dist.broadcast_object_list(box, src=0, device=self.device)
         return int(box[0])
