@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -330,6 +331,25 @@ def _storage_dtype(key: str, file_dtype: torch.dtype, compute: torch.dtype, stor
     if storage == AUTO and file_dtype in FP8_STORAGE.values():
         return file_dtype
     return compute
+
+
+_FP8_FILE_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def stored_bytes(path: str | Path, *, compute_dtype: str | torch.dtype = DEFAULT_COMPUTE_DTYPE,
+                 storage: str = AUTO) -> int | None:
+    """Bytes the weights take once load_framepack_model has loaded them with these options, read from the files'
+    headers without loading anything (None for a GGUF file)."""
+    if Path(path).suffix.lower() == ".gguf":
+        return None
+    compute = COMPUTE_DTYPES.get(compute_dtype, compute_dtype) if isinstance(compute_dtype, str) else compute_dtype
+    found, _ = read_shapes(resolve_source(path))
+    total = 0
+    for key, (shape, dtype_name, _) in found.items():
+        # only an fp8 file dtype changes what auto storage keeps; any other file dtype becomes the compute dtype
+        dtype = _storage_dtype(key, _FP8_FILE_DTYPES.get(dtype_name, compute), compute, storage)
+        total += math.prod(shape) * dtype.itemsize
+    return total
 
 
 def _convert(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from ..compile import compile_blocks
 from ..fp8 import select_fp8_matmul
 from ..limits import AUTO, DEFAULT_ATTENTION, DEFAULT_COMPUTE_DTYPE
-from ..loading import load_framepack_model
+from ..loading import load_framepack_model, stored_bytes
 from ..lora_apply import apply_lora_stack
 
 
@@ -22,6 +22,10 @@ class ModelSpec:
     attention: str = DEFAULT_ATTENTION
     loras: tuple[tuple[str, float], ...] = ()
     compile_mode: str | None = None  # None: not compiled
+
+    def stored_bytes(self) -> int | None:
+        """The weights' bytes once loaded, from the files' headers alone (None for GGUF)."""
+        return stored_bytes(self.path, compute_dtype=self.compute_dtype, storage=self.storage)
 
     def load(self, device: torch.device):
         model = load_framepack_model(self.path, compute_dtype=self.compute_dtype, storage=self.storage,

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ..errors import Interrupted
 from ..generate import generate_video
-from ..offload import BlockStreamer
+from ..offload import DEFAULT_RESERVE_BYTES, BlockStreamer, free_device_bytes, module_bytes
 from .mesh import ParallelMesh
 from .wire import receive, send
 
@@ -44,9 +44,55 @@ def join_group(rank: int, world: int, device: torch.device, init_method: str) ->
                             timeout=COLLECTIVE_TIMEOUT, **kwargs)
 
 
+def loading_waves(world: int, weight_bytes: int, available_ram: int | None) -> int:
+    """How many ranks load at once. Each rank reads its copy into host memory before it reaches its GPU; on a host
+    that cannot hold every rank's copy at once they load in turns, as many at a time as fit (at least one)."""
+    if available_ram is None or weight_bytes <= 0:
+        return world
+    return max(1, min(world, int(available_ram // (1.25 * weight_bytes))))
+
+
+def available_host_ram() -> int | None:
+    """Bytes of host memory available now (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def load_in_turns(spec, rank: int, device: torch.device):
+    """This rank's model, loaded in the rank's turn (loading_waves, decided by rank 0 for all: host memory changes
+    while others load); every rank passes the same barriers."""
+    box = [loading_waves(spec.world, spec.model.stored_bytes() or 0, available_host_ram()) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0, device=device)
+    at_once = box[0]
+    model = None
+    for wave in range(-(-spec.world // at_once)):
+        if rank // at_once == wave:
+            model = spec.model.load(device)
+            fit_on_device(model, device)
+        dist.barrier()
+    return model
+
+
+def fit_on_device(model, device: torch.device) -> bool:
+    """Moves the whole model onto a CUDA device when it fits there with the default activation reserve, which
+    frees its host copy; otherwise it stays in host memory for Placement to stream. Returns whether it moved."""
+    if device.type != "cuda" or module_bytes(model) + DEFAULT_RESERVE_BYTES > free_device_bytes(device):
+        return False
+    model.to(device)
+    model.resident_on = device
+    return True
+
+
 class Placement:
-    """The model on this rank's GPU: blocks that fit stay resident, the rest stream; a job that needs a larger
-    activation reserve than the current placement left re-places the model."""
+    """The model on this rank's GPU: moved there whole when it fits (fit_on_device), else blocks that fit stay
+    resident and the rest stream; a job that needs a larger activation reserve than the current placement left
+    re-places a streamed model."""
 
     def __init__(self, model, device: torch.device):
         self.model, self.device = model, device
@@ -54,7 +100,9 @@ class Placement:
         self.reserve = 0
 
     def ensure(self, reserve_bytes: int) -> None:
-        if self.device.type != "cuda" or (self.streamer is not None and reserve_bytes <= self.reserve):
+        if self.device.type != "cuda" or getattr(self.model, "resident_on", None) == self.device:
+            return
+        if self.streamer is not None and reserve_bytes <= self.reserve:
             return
         if self.streamer is not None:
             self.streamer.release()
@@ -79,7 +127,7 @@ def serve(conn: Connection) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.world))
     device = torch.device(spec.devices[rank])
     join_group(rank, spec.world, device, init_method)
-    model = spec.model.load(device)
+    model = load_in_turns(spec, rank, device)
     mesh = ParallelMesh(model.config.num_attention_heads, spec.cfg_parallel, device)
     placement = Placement(model, device)
     send(conn, ("ready", rank))

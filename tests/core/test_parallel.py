@@ -284,3 +284,25 @@ def test_a_lora_in_the_spec_is_applied_on_every_rank(model_file, loaded, tmp_pat
     spec = GroupSpec(ModelSpec(str(model_file), compute_dtype="fp32", loras=((str(lora), 0.8),)), ("cpu", "cpu"))
     with WorkerGroup(spec) as group:
         _assert_close(group.run(video_request()).latents, want)
+
+
+def test_loading_waves_and_stored_bytes(model_file, loaded, tmp_path):
+    """Ranks load in turns when the host cannot hold every rank's copy at once; the weights' size is read from the
+    headers exactly as the loader will store them (compute dtype, fp8 storage)."""
+    from framepack_core.offload import module_bytes
+    from framepack_core.parallel.worker import loading_waves
+
+    gb = 10 ** 9
+    assert loading_waves(8, 26 * gb, 1000 * gb) == 8
+    assert loading_waves(4, 26 * gb, 70 * gb) == 2
+    assert loading_waves(4, 26 * gb, 20 * gb) == 1
+    assert loading_waves(4, 26 * gb, None) == 4 and loading_waves(4, 0, 1) == 4
+    raw = lambda m: sum(t.numel() * t.element_size() for t in m.state_dict().values())  # noqa: E731
+    spec = ModelSpec(str(model_file), compute_dtype="fp32")
+    assert spec.stored_bytes() == raw(loaded) and module_bytes(loaded) >= raw(loaded)
+    for storage in ("fp8_e4m3fn", "auto"):
+        want = raw(load_framepack_model(model_file, compute_dtype="bf16", storage=storage))
+        assert ModelSpec(str(model_file), compute_dtype="bf16", storage=storage).stored_bytes() == want
+    [fp8_file] = save_framepack_model(loaded, tmp_path / "fp8.safetensors", storage="fp8_e4m3fn")
+    assert ModelSpec(str(fp8_file), compute_dtype="bf16").stored_bytes() == \
+        raw(load_framepack_model(fp8_file, compute_dtype="bf16"))
