@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -21,11 +20,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from framepack_dev.comfy_server import free_port  # noqa: E402
+
 HEADS, HEAD_DIM, CALLS = 8, 64, 5
 
 
 def _rank(rank: int, world: int, port: int, tokens: int, out: str) -> None:
-    sys.path.insert(0, str(REPO))
     from yunchang import LongContextAttention, set_seq_parallel_pg
     from yunchang.kernels import AttnType
 
@@ -64,9 +65,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=4096)
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         mp.start_processes(_rank, args=(2, port, args.tokens, str(out)), nprocs=2, start_method="spawn")

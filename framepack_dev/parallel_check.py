@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import socket
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from framepack_core.generate import GenerationRequest, generate_video
 from framepack_core.parallel.mesh import ParallelMesh
 from framepack_core.parallel.worker import join_group
 
+from .comfy_server import free_port
 from .random_weights import random_model
 
 # TINY with 6 heads: splits 2, 3 and 6 ways (TINY's 2 heads only 2)
@@ -101,9 +101,7 @@ def run_ranks(world: int, scenarios: tuple[str, ...], out: str | Path, device: s
     """Spawns `world` ranks running each of `scenarios`; rank 0's outputs go to `out`, one tensor per scenario.
     `device` "cuda" puts rank i on cuda:i (NCCL). `request` overrides the section's GenerationRequest fields (and
     cfg_parallel=True splits the CFG branches)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        init_method = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    init_method = f"tcp://127.0.0.1:{free_port()}"
     mp.start_processes(_rank_main, args=(world, init_method, device, tuple(scenarios), str(out), request),
                        nprocs=world, start_method="spawn")
 

@@ -49,3 +49,14 @@ def random_model(config: FramePackConfig, dtype: torch.dtype = torch.float32, de
 def tiny_transformer(seed: int = 0) -> FramePackTransformer:
     """The tests' model: the TINY config (the released structure and key names, small sizes) in float32 on the CPU."""
     return random_model(TINY, seed=seed, std=TINY_STD)
+
+
+def window_inputs(config: FramePackConfig, seed: int = 1) -> dict:
+    """FramePackTransformer.forward's keyword arguments for a 2-latent 8x8 window without history, 5 prompt tokens
+    and 3 SigLIP tokens of `config`'s widths: the small forward the storage tests (fp8, GGUF) compare."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([700.0]), guidance=torch.tensor([10000.0]),
+                encoder_hidden_states=r(1, 5, config.text_embed_dim), encoder_attention_mask=None,
+                pooled_projections=r(1, config.pooled_projection_dim),
+                image_embeddings=r(1, 3, config.image_proj_dim), latent_indices=torch.arange(2))

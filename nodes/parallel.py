@@ -15,6 +15,7 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
+from ..framepack_core.config import RELEASED
 from ..framepack_core.errors import InputError
 from ..framepack_core.parallel import GroupSpec, WorkerGroup, check_layout
 from .parallel_choice import ALL_GPUS, GPUS_HELP, ParallelChoice, parse_gpus
@@ -54,7 +55,8 @@ class FramePackParallelNode(io.ComfyNode):
     @classmethod
     def execute(cls, gpus, cfg_parallel):
         devices = parse_gpus(gpus, _visible_gpus())
-        check_layout(len(devices), 24, cfg_parallel)  # the released heads; the sampler checks the loaded model's
+        # the released models' heads; the sampler checks the loaded model's
+        check_layout(len(devices), RELEASED.num_attention_heads, cfg_parallel)
         return io.NodeOutput(ParallelChoice(devices, bool(cfg_parallel)))
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import InputError
+from ..generate import resolve_seed
 from .ulysses import SequenceParallel
 
 CFG_BRANCHES = 2
@@ -111,7 +112,6 @@ class ParallelMesh:
 
     def agree_seed(self, seed: int) -> int:
         """Rank 0's seed on every rank (a random seed, -1, would otherwise differ per rank)."""
-        from ..generate import resolve_seed
         seed = resolve_seed(seed)  # rank 0's draw is the one broadcast
         box = [seed]  # seeds go up to 2**64 - 1, past int64: sent as a Python object
         dist.broadcast_object_list(box, src=0, device=self.device)

@@ -19,7 +19,7 @@ from framepack_core.lora_apply import apply_loras
 from framepack_core.lora_formats import load_lora_file
 from framepack_core.offload import BlockStreamer
 from framepack_core.planning import plan_video
-from framepack_core.rope import rope_grid, to_complex
+from tests.core.block_graphs import assert_blocks_trace_in_one_graph
 
 # The bound the compile module states: one graph per block kind for a whole generation.
 MAX_COMPILES_PER_GENERATION = 2
@@ -69,20 +69,7 @@ def _forward_inputs(frames: int, seed: int = 2) -> dict:
 
 
 def test_no_graph_break_inside_either_block_kind():
-    model = _model()
-    g = torch.Generator().manual_seed(3)
-    tokens, text, temb = (torch.randn(*s, generator=g) for s in ((1, 48, 32), (1, 9, 32), (1, 32)))
-    cos, sin = rope_grid(torch.arange(3), 4, 4, TINY.rope_axes_dim, TINY.rope_theta)
-    rope = to_complex(cos, sin)
-    joint_rope = torch.view_as_real(torch.cat([rope, torch.ones(9, rope.shape[1], dtype=rope.dtype)]))
-    rope = torch.view_as_real(rope)  # the form the compiled blocks get
-    with torch.no_grad():
-        dual = torch._dynamo.explain(model.transformer_blocks[0])(tokens, text, temb, rope, None)
-        single = torch._dynamo.explain(model.single_transformer_blocks[0])(torch.cat([tokens, text], 1), temb,
-                                                                           joint_rope, None)
-    for report in (dual, single):
-        assert report.graph_break_count == 0, report.break_reasons
-        assert report.graph_count == 1
+    assert_blocks_trace_in_one_graph(_model())
 
 
 def test_three_sections_with_two_window_sizes_compile_at_most_the_stated_number(models):

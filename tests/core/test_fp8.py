@@ -13,7 +13,7 @@ from framepack_core import fp8
 from framepack_core.fp8 import E4M3_MAX, scaled_linear, select_fp8_matmul, unsupported_reason
 from framepack_core.layers import Linear
 from framepack_core.loading import load_framepack_model, save_framepack_model
-from framepack_dev.random_weights import random_model
+from framepack_dev.random_weights import random_model, window_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -25,15 +25,6 @@ def _fp8_model(tmp_path, storage="fp8_e4m3fn") -> FramePackTransformer:
     model = random_model(TINY, std=0.1)
     [path] = save_framepack_model(model, tmp_path / "tiny.safetensors")
     return load_framepack_model(path, compute_dtype="bf16", storage=storage)
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([700.0]), guidance=torch.tensor([10000.0]),
-                encoder_hidden_states=r(1, 5, TINY.text_embed_dim), encoder_attention_mask=None,
-                pooled_projections=r(1, 16), image_embeddings=r(1, 3, TINY.image_proj_dim),
-                latent_indices=torch.arange(2))
 
 
 def _rel_l2(a, b):
@@ -120,13 +111,13 @@ def test_scale_maps_the_largest_activation_to_the_format_maximum(monkeypatch):
 def test_the_tiny_model_runs_every_block_matmul_through_scaled_mm(tmp_path, monkeypatch):
     model = _fp8_model(tmp_path)
     with torch.no_grad():
-        upcast = model(**_inputs())
+        upcast = model(**window_inputs(TINY))
     calls = []
     real = torch._scaled_mm
     monkeypatch.setattr(torch, "_scaled_mm", lambda *a, **kw: (calls.append(a[1].shape), real(*a, **kw))[1])
     select_fp8_matmul(model, "cuda", capability=(9, 0))
     with torch.no_grad():
-        scaled = model(**_inputs())
+        scaled = model(**window_inputs(TINY))
     # per dual block: fused image qkv, fused text qkv, to_out, to_add_out, two MLPs of two layers = 8;
     # per single block: fused qkv+mlp and proj_out (one matmul over [attention | gelu(mlp)]) = 2
     assert len(calls) == TINY.num_layers * 8 + TINY.num_single_layers * 2
@@ -134,7 +125,7 @@ def test_the_tiny_model_runs_every_block_matmul_through_scaled_mm(tmp_path, monk
     assert 0 < _rel_l2(scaled, upcast) < 0.1
     select_fp8_matmul(model, "cuda", capability=(8, 6))
     with torch.no_grad():
-        assert torch.equal(model(**_inputs()), upcast)  # switched off: the upcast path, bit for bit
+        assert torch.equal(model(**window_inputs(TINY)), upcast)  # switched off: the upcast path, bit for bit
 
 
 def test_no_graph_break_in_a_block_on_the_scaled_path(tmp_path):

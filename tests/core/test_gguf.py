@@ -17,7 +17,7 @@ from framepack_core.gguf_dequant import FLOAT_TYPES, QUANT_TYPES, TYPE_IDS, dequ
 from framepack_core.gguf_linear import QuantizedLinear
 from framepack_core.layers import Linear
 from framepack_core.loading import load_framepack_model, save_framepack_model
-from framepack_dev.random_weights import random_model
+from framepack_dev.random_weights import random_model, window_inputs
 from tests.blocked_imports import run_without
 from tests.core.gguf_files import K_CONFIG, random_blocks, write_model_gguf
 
@@ -25,18 +25,9 @@ QUANT_NAMES = [name for name, *_ in QUANT_TYPES.values()]
 ALL_NAMES = QUANT_NAMES + [name for name, _ in FLOAT_TYPES.values()]
 
 
-def _inputs(config, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([700.0]), guidance=torch.tensor([10000.0]),
-                encoder_hidden_states=r(1, 5, config.text_embed_dim), encoder_attention_mask=None,
-                pooled_projections=r(1, config.pooled_projection_dim),
-                image_embeddings=r(1, 3, config.image_proj_dim), latent_indices=torch.arange(2))
-
-
 def _forward(model, config):
     with torch.no_grad():
-        return model(**_inputs(config)).float()
+        return model(**window_inputs(config)).float()
 
 
 def _rel(a, b):

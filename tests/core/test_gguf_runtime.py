@@ -18,8 +18,8 @@ from framepack_core.loading import load_framepack_model, save_framepack_model
 from framepack_core.lora_apply import apply_loras
 from framepack_core.lora_formats import load_lora_file
 from framepack_core.offload import BlockStreamer, module_bytes
-from framepack_core.rope import rope_grid, to_complex
-from framepack_dev.random_weights import random_model
+from framepack_dev.random_weights import random_model, window_inputs
+from tests.core.block_graphs import assert_blocks_trace_in_one_graph
 
 D, MLP = TINY.inner_dim, TINY.mlp_dim
 
@@ -31,18 +31,9 @@ def q_file(tmp_path_factory):
     return convert(src, folder / "tiny-Q4_0.gguf", "Q4_0")
 
 
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    return dict(hidden_states=r(1, 16, 2, 8, 8), timestep=torch.tensor([700.0]), guidance=torch.tensor([10000.0]),
-                encoder_hidden_states=r(1, 5, TINY.text_embed_dim), encoder_attention_mask=None,
-                pooled_projections=r(1, 16), image_embeddings=r(1, 3, TINY.image_proj_dim),
-                latent_indices=torch.arange(2))
-
-
 def _forward(model):
     with torch.no_grad():
-        return model(**_inputs()).float()
+        return model(**window_inputs(TINY)).float()
 
 
 def _pair(out_dim, in_dim, seed, rank=4, std=0.1):
@@ -128,20 +119,8 @@ def test_quantized_blocks_compile_without_a_graph_break(q_file):
     checks the bf16 blocks); inductor's numerics are checked per type below, on one layer, to keep the test fast."""
     model = load_framepack_model(q_file, compute_dtype="fp32")
     assert isinstance(model.single_transformer_blocks[0].proj_mlp, QuantizedLinear)
-    g = torch.Generator().manual_seed(3)
-    tokens, text, temb = (torch.randn(*s, generator=g) for s in ((1, 48, 32), (1, 9, 32), (1, 32)))
-    cos, sin = rope_grid(torch.arange(3), 4, 4, TINY.rope_axes_dim, TINY.rope_theta)
-    rope = to_complex(cos, sin)
-    joint_rope = torch.view_as_real(torch.cat([rope, torch.ones(9, rope.shape[1], dtype=rope.dtype)]))
-    rope = torch.view_as_real(rope)
     torch._dynamo.reset()
-    with torch.no_grad():
-        dual = torch._dynamo.explain(model.transformer_blocks[0])(tokens, text, temb, rope, None)
-        single = torch._dynamo.explain(model.single_transformer_blocks[0])(torch.cat([tokens, text], 1), temb,
-                                                                           joint_rope, None)
-    for report in (dual, single):
-        assert report.graph_break_count == 0, report.break_reasons
-        assert report.graph_count == 1
+    assert_blocks_trace_in_one_graph(model)
     torch._dynamo.reset()
 
 

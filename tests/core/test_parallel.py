@@ -19,6 +19,7 @@ from framepack_core.parallel import GroupSpec, ModelSpec, WorkerGroup, WorkerGro
 from framepack_core.parallel.mesh import job_split
 from framepack_core.parallel.wire import from_wire, to_wire
 from framepack_core.parallel.workers import exit_words
+from framepack_dev.comfy_server import free_port
 from framepack_dev.parallel_check import SCENARIOS, parallel_model, run_ranks, run_scenario, video_request
 
 TOLERANCE = 1e-5
@@ -171,7 +172,6 @@ def test_exit_words():
 
 def test_torchrun_cli_equals_one_process(model_file, loaded, tmp_path):
     """The standalone path: torchrun (torch.distributed.run) with 2 CPU ranks and its env:// rendezvous."""
-    import socket
     import subprocess
     import sys
 
@@ -180,9 +180,7 @@ def test_torchrun_cli_equals_one_process(model_file, loaded, tmp_path):
     out = tmp_path / "latents.safetensors"
     argv = ["--model", str(model_file), "--random-inputs", "64x96", "--num-frames", "40", "--steps", "3", "--seed",
             "5", "--cfg", "2.5", "--cfg-parallel", "--compute-dtype", "fp32", "--out", str(out)]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                           "127.0.0.1", "--master-port", str(port), "-m", "framepack_core.parallel.cli", *argv],
                          capture_output=True, text=True, timeout=120)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from tests.unrunnable import unrunnable_module
 
 NEEDED = {"websocket": "websocket-client", "fastapi": "fastapi", "uvicorn": "uvicorn", "PIL": "pillow"}
@@ -17,3 +19,20 @@ def pytest_pycollect_makemodule(module_path, parent):
     if MISSING:
         return unrunnable_module(parent, module_path, MISSING)
     return None
+
+
+@pytest.fixture
+def live(tmp_path):
+    """make(**config) -> a LiveService on a loopback port (its one ComfyUI server unreachable), closed after the
+    test."""
+    from tests.service.harness import LiveService  # needs the service's dependencies, checked above
+
+    services = []
+
+    def make(**config):
+        services.append(LiveService(["http://127.0.0.1:9"], tmp_path / str(len(services)), **config))
+        return services[-1]
+
+    yield make
+    for s in services:
+        s.close()

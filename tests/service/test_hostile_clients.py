@@ -18,20 +18,6 @@ from framepack_core.limits import (MAX_HOSTED_PROMPT_CHARS, MAX_NEGATIVE_PROMPT_
 from framepack_service import core, intake
 from framepack_service.body import parse_json
 from framepack_service.intake import BadRequest
-from tests.service.harness import LiveService
-
-
-@pytest.fixture
-def live(tmp_path):
-    services = []
-
-    def make(**config):
-        services.append(LiveService(["http://127.0.0.1:9"], tmp_path / str(len(services)), **config))
-        return services[-1]
-
-    yield make
-    for s in services:
-        s.close()
 
 
 def health_from(port: int, source: str, timeout: float = 5.0) -> float:

@@ -23,7 +23,6 @@ from framepack_client import fetch
 from framepack_service.gate import host_without_port, is_loopback, key_matches
 from framepack_service.intake import FAL_FLF2V, FAL_I2V, WAVESPEED, BadRequest, check_body
 from framepack_service.store import QUEUED, JobRecord, JobStore
-from tests.service.harness import LiveService
 
 
 def png_bytes(size=(24, 16), color=(200, 30, 30)) -> bytes:
@@ -255,19 +254,6 @@ def test_gate_helpers():
     assert [host_without_port(h) for h in ("a:80", "[::1]:8000", "::1", "b")] == ["a", "::1", "::1", "b"]
     assert key_matches("Bearer k1", "k1") and key_matches("Key k1", "k1") and key_matches("bearer  k1 ", "k1")
     assert not key_matches("Bearer k2", "k1") and not key_matches("Basic k1", "k1") and not key_matches("", "k1")
-
-
-@pytest.fixture
-def live(tmp_path):
-    services = []
-
-    def make(**config):
-        services.append(LiveService(["http://127.0.0.1:9"], tmp_path / str(len(services)), **config))
-        return services[-1]
-
-    yield make
-    for s in services:
-        s.close()
 
 
 def test_wrong_or_missing_key_is_401_and_nothing_is_stored(live):

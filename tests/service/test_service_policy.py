@@ -30,19 +30,6 @@ from tests.service.test_service_offline import data_uri, png_bytes
 URL = "https://images.example/a.png"
 
 
-@pytest.fixture
-def live(tmp_path):
-    services = []
-
-    def make(**config):
-        services.append(LiveService(["http://127.0.0.1:9"], tmp_path / str(len(services)), **config))
-        return services[-1]
-
-    yield make
-    for s in services:
-        s.close()
-
-
 def finished_job(svc, status=COMPLETED, error="", finished_at=None, **fields) -> JobRecord:
     """A job stored as finished, with a video file in the outputs folder when completed."""
     job = JobRecord(id=secrets.token_hex(16), contract=fields.pop("contract", "fal"),
